@@ -1,0 +1,35 @@
+# quorumlog: `make up` starts a local 3-node cluster, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck up sim bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check raft node client chaos tests
+	$(PY) tests/typecheck.py
+
+test: $(STAMP)
+	$(MAKE) lint
+	$(VENV)/bin/pytest -n auto tests
+
+sim: $(STAMP)
+	$(VENV)/bin/quorumlog sim --seeds 1000 --steps 3000
+
+bench: $(STAMP)
+	$(VENV)/bin/quorumlog bench-core
+
+up: $(STAMP)
+	$(VENV)/bin/quorumlog cluster up --nodes 3 --data-dir ./data --base-port 7001
+
+clean:
+	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""quorumlog chaos: in-memory cluster, deterministic simulator, fault injection, checkers."""

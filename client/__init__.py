@@ -1,0 +1,1 @@
+"""quorumlog client SDK and command-line tool."""

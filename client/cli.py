@@ -1,0 +1,76 @@
+"""The ``quorumlog`` command line: one dispatcher, one module per subcommand.
+
+Owns: argument dispatch, exit codes and the "one clear line on stderr" error contract.
+Must never: hold a subcommand's logic; each subcommand module exposes
+``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+# name -> (module, one-line help). Modules are imported lazily so a command never pays for
+# another's dependencies.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("quorumlog.chaos.sim", "run the deterministic Raft simulator over many seeds"),
+    "bench-core": (
+        "quorumlog.chaos.bench_core",
+        "benchmark the pure Raft core (3 in-memory nodes, no I/O)",
+    ),
+}
+
+
+class SubcommandModule(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load(name: str) -> SubcommandModule:
+    module_name, _ = SUBCOMMANDS[name]
+    return cast(SubcommandModule, importlib.import_module(module_name))
+
+
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quorumlog", description="quorumlog command line")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            _load(name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    selected = next((arg for arg in args_list if not arg.startswith("-")), None)
+    if selected not in SUBCOMMANDS:
+        selected = None
+    parser = build_parser(selected)
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return _load(args.command).run(args)
+    except CliError as error:
+        print(f"quorumlog {args.command}: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""quorumlog node: one server process (lands with the cluster issue)."""
