@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck up sim bench clean
+.PHONY: install test lint up sim bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check raft node client chaos tests
+	$(VENV)/bin/ruff check raft node client chaos proto tests
 	$(PY) tests/typecheck.py
 
 test: $(STAMP)
@@ -28,8 +28,13 @@ sim: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/quorumlog bench-core
 
+proto: $(STAMP)
+	$(PY) -m quorumlog.proto.generate
+
+# The local cluster lands with the issue "A real 3-node cluster"; until then say so plainly.
 up: $(STAMP)
-	$(VENV)/bin/quorumlog cluster up --nodes 3 --data-dir ./data --base-port 7001
+	@echo 'make up: the node, its storage wiring and the SDK are not built yet (issue "A real 3-node cluster")' >&2
+	@exit 1
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from quorumlog.raft import (
     NONE,
-    Config,
     ConfChange,
+    Config,
     ConfState,
     Entry,
     EntryType,
@@ -30,8 +30,8 @@ from quorumlog.raft import (
     MessageType,
     NodeId,
     RawNode,
-    Ready,
     ReadState,
+    Ready,
     Snapshot,
     StateRole,
     bootstrap_memory_storage,
@@ -69,7 +69,7 @@ class StateMachine:
 
     def restore(self, snapshot: Snapshot) -> None:
         if snapshot.data:
-            index, count = _SNAP_HEADER.unpack_from(snapshot.data)
+            _, count = _SNAP_HEADER.unpack_from(snapshot.data)
             self.count = count
             self.digest = snapshot.data[_SNAP_HEADER.size :]
         else:

@@ -47,6 +47,10 @@ class Inflights:
         while queue and queue[0] <= index:
             queue.popleft()
 
+    def free_first(self) -> None:
+        if self._queue:
+            self._queue.popleft()
+
     def reset(self) -> None:
         self._queue.clear()
 
@@ -115,8 +119,7 @@ class Progress:
             self.match = index
             updated = True
             self.msg_app_probe_sent = False
-        if self.next < index + 1:
-            self.next = index + 1
+        self.next = max(self.next, index + 1)
         return updated
 
     def sent_entries(self, last_index: int, count: int) -> None:

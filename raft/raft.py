@@ -289,7 +289,12 @@ class Raft:
         if not self.promotable():
             self._log("is not a voter and does not campaign")
             return
-        if self._has_unapplied_conf_change():
+        if not transfer and self._has_unapplied_conf_change():
+            # A transfer campaign goes ahead: the leader chose us from its applied
+            # configuration, and a removed leader's TimeoutNow follows right behind the append
+            # that commits its removal, usually before we could apply it. One-server changes
+            # keep every quorum of the old configuration overlapping every quorum of the new
+            # one (thesis §4.1), so counting votes with the old one is still safe.
             self._log("cannot campaign: committed membership change not yet applied")
             return
         if self.config.pre_vote and not transfer:
@@ -422,9 +427,8 @@ class Raft:
         elif t == MT.SNAP_RESP:
             progress.recent_active = True
             self._handle_snapshot_response(m, progress)
-        elif t == MT.UNREACHABLE:
-            if progress.state == ProgressState.REPLICATE:
-                progress.become_probe()
+        elif t == MT.UNREACHABLE and progress.state == ProgressState.REPLICATE:
+            progress.become_probe()
 
     def _leader_propose(self, m: Message) -> None:
         if not m.entries:
@@ -589,9 +593,10 @@ class Raft:
                 self._send_append(m.frm)
             return
         was_paused = progress.is_paused()
-        if not progress.maybe_update(m.index):
-            if not (progress.state == ProgressState.PROBE and progress.match == m.index):
-                return
+        if not progress.maybe_update(m.index) and not (
+            progress.state == ProgressState.PROBE and progress.match == m.index
+        ):
+            return
         if progress.state == ProgressState.PROBE:
             progress.become_replicate()
         elif progress.state == ProgressState.SNAPSHOT:
@@ -616,6 +621,10 @@ class Raft:
 
     def _handle_heartbeat_response(self, m: Message, progress: Progress) -> None:
         progress.msg_app_probe_sent = False
+        if progress.state == ProgressState.REPLICATE and progress.inflights.full():
+            # Appends in the window may all have been lost: let one more through so a gap
+            # is detected (and the follower falls back to probing) instead of stalling.
+            progress.inflights.free_first()
         if progress.state == ProgressState.SNAPSHOT:
             # The chunk or its acknowledgement may have been lost: resend from the last ack.
             self._send_snapshot_chunk(m.frm, progress)
@@ -627,9 +636,7 @@ class Raft:
     def _handle_snapshot_response(self, m: Message, progress: Progress) -> None:
         if progress.state != ProgressState.SNAPSHOT or progress.pending_snapshot != m.index:
             return
-        if m.reject:
-            progress.snap_offset = m.snap_offset
-        elif m.snap_offset > progress.snap_offset:
+        if m.reject or m.snap_offset > progress.snap_offset:
             progress.snap_offset = m.snap_offset
         else:
             return  # duplicate acknowledgement
@@ -709,6 +716,11 @@ class Raft:
     # -- candidate -----------------------------------------------------------------------------
     def _step_candidate(self, m: Message) -> None:
         t = m.type
+        if t == MT.READ_INDEX and m.frm != NONE:
+            # A peer's forwarded read: dropping it is the answer (the requester retries);
+            # stepping a network message must not raise.
+            self._log(f"dropped read from n{m.frm}: campaigning, no leader")
+            return
         if t in (MT.PROPOSE, MT.READ_INDEX):
             raise ProposalDropped(f"n{self.id} is campaigning; no leader")
         if t in (MT.APP, MT.HEARTBEAT, MT.SNAP):
@@ -754,6 +766,11 @@ class Raft:
             self._log(f"received timeout-now from n{m.frm}: campaigning")
             self._hup(transfer=True)
         elif t == MT.READ_INDEX:
+            if self.leader_id == NONE and m.frm != NONE:
+                # Forwarded to us while we led, arriving after we stepped down in the same
+                # term (CheckQuorum, removal): drop it; the requester retries.
+                self._log(f"dropped read from n{m.frm}: no leader")
+                return
             if self.leader_id == NONE:
                 raise ProposalDropped(f"n{self.id} knows no leader to serve a read")
             self.msgs.append(

@@ -211,8 +211,7 @@ class RawNode:
         if rd.snapshot is not None:
             index = rd.snapshot.metadata.index
             log.stable_snapshot_to(index)
-            if index > log.applied:
-                log.applied = index
+            log.applied = max(log.applied, index)
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)

@@ -1,0 +1,593 @@
+"""Durable Raft storage in RocksDB (through rocksdict): the log, hard state and snapshots.
+
+Owns: the ``m/`` (metadata) and ``l/`` (log) keys of the node's one RocksDB, the ``Storage``
+protocol the Raft core reads (same semantics and named errors as ``MemoryStorage``), and the
+write side used while handling a ``Ready``: every change of one ``Ready`` (hard state, entries
+with their conflicting suffix removed, snapshot) goes into ONE RocksDB write batch, written
+with ``sync=True`` (WAL fsync) when ``Ready.must_sync`` says so, before any vote or append
+acknowledgement leaves the node. Must never: keep entries in Python memory (memory here does
+not grow with the log; only a few positions and a bounded run-length cache of recent terms
+live in Python), write keys outside its two prefixes on its own, or be used from two threads
+at once (the node's loop serialises reads and writes; in-memory positions change only after
+a write has returned).
+
+The session state machine shares this database under its own prefixes: it reads through
+``RocksStorage.db`` and adds its keys to the same atomic write with ``LogBatch.put`` /
+``delete`` / ``delete_range`` (which refuse ``m/`` and ``l/`` keys).
+
+Key layout (keys and values are raw bytes; integers are unsigned big-endian, so keys sort
+numerically):
+
+=====================  ===================================================================
+key                    value
+=====================  ===================================================================
+``m/format``           one byte, the layout version (``1``); written when the DB is created
+``m/hardstate``        ``>QQQ`` term, vote, commit
+``m/snapshot``         ``>QQ`` index, term, then the conf state: ``>II`` voter count,
+                       learner count, then that many ``>Q`` node ids (voters, learners)
+``m/snapshot-data``    the snapshot's opaque application data
+``m/truncated``        ``>QQ`` index, term of the entry just before the first retained one
+                       (the compaction point; ``term(first_index() - 1)`` answers from it)
+``l/<index >Q>``       one log entry: ``>QB`` term, entry type, then the entry data
+=====================  ===================================================================
+
+Absent metadata keys mean "nothing yet": empty hard state, empty snapshot, truncated at
+(0, 0). The log keys are always exactly ``first_index() .. last_index()``, gapless; the open
+checks both ends. A compaction removes a prefix with one range delete (RocksDB skips a range
+tombstone as a whole, so finding the first entry stays cheap); a follower installing a
+snapshot range-deletes the whole ``l/`` prefix.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import rocksdict
+
+from quorumlog.raft.errors import Compacted, SnapshotTemporarilyUnavailable, Unavailable
+from quorumlog.raft.rawnode import Ready
+from quorumlog.raft.storage import bootstrap_snapshot
+from quorumlog.raft.types import (
+    EMPTY_HARD_STATE,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+FORMAT_VERSION = 1
+
+META_PREFIX = b"m/"
+LOG_PREFIX = b"l/"
+_LOG_END = b"l0"  # first key after every ``l/`` key ('0' follows '/')
+
+FORMAT_KEY = b"m/format"
+HARD_STATE_KEY = b"m/hardstate"
+SNAPSHOT_KEY = b"m/snapshot"
+SNAPSHOT_DATA_KEY = b"m/snapshot-data"
+TRUNCATED_KEY = b"m/truncated"
+
+_OWNED_PREFIXES = (META_PREFIX, LOG_PREFIX)
+
+_U64 = struct.Struct(">Q")
+_ENTRY_HEADER = struct.Struct(">QB")
+_HARD_STATE = struct.Struct(">QQQ")
+_INDEX_TERM = struct.Struct(">QQ")
+_CONF_COUNTS = struct.Struct(">II")
+
+# Recent term changes kept in memory: term(i) for the tail of the log (elections, AppendEntries
+# consistency checks) answers without a read. Older indices are read from RocksDB.
+TERM_RUNS_KEPT = 64
+
+# Truncating a suffix at most this long uses point deletes; longer ones use a range delete.
+_POINT_DELETE_LIMIT = 32
+
+
+class StorageError(Exception):
+    """Base of the errors of the durable storage itself (not the core's named errors)."""
+
+
+class StorageCorrupted(StorageError):
+    """What is on disk breaks the layout's invariants (a gap, an unknown format...)."""
+
+
+class StorageNotEmpty(StorageError):
+    """``bootstrap`` was asked to found a cluster on a directory that already holds state."""
+
+
+class StaleBatch(StorageError):
+    """A ``LogBatch`` was written after another write, or twice; build a new one."""
+
+
+# -- encodings -----------------------------------------------------------------------------------
+def log_key(index: int) -> bytes:
+    return LOG_PREFIX + _U64.pack(index)
+
+
+def _log_index(key: bytes) -> int:
+    if len(key) != len(LOG_PREFIX) + 8 or not key.startswith(LOG_PREFIX):
+        raise StorageCorrupted(f"malformed log key {key!r}")
+    index: int = _U64.unpack_from(key, len(LOG_PREFIX))[0]
+    return index
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _ENTRY_HEADER.pack(entry.term, int(entry.type)) + entry.data
+
+
+def decode_entry(index: int, value: bytes) -> Entry:
+    if len(value) < _ENTRY_HEADER.size:
+        raise StorageCorrupted(f"entry {index}: {len(value)} bytes is too short")
+    term, entry_type = _ENTRY_HEADER.unpack_from(value)
+    return Entry(term, index, value[_ENTRY_HEADER.size :], EntryType(entry_type))
+
+
+def encode_hard_state(hard_state: HardState) -> bytes:
+    return _HARD_STATE.pack(hard_state.term, hard_state.vote, hard_state.commit)
+
+
+def decode_hard_state(value: bytes) -> HardState:
+    term, vote, commit = _HARD_STATE.unpack(value)
+    return HardState(term, vote, commit)
+
+
+def _encode_conf_state(conf_state: ConfState) -> bytes:
+    ids = (*conf_state.voters, *conf_state.learners)
+    counts = _CONF_COUNTS.pack(len(conf_state.voters), len(conf_state.learners))
+    return counts + struct.pack(f">{len(ids)}Q", *ids)
+
+
+def _decode_conf_state(value: bytes, offset: int) -> ConfState:
+    voter_count, learner_count = _CONF_COUNTS.unpack_from(value, offset)
+    offset += _CONF_COUNTS.size
+    ids: tuple[NodeId, ...] = struct.unpack_from(f">{voter_count + learner_count}Q", value, offset)
+    if offset + 8 * len(ids) != len(value):
+        raise StorageCorrupted("conf state has trailing bytes")
+    return ConfState(ids[:voter_count], ids[voter_count:])
+
+
+def encode_snapshot_metadata(metadata: SnapshotMetadata) -> bytes:
+    return _INDEX_TERM.pack(metadata.index, metadata.term) + _encode_conf_state(
+        metadata.conf_state
+    )
+
+
+def decode_snapshot_metadata(value: bytes) -> SnapshotMetadata:
+    index, term = _INDEX_TERM.unpack_from(value)
+    return SnapshotMetadata(index, term, _decode_conf_state(value, _INDEX_TERM.size))
+
+
+# -- positions -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LogState:
+    """Everything about the log that lives in Python memory: O(1) in the log's length.
+
+    ``term_runs`` is a run-length view of the tail's terms: ``(start, term)`` pairs sorted by
+    ``start``, each meaning "entries from ``start`` up to the next run's start (or the last
+    index) have ``term``". Indices before the first run are read from RocksDB.
+    """
+
+    hard_state: HardState
+    snapshot_metadata: SnapshotMetadata
+    truncated_index: int
+    truncated_term: int
+    last_index: int
+    term_runs: tuple[tuple[int, int], ...]
+
+
+def _cached_term(runs: Sequence[tuple[int, int]], index: int) -> int | None:
+    if not runs or index < runs[0][0]:
+        return None
+    position = bisect.bisect_right(runs, index, key=_run_start) - 1
+    return runs[position][1]
+
+
+def _run_start(run: tuple[int, int]) -> int:
+    return run[0]
+
+
+# -- the write batch -------------------------------------------------------------------------------
+class LogBatch:
+    """One atomic write being built: log changes plus any other prefix's keys.
+
+    Log operations validate against the state as it will be after the operations before
+    them in this batch (so a snapshot then entries, as in one ``Ready``, works) and raise the
+    same named errors as ``MemoryStorage``. Nothing is visible, on disk or in memory, until
+    ``RocksStorage.write`` returns.
+    """
+
+    def __init__(self, storage: RocksStorage) -> None:
+        self._storage = storage
+        self._base = storage._state
+        self._state = storage._state
+        self._runs = list(storage._state.term_runs)
+        self.raw = rocksdict.WriteBatch(raw_mode=True)
+
+    # -- log operations ----------------------------------------------------------------------
+    def set_hard_state(self, hard_state: HardState) -> None:
+        self.raw.put(HARD_STATE_KEY, encode_hard_state(hard_state))
+        self._state = dataclasses.replace(self._state, hard_state=hard_state)
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append, replacing any conflicting suffix (keys beyond the new last are deleted)."""
+        if not entries:
+            return
+        state = self._state
+        first = state.truncated_index + 1
+        if entries[-1].index < first:
+            return
+        if entries[0].index < first:
+            entries = entries[first - entries[0].index :]
+        first_new = entries[0].index
+        if first_new > state.last_index + 1:
+            raise Unavailable(f"gap: appending {first_new} after {state.last_index}")
+        for position, entry in enumerate(entries):
+            if entry.index != first_new + position:
+                raise ValueError(f"entries not contiguous at {entry.index}")
+            self.raw.put(log_key(entry.index), encode_entry(entry))
+        new_last = entries[-1].index
+        if new_last < state.last_index:
+            if state.last_index - new_last <= _POINT_DELETE_LIMIT:
+                for index in range(new_last + 1, state.last_index + 1):
+                    self.raw.delete(log_key(index))
+            else:
+                self.raw.delete_range(log_key(new_last + 1), log_key(state.last_index + 1))
+        runs = self._runs
+        del runs[bisect.bisect_left(runs, first_new, key=_run_start) :]
+        for entry in entries:
+            if not runs or runs[-1][1] != entry.term:
+                runs.append((entry.index, entry.term))
+        self._state = dataclasses.replace(state, last_index=new_last)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the whole log with ``snapshot`` (a follower catching up)."""
+        metadata = snapshot.metadata
+        if metadata.index <= self._state.snapshot_metadata.index:
+            raise SnapshotTemporarilyUnavailable("snapshot is out of date")
+        self.raw.delete_range(LOG_PREFIX, _LOG_END)
+        self._put_snapshot(metadata, snapshot.data)
+        self.raw.put(TRUNCATED_KEY, _INDEX_TERM.pack(metadata.index, metadata.term))
+        self._runs = []
+        self._state = dataclasses.replace(
+            self._state,
+            snapshot_metadata=metadata,
+            truncated_index=metadata.index,
+            truncated_term=metadata.term,
+            last_index=metadata.index,
+        )
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record application state at applied ``index`` as the current snapshot."""
+        state = self._state
+        if index <= state.snapshot_metadata.index:
+            raise SnapshotTemporarilyUnavailable(f"snapshot at {index} is out of date")
+        if index > state.last_index:
+            raise Unavailable(f"snapshot index {index} beyond last {state.last_index}")
+        metadata = SnapshotMetadata(index, self.term(index), conf_state)
+        self._put_snapshot(metadata, data)
+        self._state = dataclasses.replace(state, snapshot_metadata=metadata)
+        return Snapshot(metadata, data)
+
+    def compact(self, compact_index: int) -> None:
+        """Discard entries up to and including ``compact_index`` (one range delete)."""
+        state = self._state
+        if compact_index <= state.truncated_index:
+            raise Compacted(f"already compacted to {state.truncated_index}")
+        if compact_index > state.last_index:
+            raise Unavailable(f"compact {compact_index} beyond last {state.last_index}")
+        term = self.term(compact_index)
+        self.raw.delete_range(log_key(state.truncated_index + 1), log_key(compact_index + 1))
+        self.raw.put(TRUNCATED_KEY, _INDEX_TERM.pack(compact_index, term))
+        runs = self._runs
+        keep_from = bisect.bisect_right(runs, compact_index + 1, key=_run_start) - 1
+        if keep_from >= 0 and compact_index < state.last_index:
+            # The run covering the new first entry now starts there.
+            runs[: keep_from + 1] = [(compact_index + 1, runs[keep_from][1])]
+        else:
+            del runs[: max(keep_from + 1, 0)]
+        self._state = dataclasses.replace(
+            state, truncated_index=compact_index, truncated_term=term
+        )
+
+    def term(self, index: int) -> int:
+        """Term at ``index`` as it will be once this batch is written."""
+        return self._storage._term_in(self._state, self._runs, index)
+
+    # -- other prefixes ----------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes) -> None:
+        self.raw.put(_foreign(key), value)
+
+    def delete(self, key: bytes) -> None:
+        self.raw.delete(_foreign(key))
+
+    def delete_range(self, begin: bytes, end: bytes) -> None:
+        """Delete keys in ``[begin, end)``; the range must not touch ``m/`` or ``l/``."""
+        if begin >= end:
+            return
+        for prefix in _OWNED_PREFIXES:
+            # [begin, end) overlaps [prefix, prefix_end) unless one lies entirely before the other.
+            prefix_end = prefix[:-1] + bytes([prefix[-1] + 1])
+            if begin < prefix_end and end > prefix:
+                raise ValueError(f"range {begin!r}..{end!r} overlaps the storage's {prefix!r}")
+        self.raw.delete_range(begin, end)
+
+    def _put_snapshot(self, metadata: SnapshotMetadata, data: bytes) -> None:
+        self.raw.put(SNAPSHOT_KEY, encode_snapshot_metadata(metadata))
+        self.raw.put(SNAPSHOT_DATA_KEY, data)
+
+    def _finish(self) -> _LogState:
+        runs = self._runs[-TERM_RUNS_KEPT:]
+        return dataclasses.replace(self._state, term_runs=tuple(runs))
+
+
+def _foreign(key: bytes) -> bytes:
+    if key.startswith(_OWNED_PREFIXES):
+        raise ValueError(f"key {key!r} belongs to the Raft storage (m/ and l/ are reserved)")
+    return key
+
+
+# -- RocksDB options -------------------------------------------------------------------------------
+def log_options() -> rocksdict.Options:
+    """RocksDB tuned for an append-mostly log read mostly at its tail.
+
+    The WAL stays on (every write is logged; ``sync`` decides whether the write waits for
+    fsync). Point-in-time WAL recovery: after a crash the database reopens at the last
+    consistent write, and every synced write is before that point.
+    """
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+    options.set_max_background_jobs(2)
+    options.set_write_buffer_size(32 << 20)
+    options.set_max_write_buffer_number(3)
+    options.set_max_total_wal_size(128 << 20)
+    options.set_level_compaction_dynamic_level_bytes(True)
+    options.set_compression_type(rocksdict.DBCompressionType.lz4())
+    options.set_bytes_per_sync(1 << 20)  # smooth background SST writes
+    options.set_keep_log_file_num(4)  # RocksDB's own info LOG files
+    table = rocksdict.BlockBasedOptions()
+    table.set_block_cache(rocksdict.Cache(32 << 20))
+    table.set_bloom_filter(10, False)  # point reads: term(i), session lookups
+    options.set_block_based_table_factory(table)
+    return options
+
+
+# -- the storage ---------------------------------------------------------------------------------
+class RocksStorage:
+    """The ``Storage`` the core reads, backed by one RocksDB directory.
+
+    Reads follow ``MemoryStorage`` exactly. Writes: build a ``LogBatch`` (``batch()``), or
+    use ``write_ready`` for step 1 of the ``Ready`` contract, or the one-operation helpers
+    named like ``MemoryStorage``'s (``set_hard_state``, ``append``, ``apply_snapshot``,
+    ``create_snapshot``, ``compact``), each a single batch.
+    """
+
+    def __init__(self, path: str | Path, options: rocksdict.Options | None = None) -> None:
+        self.path = Path(path)
+        self._sync_write = rocksdict.WriteOptions()
+        self._sync_write.sync = True
+        self._async_write = rocksdict.WriteOptions()
+        self._async_write.sync = False
+        self._db = rocksdict.Rdict(str(self.path), options or log_options())
+        self._closed = False
+        try:
+            self._state = self._recover()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def db(self) -> rocksdict.Rdict:
+        """The underlying database (raw bytes keys and values) for other prefixes' reads."""
+        return self._db
+
+    # -- read side (the Storage protocol) ------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        state = self._state
+        return state.hard_state, state.snapshot_metadata.conf_state
+
+    def first_index(self) -> int:
+        return self._state.truncated_index + 1
+
+    def last_index(self) -> int:
+        return self._state.last_index
+
+    def term(self, index: int) -> int:
+        state = self._state
+        return self._term_in(state, state.term_runs, index)
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        state = self._state
+        if lo <= state.truncated_index:
+            raise Compacted(f"index {lo} compacted (first retained {state.truncated_index + 1})")
+        if hi > state.last_index + 1:
+            raise Unavailable(f"entries up to {hi - 1} requested, last is {state.last_index}")
+        result: list[Entry] = []
+        if lo >= hi:
+            return result
+        read_options = rocksdict.ReadOptions()
+        read_options.set_iterate_upper_bound(log_key(hi))
+        iterator = self._db.iter(read_options)
+        iterator.seek(log_key(lo))
+        expected = lo
+        total = 0
+        while iterator.valid():
+            index = _log_index(iterator.key())
+            if index != expected:
+                raise StorageCorrupted(f"log gap: found {index}, expected {expected}")
+            value: bytes = iterator.value()
+            if max_bytes is not None:
+                total += len(value) - _ENTRY_HEADER.size + 16  # Entry.size(), as limit_size
+                if total > max_bytes and result:
+                    return result
+            result.append(decode_entry(index, value))
+            expected += 1
+            iterator.next()
+        if expected != hi:
+            raise StorageCorrupted(f"log ends at {expected - 1}, expected entries up to {hi - 1}")
+        return result
+
+    def snapshot(self) -> Snapshot:
+        metadata = self._state.snapshot_metadata
+        if metadata.index == 0:
+            return Snapshot(metadata)
+        data = self._db.get(SNAPSHOT_DATA_KEY)
+        return Snapshot(metadata, data if isinstance(data, bytes) else b"")
+
+    # -- write side ----------------------------------------------------------------------
+    def batch(self) -> LogBatch:
+        return LogBatch(self)
+
+    def write(self, batch: LogBatch, *, sync: bool) -> None:
+        """Write ``batch`` atomically; with ``sync`` return only once it is fsynced."""
+        if batch._storage is not self or batch._base is not self._state:
+            raise StaleBatch("batch was built on an older state (or already written)")
+        if batch.raw.is_empty():
+            if sync:
+                self._db.flush_wal(True)
+        else:
+            self._db.write(batch.raw, self._sync_write if sync else self._async_write)
+        self._state = batch._finish()
+
+    def write_ready(self, ready: Ready, batch: LogBatch | None = None) -> None:
+        """Step 1 of the ``Ready`` contract: snapshot, entries and hard state in one write,
+        synced when ``ready.must_sync``. ``batch`` may already carry other prefixes' keys."""
+        if batch is None:
+            batch = self.batch()
+        if ready.snapshot is not None:
+            batch.apply_snapshot(ready.snapshot)
+        if ready.entries:
+            batch.append(ready.entries)
+        if ready.hard_state is not None:
+            batch.set_hard_state(ready.hard_state)
+        self.write(batch, sync=ready.must_sync)
+
+    def set_hard_state(self, hard_state: HardState, *, sync: bool = True) -> None:
+        batch = self.batch()
+        batch.set_hard_state(hard_state)
+        self.write(batch, sync=sync)
+
+    def append(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        batch = self.batch()
+        batch.append(entries)
+        self.write(batch, sync=sync)
+
+    def apply_snapshot(self, snapshot: Snapshot, *, sync: bool = True) -> None:
+        batch = self.batch()
+        batch.apply_snapshot(snapshot)
+        self.write(batch, sync=sync)
+
+    def create_snapshot(
+        self, index: int, conf_state: ConfState, data: bytes, *, sync: bool = True
+    ) -> Snapshot:
+        batch = self.batch()
+        snapshot = batch.create_snapshot(index, conf_state, data)
+        self.write(batch, sync=sync)
+        return snapshot
+
+    def compact(self, compact_index: int, *, sync: bool = False) -> None:
+        """Compaction need not be synced: losing it in a crash only keeps more log."""
+        batch = self.batch()
+        batch.compact(compact_index)
+        self.write(batch, sync=sync)
+
+    def bootstrap(self, voters: tuple[NodeId, ...], learners: tuple[NodeId, ...] = ()) -> None:
+        """Found a cluster: the same snapshot and hard state as ``bootstrap_memory_storage``."""
+        if not self.is_empty():
+            raise StorageNotEmpty(f"{self.path} already holds state; refusing to bootstrap")
+        batch = self.batch()
+        batch.apply_snapshot(bootstrap_snapshot(voters, learners))
+        batch.set_hard_state(HardState(term=1, vote=0, commit=1))
+        self.write(batch, sync=True)
+
+    def is_empty(self) -> bool:
+        """No key at all besides the format marker (not even another prefix's)."""
+        iterator = self._db.iter()
+        iterator.seek_to_first()
+        while iterator.valid():
+            if iterator.key() != FORMAT_KEY:
+                return False
+            iterator.next()
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    def __enter__(self) -> RocksStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+    def _term_in(self, state: _LogState, runs: Sequence[tuple[int, int]], index: int) -> int:
+        if index < state.truncated_index:
+            raise Compacted(
+                f"index {index} compacted (first retained {state.truncated_index + 1})"
+            )
+        if index == state.truncated_index:
+            return state.truncated_term
+        if index > state.last_index:
+            raise Unavailable(f"index {index} beyond last {state.last_index}")
+        cached = _cached_term(runs, index)
+        if cached is not None:
+            return cached
+        value = self._db.get(log_key(index))
+        if not isinstance(value, bytes):
+            raise StorageCorrupted(f"entry {index} missing inside the log")
+        term: int = _ENTRY_HEADER.unpack_from(value)[0]
+        return term
+
+    def _recover(self) -> _LogState:
+        db = self._db
+        version = db.get(FORMAT_KEY)
+        if version is None:
+            if not self.is_empty():
+                raise StorageCorrupted(f"{self.path} holds keys but no {FORMAT_KEY!r}")
+            db.put(FORMAT_KEY, bytes([FORMAT_VERSION]), self._sync_write)
+        elif version != bytes([FORMAT_VERSION]):
+            raise StorageCorrupted(f"unknown storage format {version!r} in {self.path}")
+        hard_value = db.get(HARD_STATE_KEY)
+        hard_state = decode_hard_state(hard_value) if hard_value else EMPTY_HARD_STATE
+        snapshot_value = db.get(SNAPSHOT_KEY)
+        metadata = (
+            decode_snapshot_metadata(snapshot_value) if snapshot_value else SnapshotMetadata()
+        )
+        truncated_value = db.get(TRUNCATED_KEY)
+        truncated_index, truncated_term = (
+            _INDEX_TERM.unpack(truncated_value) if truncated_value else (0, 0)
+        )
+        read_options = rocksdict.ReadOptions()
+        read_options.set_iterate_lower_bound(LOG_PREFIX)
+        read_options.set_iterate_upper_bound(_LOG_END)
+        iterator = db.iter(read_options)
+        iterator.seek_to_first()
+        if not iterator.valid():
+            return _LogState(
+                hard_state, metadata, truncated_index, truncated_term, truncated_index, ()
+            )
+        first = _log_index(iterator.key())
+        if first != truncated_index + 1:
+            raise StorageCorrupted(f"log starts at {first}, compaction point is {truncated_index}")
+        iterator.seek_to_last()
+        last = _log_index(iterator.key())
+        last_term: int = _ENTRY_HEADER.unpack_from(iterator.value())[0]
+        return _LogState(
+            hard_state, metadata, truncated_index, truncated_term, last, ((last, last_term),)
+        )

@@ -1,0 +1,92 @@
+"""The Raft core stays pure: no I/O, clock, threads, event loop or unseeded randomness."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import quorumlog.raft
+
+FORBIDDEN_MODULES = {
+    "asyncio",
+    "grpc",
+    "rocksdict",
+    "socket",
+    "threading",
+    "multiprocessing",
+    "time",
+    "datetime",
+    "os",
+    "subprocess",
+    "select",
+    "selectors",
+    "secrets",
+    "uuid",
+}
+# Module-level functions of ``random`` draw from the hidden global generator.
+FORBIDDEN_RANDOM_CALLS = {
+    "random", "randrange", "randint", "choice", "shuffle", "sample", "uniform", "seed",
+}
+
+RAFT_DIR = Path(quorumlog.raft.__file__).parent
+
+
+def _module_files() -> list[Path]:
+    return sorted(RAFT_DIR.glob("*.py"))
+
+
+def test_every_raft_module_imports() -> None:
+    names = [info.name for info in pkgutil.iter_modules([str(RAFT_DIR)])]
+    for required in ("raft", "rawnode", "log", "progress", "quorum", "storage", "invariants"):
+        assert required in names, f"quorumlog.raft.{required} is missing"
+    for name in names:
+        importlib.import_module(f"quorumlog.raft.{name}")
+
+
+def test_no_forbidden_imports_or_global_random() -> None:
+    problems: list[str] = []
+    for path in _module_files():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in FORBIDDEN_MODULES:
+                        problems.append(f"{path.name}: import {alias.name}")
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                root = node.module.split(".")[0]
+                if root in FORBIDDEN_MODULES:
+                    problems.append(f"{path.name}: from {node.module} import ...")
+                if root == "random" and any(
+                    alias.name in FORBIDDEN_RANDOM_CALLS for alias in node.names
+                ):
+                    problems.append(f"{path.name}: from random import a global-generator call")
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "random"
+                and node.func.attr in FORBIDDEN_RANDOM_CALLS
+            ):
+                problems.append(f"{path.name}:{node.lineno}: random.{node.func.attr}() is unseeded")
+    assert problems == []
+
+
+def test_core_loaded_without_forbidden_runtime_modules() -> None:
+    """Importing the core in a fresh interpreter pulls in none of the forbidden libraries."""
+    import subprocess
+    import sys
+
+    code = "import sys, importlib, pkgutil, quorumlog.raft as r\n"
+    code += (
+        "for info in pkgutil.iter_modules(r.__path__):\n"
+        "    importlib.import_module('quorumlog.raft.' + info.name)\n"
+        "bad = [m for m in ('asyncio', 'grpc', 'rocksdict', 'socket', 'threading')"
+        " if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
