@@ -5,17 +5,33 @@ and network), its own Ready handling (so a node can crash between any two steps 
 fault schedule, the client (proposals with unique values, ReadIndex reads, retries after the
 faults heal), the liveness check, and the command line (``add_arguments``/``run``).
 
-One ``random.Random(seed)`` decides everything: the seed's fault profile, which action each
-step takes (tick, deliver a random in-flight message, handle a Ready, propose, read, crash,
-restart, partition, heal, membership change, leadership transfer), drops and duplicates,
-and the crash point inside a Ready. The cores' own election-timeout generators are seeded
-from the seed too, so a seed replays exactly. ``quorumlog.raft.invariants`` runs after every
-step; the first violation ends the seed.
+One ``random.Random(seed)`` decides everything: the seed's fault profile, the phase schedule,
+which action each step takes (tick, deliver an in-flight message, work on a Ready, propose,
+read, crash, restart, partition, heal, membership change, leadership transfer), drops and
+duplicates, and the crash point inside a Ready. The cores' own election-timeout generators are
+seeded from the seed too, so a seed replays exactly. ``quorumlog.raft.invariants`` runs after
+every step; the first violation ends the seed.
+
+Phases: a seed alternates calm stretches (faults scaled down by the profile's ``calm_faults``,
+often to none; messages arrive nearly in order; clocks tick rarely relative to messages) with
+fault bursts (every fault at full weight, any message may overtake any other); each burst ends
+with a heal (network whole, crashed nodes restarted).
+
+The client follows leader hints: it sends to the node it believes leads (learned from whoever
+accepted its last request, or from the leader a refusing node names, to which it redirects at
+once) and sometimes to a random node. Each ReadIndex attempt has a fresh context checked
+against everything acknowledged before it; a read left unanswered is retried.
+
+Readies are pipelined as on the real node: after ``ready()`` the messages leave at once, but
+persisting (then sending ``persisted_messages``) and applying (then ``advance()``) may each
+wait for later steps while the node keeps stepping messages, ticks and proposals; a crash
+meanwhile loses the unpersisted Ready. Only one Ready per node is outstanding.
 
 After the last step every fault heals: the network is whole, crashed nodes restart, and the
-client keeps re-proposing values it never saw committed to whichever node leads. Within
-``heal_ticks`` ticks a leader must exist and have applied every value the client ever had
-accepted, or the seed is a liveness failure.
+client keeps re-proposing values it never saw committed to whichever node leads, then re-asks
+every unanswered read. Within ``heal_ticks`` ticks a leader must exist and have applied every
+value the client ever had accepted, and every read must be answered, or the seed is a
+liveness failure.
 
 Must never: read a clock or draw unseeded randomness inside a simulation (the wall clock is
 read only to report how long a whole run took), or touch the core's internals beyond
@@ -44,6 +60,7 @@ from quorumlog.raft import (
     NodeId,
     Raft,
     RaftError,
+    Ready,
     StateRole,
 )
 from quorumlog.raft.invariants import InvariantChecker, InvariantViolation
@@ -54,12 +71,20 @@ DEFAULT_HEAL_TICKS = 400
 # Messages the heal phase may deliver per heal tick on average before it counts as a message
 # storm (a healthy cluster needs a few dozen).
 HEAL_MESSAGES_PER_TICK = 250
+CALM_REORDER_WINDOW = 4  # while calm, one of the oldest few messages in flight arrives next
+CALM_TICKS = 0.15  # while calm, clocks tick this much less often relative to messages
+READ_RETRY_STEPS = 60  # a client retries a read left unanswered for this many steps
 MAX_NODES = 8  # founding members plus the ones membership changes may add
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How hostile one seed is; drawn from the seed so different seeds stress different things."""
+    """How hostile one seed is; drawn from the seed so different seeds stress different things.
+
+    A seed alternates calm phases (faults scaled down by ``calm_faults``, often to nothing)
+    with fault bursts (every fault at full weight); each burst ends with a heal (the network
+    is whole again and crashed nodes restart), as real clusters alternate calm and trouble.
+    """
 
     size: int
     election_tick: int
@@ -74,6 +99,12 @@ class Profile:
     ready_crash: float  # probability a Ready with something to persist crashes the node midway
     new_leader_crash: float  # probability a node crashes in the Ready announcing it leads
     crash_outbox_loss: float  # probability each undelivered message from a crashed node is lost
+    # phases
+    calm_steps: int  # a calm phase lasts between this and twice this many steps
+    burst_steps: int  # a fault burst lasts between this and twice this many steps
+    calm_faults: float  # fault weights and probabilities are scaled by this while calm
+    # the application's Ready pipeline
+    hold_ready: float  # probability a Ready stays outstanding while the node keeps stepping
     # action weights
     w_deliver: float
     w_ready: float
@@ -107,11 +138,15 @@ class Profile:
             ready_crash=pick(0.0, 0.01, 0.03, 0.08),
             new_leader_crash=pick(0.0, 0.0, 0.1, 0.3),
             crash_outbox_loss=pick(0.0, 0.5, 1.0),
+            calm_steps=int(pick(150, 300, 600)),
+            burst_steps=int(pick(50, 150, 300)),
+            calm_faults=pick(0.0, 0.0, 0.05, 0.2),
+            hold_ready=pick(0.0, 0.3, 0.6, 0.9),
             w_deliver=50.0,
-            w_ready=pick(15.0, 30.0),
-            w_tick=pick(6.0, 10.0, 16.0),
-            w_propose=pick(2.0, 5.0, 10.0),
-            w_read=pick(0.5, 2.0, 4.0),
+            w_ready=pick(25.0, 40.0),
+            w_tick=pick(3.0, 5.0, 8.0),
+            w_propose=pick(5.0, 10.0, 20.0),
+            w_read=pick(1.0, 2.0, 4.0),
             w_crash=pick(0.2, 0.5, 1.0, 2.0, 3.0),
             w_restart=pick(1.0, 3.0),
             w_partition=pick(0.0, 0.2, 0.6),
@@ -139,9 +174,15 @@ class Counters:
     transfers: int = 0
     proposals: int = 0
     proposals_dropped: int = 0
-    reads: int = 0
+    redirects: int = 0
+    reads: int = 0  # distinct client reads
+    read_attempts: int = 0  # ReadIndex requests, retries included
     reads_dropped: int = 0
-    reads_served: int = 0
+    reads_served: int = 0  # requests served (and checked for staleness)
+    reads_completed: int = 0  # distinct client reads that got an answer
+    bursts: int = 0
+    held_readies: int = 0  # Readies that stayed outstanding while the node kept stepping
+    held_crashes: int = 0  # crashes that lost an outstanding Ready's persistence
     compactions: int = 0
     retries: int = 0
 
@@ -162,6 +203,15 @@ class SeedResult:
     @property
     def failed(self) -> bool:
         return self.violation is not None or self.liveness_failure is not None
+
+
+@dataclass
+class _Held:
+    """A Ready handed out by ``ready()`` whose cycle has not reached ``advance()`` yet."""
+
+    rd: Ready
+    crash_at: int  # -1, or 2 / 3: the node crashes after persisting / after acknowledging
+    persisted: bool = False
 
 
 class _Violation(Exception):
@@ -214,25 +264,44 @@ class Simulation:
         self.unacked: dict[bytes, None] = {}  # accepted values no one has applied yet
         self.value_index: dict[bytes, int] = {}  # value -> first index it was applied at
         self.next_read = 0
+        self.pending_reads: dict[int, int] = {}  # client read -> step of its latest attempt
+        self.read_of: dict[bytes, int] = {}  # request context -> client read
+        self.hint: NodeId | None = None  # the node the client believes leads
+        self.held: dict[NodeId, _Held] = {}  # Readies handed out and not yet advanced
         self.step_no = 0
         self.heal_budget = 0
         for node_id, node in self.nodes.items():
             self.checker.node_started(node_id, node.node().raft, node.disk.hard_state)
-        self._actions: list[tuple[float, Callable[[], None]]] = [
+        calm = profile.calm_faults
+        self._burst_actions = self._weigh(1.0, profile)
+        self._calm_actions = self._weigh(calm, profile)
+        self.calm = True
+        self.phase_end = self._phase_length(calm=True)
+        self.fault_scale = calm
+
+    def _weigh(
+        self, faults: float, profile: Profile
+    ) -> tuple[list[tuple[float, Callable[[], None]]], float]:
+        """The action table of a phase whose faults are scaled by ``faults``."""
+        actions: list[tuple[float, Callable[[], None]]] = [
             (profile.w_deliver, self._deliver_one),
             (profile.w_ready, self._ready_one),
-            (profile.w_tick, self._tick),
+            (profile.w_tick * (CALM_TICKS if faults < 1.0 else 1.0), self._tick),
             (profile.w_propose, self._propose),
             (profile.w_read, self._read),
-            (profile.w_crash, self._crash),
+            (profile.w_crash * faults, self._crash),
             (profile.w_restart, self._restart),
-            (profile.w_partition, self._partition),
+            (profile.w_partition * faults, self._partition),
             (profile.w_heal, self._heal_network),
             (profile.w_membership, self._membership),
             (profile.w_transfer, self._transfer),
         ]
-        self._actions = [(weight, action) for weight, action in self._actions if weight > 0]
-        self._total_weight = sum(weight for weight, _ in self._actions)
+        actions = [(weight, action) for weight, action in actions if weight > 0]
+        return actions, sum(weight for weight, _ in actions)
+
+    def _phase_length(self, calm: bool) -> int:
+        base = self.profile.calm_steps if calm else self.profile.burst_steps
+        return self.step_no + base + self.rng.randrange(base + 1)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
@@ -265,14 +334,33 @@ class Simulation:
             self.trace(f"[{self.step_no}] {text}")
 
     def _step(self) -> None:
+        if self.step_no >= self.phase_end:
+            self._next_phase()
         rng = self.rng
-        point = rng.random() * self._total_weight
-        for weight, action in self._actions:
+        actions, total = self._calm_actions if self.calm else self._burst_actions
+        point = rng.random() * total
+        for weight, action in actions:
             point -= weight
             if point < 0:
                 action()
                 return
-        self._actions[-1][1]()
+        actions[-1][1]()
+
+    def _next_phase(self) -> None:
+        """Calm gives way to a fault burst; a burst ends by healing everything."""
+        self.calm = not self.calm
+        if self.calm:
+            self._log("burst over: heal")
+            self._heal_network()
+            for node_id, node in list(self.nodes.items()):
+                if node.raw is None:
+                    self._restart_node(node_id)
+            self.fault_scale = self.profile.calm_faults
+        else:
+            self._log("fault burst")
+            self.counters.bursts += 1
+            self.fault_scale = 1.0
+        self.phase_end = self._phase_length(self.calm)
 
     def _live_rafts(self) -> Iterator[tuple[NodeId, Raft]]:
         for node_id, node in self.nodes.items():
@@ -308,18 +396,23 @@ class Simulation:
     def _deliver_one(self) -> None:
         in_flight = self.in_flight
         if not in_flight:
-            self._tick()
+            # Nothing on the wire: the disks finish their work before the clock moves on.
+            self._ready_one(idle=True)
             return
         rng = self.rng
-        position = rng.randrange(len(in_flight))
-        message = in_flight[position]
-        in_flight[position] = in_flight[-1]
-        in_flight.pop()
+        if self.calm:  # a calm network delivers roughly in order, reordering a little
+            message = in_flight.pop(rng.randrange(min(len(in_flight), CALM_REORDER_WINDOW)))
+        else:  # any message in flight may overtake any other
+            position = rng.randrange(len(in_flight))
+            message = in_flight[position]
+            in_flight[position] = in_flight[-1]
+            in_flight.pop()
         profile = self.profile
-        if (message.frm, message.to) in self.cut or rng.random() < profile.drop:
+        scale = self.fault_scale
+        if (message.frm, message.to) in self.cut or rng.random() < profile.drop * scale:
             self.counters.dropped += 1
             return
-        if rng.random() < profile.duplicate:
+        if rng.random() < profile.duplicate * scale:
             self.counters.duplicated += 1
             in_flight.append(message)
         self._deliver(message)
@@ -336,19 +429,27 @@ class Simulation:
                 raise
         self.checker.observe(message.to, node.raw.raft)
 
-    def _ready_one(self) -> None:
+    def _ready_one(self, idle: bool = False) -> None:
+        held = self.held
         candidates = [
             node_id
             for node_id, node in self.nodes.items()
-            if node.raw is not None and node.raw.has_ready()
+            if node.raw is not None and (node_id in held or node.raw.has_ready())
         ]
         if not candidates:
-            self._deliver_one() if self.in_flight else self._tick()
+            self._deliver_one() if self.in_flight and not idle else self._tick()
             return
-        self._handle_ready(candidates[self.rng.randrange(len(candidates))], faults=True)
+        node_id = candidates[self.rng.randrange(len(candidates))]
+        if node_id in held:
+            self._continue_ready(node_id, faults=True)
+        else:
+            self._handle_ready(node_id, faults=True)
 
     def _handle_ready(self, node_id: NodeId, faults: bool) -> None:
-        """One Ready cycle in the contract's order; with ``faults`` it may crash midway."""
+        """Take a Ready and send what needs nothing durable. With ``faults`` the node may crash
+        at any point of the cycle, and the rest of the cycle (persisting, acknowledging,
+        applying, ``advance``) may stay outstanding across later steps in which the node keeps
+        taking messages, ticks and proposals, as the real node does while its disk writes."""
         node = self.nodes[node_id]
         raw = node.node()
         rd = raw.ready()
@@ -356,46 +457,78 @@ class Simulation:
         crash_at = -1
         if faults:
             rng = self.rng
+            scale = self.fault_scale
             if (
                 rd.soft_state is not None
                 and rd.soft_state.role == StateRole.LEADER
-                and rng.random() < self.profile.new_leader_crash
+                and rng.random() < self.profile.new_leader_crash * scale
             ):
                 crash_at = rng.randrange(2)  # a leader dies before replicating anything
             elif (
                 rd.entries or rd.hard_state is not None or rd.snapshot is not None
-            ) and rng.random() < self.profile.ready_crash:
+            ) and rng.random() < self.profile.ready_crash * scale:
                 crash_at = rng.randrange(4)
-        checker = self.checker
         disk = node.disk
-        network = self.cluster.network
         if crash_at == 0:
             self._crash_node(node_id, "before sending or persisting anything")
             return
-        checker.observe_sent(node_id, rd.messages, disk.hard_state, disk.last_index())
-        network.send(rd.messages)
+        self.checker.observe_sent(node_id, rd.messages, disk.hard_state, disk.last_index())
+        self.cluster.network.send(rd.messages)
         if crash_at == 1:
             self._crash_node(node_id, "after sending, before persisting", lose_outbox=False)
             return
+        self.held[node_id] = _Held(rd, crash_at)
+        if faults and self.rng.random() < self.profile.hold_ready:
+            self.counters.held_readies += 1
+            self._log(f"n{node_id} holds a Ready of {len(rd.entries)} entries")
+            return
+        self._continue_ready(node_id, faults=False)
+
+    def _continue_ready(self, node_id: NodeId, faults: bool) -> None:
+        """Finish the outstanding Ready of ``node_id``: persist it and send what needed that,
+        then apply and ``advance``; with ``faults`` the apply may wait for another step."""
+        held = self.held[node_id]
+        if not held.persisted:
+            if not self._persist_held(node_id, held):
+                return
+            if faults and self.rng.random() < self.profile.hold_ready * 0.5:
+                return
+        self._apply_held(node_id, held)
+
+    def _persist_held(self, node_id: NodeId, held: _Held) -> bool:
+        node = self.nodes[node_id]
+        rd = held.rd
+        disk = node.disk
+        checker = self.checker
         node.persist(rd)
         if rd.hard_state is not None or rd.snapshot is not None:
             checker.observe_durable(node_id, disk.hard_state)
-        if crash_at == 2:
+        if held.crash_at == 2:
             self._crash_node(node_id, "after persisting, before sending acks", lose_outbox=False)
-            return
+            return False
         checker.observe_sent(node_id, rd.persisted_messages, disk.hard_state, disk.last_index())
-        network.send(rd.persisted_messages)
-        if crash_at == 3:
+        self.cluster.network.send(rd.persisted_messages)
+        held.persisted = True
+        if held.crash_at == 3:
             self._crash_node(node_id, "before applying", lose_outbox=False)
-            return
+            return False
+        return True
+
+    def _apply_held(self, node_id: NodeId, held: _Held) -> None:
+        node = self.nodes[node_id]
+        raw = node.node()
+        rd = held.rd
+        checker = self.checker
         if rd.committed_entries:
             checker.observe_applied(node_id, rd.committed_entries, raw.raft.log.committed)
         node.apply(rd)
         if rd.committed_entries or rd.snapshot is not None:
             checker.observe_state(node_id, node.sm.applied_index, node.sm.digest)
             self._acknowledge(rd.committed_entries)
+        del self.held[node_id]
         raw.advance(rd)
         checker.observe(node_id, raw.raft)
+        checker.observe_stable(node_id, raw.raft, node.disk.last_index())
         self._serve_reads(node_id, node)
         profile = self.profile
         if profile.snapshot_threshold and node.maybe_compact(
@@ -421,7 +554,11 @@ class Simulation:
         waiting = []
         for read_state in node.read_states:
             if read_state.index <= applied:
-                self.checker.read_served(node_id, read_state.request_ctx, read_state.index)
+                context = read_state.request_ctx
+                self.checker.read_served(node_id, context, read_state.index)
+                read = self.read_of.pop(context, None)
+                if read is not None and self.pending_reads.pop(read, None) is not None:
+                    self.counters.reads_completed += 1
             else:
                 waiting.append(read_state)
         node.read_states = waiting
@@ -440,19 +577,50 @@ class Simulation:
             raw.tick()
             self.checker.observe(node_id, raw.raft)
 
-    def _propose(self) -> None:
-        rng = self.rng
-        leader = self._leader()
+    # -- the client ------------------------------------------------------------------------
+    def _client_target(self) -> NodeId | None:
+        """Where the client sends a request: mostly the node it believes leads (learned from
+        earlier answers), sometimes any live node."""
         alive = self._alive()
         if not alive:
+            return None
+        rng = self.rng
+        hint = self.hint
+        if hint is not None and rng.random() < 0.9:
+            node = self.nodes.get(hint)
+            if node is not None and node.raw is not None:
+                return hint
+        return alive[rng.randrange(len(alive))]
+
+    def _redirect(self, refused_by: NodeId) -> NodeId | None:
+        """A refusal names the leader the refusing node knows of; the client follows it."""
+        node = self.nodes[refused_by]
+        leader = node.raw.raft.leader_id if node.raw is not None else 0
+        target = self.nodes.get(leader)
+        if leader == refused_by or target is None or target.raw is None:
+            self.hint = None
+            return None
+        self.hint = leader
+        return leader
+
+    def _propose(self) -> None:
+        target = self._client_target()
+        if target is None:
             return
-        target = leader if leader is not None and rng.random() < 0.85 else rng.choice(alive)
-        count = 1 if rng.random() < 0.8 else 1 + rng.randrange(4)
+        rng = self.rng
+        count = 1 if rng.random() < 0.7 else 1 + rng.randrange(4)
         values = []
         for _ in range(count):
             self.next_value += 1
             values.append(b"v%d" % self.next_value)
-        self._submit(target, values)
+        if self._submit(target, values):
+            self.hint = target
+            return
+        redirect = self._redirect(target)
+        if redirect is not None:
+            self.counters.redirects += 1
+            if self._submit(redirect, values):
+                self.hint = redirect
 
     def _submit(self, node_id: NodeId, values: list[bytes]) -> bool:
         raw = self.nodes[node_id].node()
@@ -477,15 +645,34 @@ class Simulation:
         return True
 
     def _read(self) -> None:
-        alive = self._alive()
-        if not alive:
+        """A new ReadIndex read, or a retry of the oldest one still unanswered after a while
+        (the answer may have been lost with a message, a crash or a deposed leader)."""
+        target = self._client_target()
+        if target is None:
             return
-        rng = self.rng
-        leader = self._leader()
-        node_id = leader if leader is not None and rng.random() < 0.6 else rng.choice(alive)
-        self.next_read += 1
-        context = b"r%d" % self.next_read
-        self.counters.reads += 1
+        read = None
+        if self.pending_reads:
+            oldest = next(iter(self.pending_reads))
+            if self.step_no - self.pending_reads[oldest] > READ_RETRY_STEPS:
+                read = oldest
+                del self.pending_reads[oldest]
+        if read is None:
+            self.next_read += 1
+            read = self.next_read
+            self.counters.reads += 1
+        self.pending_reads[read] = self.step_no
+        if self._read_at(target, read):
+            return
+        redirect = self._redirect(target)
+        if redirect is not None:
+            self.counters.redirects += 1
+            self._read_at(redirect, read)
+
+    def _read_at(self, node_id: NodeId, read: int) -> bool:
+        """One attempt of client read ``read``: a fresh context, checked from now on."""
+        self.counters.read_attempts += 1
+        context = b"r%d.%d" % (read, self.counters.read_attempts)
+        self.read_of[context] = read
         self.checker.read_invoked(context)
         raw = self.nodes[node_id].node()
         try:
@@ -494,7 +681,10 @@ class Simulation:
             if type(error).__name__ != "ProposalDropped":
                 raise
             self.counters.reads_dropped += 1
-        self.checker.observe(node_id, raw.raft)
+            return False
+        finally:
+            self.checker.observe(node_id, raw.raft)
+        return True
 
     def _crash(self) -> None:
         alive = self._alive()
@@ -513,6 +703,8 @@ class Simulation:
             self.counters.ready_crashes += 1
         self._log(f"n{node_id} crashed {when}".rstrip())
         self.nodes[node_id].crash()
+        if self.held.pop(node_id, None) is not None and not when:
+            self.counters.held_crashes += 1
         # Messages on their way to a crashed process are lost, and so are some it sent that
         # had not left its socket buffers yet (unless the crash comes right after a send that
         # is meant to be on the wire). Filtered in place: the list is the network's.
@@ -655,17 +847,28 @@ class Simulation:
             if leader is None:
                 continue
             missing = self._missing_on(leader)
-            if not missing:
+            if not missing and not self.pending_reads:
                 return None, tick + 1
             if leader != last_leader or tick % retry_every == 0:
                 last_leader = leader
-                self.counters.retries += len(missing)
-                self._submit(leader, missing)
+                if missing:
+                    self.counters.retries += len(missing)
+                    self._submit(leader, missing)
+                else:  # every value is in: each unanswered read is asked again
+                    for read in list(self.pending_reads):
+                        self.pending_reads[read] = self.step_no
+                        self._read_at(leader, read)
                 self._stabilize()
         leader = self._leader()
         if leader is None:
             return f"no leader {self.heal_ticks} ticks after the last fault healed", self.heal_ticks
         missing = self._missing_on(leader)
+        if not missing:
+            return (
+                f"{len(self.pending_reads)} read(s) still unanswered {self.heal_ticks} ticks "
+                "after the last fault healed",
+                self.heal_ticks,
+            )
         return (
             f"leader n{leader} still lacks {len(missing)} value(s) (first {missing[0]!r}) "
             f"{self.heal_ticks} ticks after the last fault healed",
@@ -686,6 +889,11 @@ class Simulation:
         for _ in range(max_rounds):
             busy = False
             for node_id, node in list(self.nodes.items()):
+                held = self.held.get(node_id)
+                if held is not None:
+                    held.crash_at = -1  # no more faults
+                    self._continue_ready(node_id, faults=False)
+                    busy = True
                 while node.raw is not None and node.raw.has_ready():
                     self._handle_ready(node_id, faults=False)
                     busy = True

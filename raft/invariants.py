@@ -18,6 +18,8 @@ broke. It checks:
   across restarts, for the durable hard state;
 - ``durable-before-send``: a vote request, vote grant or append acknowledgement leaves a node
   only once the state it vouches for is durable (the ``Ready`` contract);
+- ``durable-log``: every entry the core counts as stable (below its unstable tail) is on the
+  node's disk, also when the application finished persisting a Ready long after ``ready()``;
 - ``acknowledged-lost``: an entry acknowledged to a client as committed is in the log of
   every later leader;
 - ``stale-read``: a ReadIndex read is served at an index at least as high as the highest
@@ -382,6 +384,20 @@ class InvariantChecker:
                     f"n{node_id} sent a {what} while its disk holds term {durable.term}, vote "
                     f"n{durable.vote}, last index {durable_last_index}",
                 )
+
+    def observe_stable(self, node_id: NodeId, raft: Raft, durable_last_index: int) -> None:
+        """After ``advance``: the entries ``raft`` no longer keeps unstable must be durable,
+        i.e. the disk's last index (``durable_last_index``) reaches below its unstable tail."""
+        log = raft.log
+        if log.unstable_snapshot is not None:
+            return  # the snapshot, and everything after it, is still to be persisted
+        stable_last = log.unstable_offset - 1
+        if stable_last > durable_last_index:
+            raise InvariantViolation(
+                "durable-log",
+                f"n{node_id} counts entries up to {stable_last} as stable, but its disk ends "
+                f"at {durable_last_index}",
+            )
 
     def observe_applied(self, node_id: NodeId, entries: Iterable[Entry], commit: int) -> None:
         """Entries ``node_id`` is about to apply while its commit index is ``commit``."""

@@ -899,6 +899,10 @@ class Raft:
         self._log(f"applied {change.type.name} n{node_id}: voters {sorted(self.voters)}")
         if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
             self.lead_transferee = NONE
+        if self.role in (StateRole.CANDIDATE, StateRole.PRE_CANDIDATE) and not self.promotable():
+            # Removed while campaigning (the application applied the change between ready()
+            # and advance()): votes still in flight must not make a non-voter leader.
+            self.become_follower(self.term, NONE)
         if self.role != StateRole.LEADER:
             return self.conf_state()
         if self.id not in self.voters:

@@ -19,7 +19,17 @@ from quorumlog.chaos.sim import (
     run_seeds,
     summarize,
 )
-from quorumlog.raft import Config, Entry, HardState, Message, MessageType, RawNode
+from quorumlog.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    Entry,
+    HardState,
+    Message,
+    MessageType,
+    RawNode,
+    StateRole,
+)
 from quorumlog.raft import bootstrap_memory_storage as bootstrap
 from quorumlog.raft.invariants import InvariantChecker, InvariantViolation
 from quorumlog.raft.log import RaftLog
@@ -44,6 +54,25 @@ def test_seeds_pass(chunk: int) -> None:
     # The run did real work: leaders were elected and client values committed.
     assert sum(result.elections for result in results) >= len(results)
     assert sum(result.committed for result in results) > 0
+
+
+def test_the_workload_is_substantial() -> None:
+    """Calm phases let the client get work done: most proposals are accepted, hundreds of
+    values commit per seed, every client read is answered (and checked), and nodes keep
+    stepping while a Ready is outstanding, sometimes crashing with it unpersisted."""
+    options = RunOptions(steps=DEFAULT_STEPS)
+    seeds = list(range(100, 120))
+    summary = summarize(seeds, options, run_seeds(seeds, options))
+    faults = summary["faults"]
+    assert isinstance(faults, dict)
+    committed = summary["committed"]
+    assert isinstance(committed, int)
+    assert committed / len(seeds) >= 150
+    assert faults["proposals_dropped"] < 0.6 * faults["proposals"]  # the old schedule: 0.79
+    assert faults["reads_completed"] == faults["reads"] > 0
+    assert faults["reads_served"] >= faults["reads"]
+    assert faults["held_readies"] > 0 and faults["held_crashes"] > 0
+    assert faults["bursts"] >= len(seeds)
 
 
 def test_a_seed_replays_identically() -> None:
@@ -164,6 +193,30 @@ def test_checker_refuses_durable_term_going_down_and_double_votes() -> None:
     with pytest.raises(InvariantViolation) as caught:
         checker.observe_durable(1, HardState(term=2, vote=0, commit=1))
     assert caught.value.invariant == "monotonic-term"
+
+
+def test_a_candidate_removed_while_campaigning_cannot_win() -> None:
+    """Found by seed 2092 once Readies were pipelined: a follower's Ready carried the committed
+    removal of itself; it campaigned before ``advance()`` applied it, then won with the votes
+    in flight and led forever as a non-voter that could commit nothing."""
+    raw = _raw(1)
+    raw.raft.become_pre_candidate()
+    raw.raft.become_candidate()
+    raw.raft.apply_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 1))
+    assert raw.raft.role == StateRole.FOLLOWER
+    for voter in (2, 3):
+        raw.step(Message(MessageType.VOTE_RESP, to=1, frm=voter, term=raw.raft.term))
+    assert raw.raft.role == StateRole.FOLLOWER
+
+
+def test_checker_refuses_stable_entries_missing_from_disk() -> None:
+    checker = InvariantChecker()
+    raw = _raw(1)
+    raw.raft.log.unstable_offset = 5  # claims entries up to 4 are stable
+    checker.observe_stable(1, raw.raft, durable_last_index=4)
+    with pytest.raises(InvariantViolation) as caught:
+        checker.observe_stable(1, raw.raft, durable_last_index=3)
+    assert caught.value.invariant == "durable-log"
 
 
 def test_checker_refuses_a_vote_sent_before_it_is_durable() -> None:

@@ -100,12 +100,12 @@ def assert_caught(budget: int) -> SeedResult:
 # -- the tests -----------------------------------------------------------------------------------
 def test_counting_previous_term_entries_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "maybe_commit", commit_any_term)
-    assert_caught(budget=400)  # first caught at seed 26
+    assert_caught(budget=400)  # first caught at seed 66
 
 
 def test_ack_before_persist_breaks_safety(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Raft, "_send", send_everything_now)
-    assert_caught(budget=300)  # first caught at seed 12, by a crash between send and persist
+    assert_caught(budget=300)  # first caught at seed 5, by a crash between send and persist
 
 
 def test_ack_before_persist_breaks_the_ready_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,24 +118,24 @@ def test_ack_before_persist_breaks_the_ready_contract(monkeypatch: pytest.Monkey
 
 def test_voting_without_log_check_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "is_up_to_date", always_up_to_date)
-    assert_caught(budget=60)
+    assert_caught(budget=60)  # first caught at seed 3
 
 
 def test_applying_beyond_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "next_committed_entries", apply_beyond_commit)
     monkeypatch.setattr(RaftLog, "has_next_committed_entries", has_entries_beyond_commit)
-    result = assert_caught(budget=20)
+    result = assert_caught(budget=20)  # first caught at seed 0
     assert result.violation == "state-machine-safety"
 
 
 def test_keeping_a_conflicting_suffix_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "maybe_append", append_without_truncating)
-    assert_caught(budget=60)
+    assert_caught(budget=60)  # first caught at seed 0
 
 
 def test_the_correct_core_passes_the_same_seeds() -> None:
     """The seeds that catch the bugs are ordinary seeds: without a bug they pass."""
-    for seed in (0, 1, 12, 26):
+    for seed in (0, 3, 5, 66):
         result = Simulation(seed, DEFAULT_STEPS).run()
         assert not result.failed, (
             f"seed {seed}: {result.violation or result.liveness_failure}: {result.message}\n"
