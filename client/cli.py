@@ -21,6 +21,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "quorumlog.chaos.bench_core",
         "benchmark the pure Raft core (3 in-memory nodes, no I/O)",
     ),
+    "toxiproxy-server": ("quorumlog.chaos.toxiproxy_server", "run a Toxiproxy-compatible server"),
+    "status": ("quorumlog.client.cmd_status", "show every node's role, term, leader and indexes"),
+    "append": ("quorumlog.client.cmd_append", "append messages to a session, print offsets"),
+    "read": ("quorumlog.client.cmd_read", "read messages of a session from an offset"),
+    "tail": ("quorumlog.client.cmd_tail", "follow a session, printing messages as committed"),
+    "sessions": ("quorumlog.client.cmd_sessions", "list sessions"),
 }
 
 
@@ -73,4 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the canonical module so `python -m quorumlog.client.cli` and subcommands
+    # share one CliError class (this file is also loaded as __main__).
+    from quorumlog.client.cli import main as canonical_main
+
+    raise SystemExit(canonical_main())
