@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "benchmark the pure Raft core (3 in-memory nodes, no I/O)",
     ),
     "toxiproxy-server": ("quorumlog.chaos.toxiproxy_server", "run a Toxiproxy-compatible server"),
+    "node": ("quorumlog.node.cli_node", "run one quorumlog server process"),
+    "cluster": ("quorumlog.client.cluster", "run and operate a cluster (cluster up)"),
     "status": ("quorumlog.client.cmd_status", "show every node's role, term, leader and indexes"),
     "append": ("quorumlog.client.cmd_append", "append messages to a session, print offsets"),
     "read": ("quorumlog.client.cmd_read", "read messages of a session from an offset"),

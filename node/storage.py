@@ -577,7 +577,9 @@ class RocksStorage:
         read_options.set_iterate_lower_bound(LOG_PREFIX)
         read_options.set_iterate_upper_bound(_LOG_END)
         iterator = db.iter(read_options)
-        iterator.seek_to_first()
+        # rocksdict (0.3.29) ignores iterate_lower_bound, so seek_to_first() would land on
+        # another prefix's keys sorting before ``l/`` (the state machine's ``S/``, ``a/``).
+        iterator.seek(LOG_PREFIX)
         if not iterator.valid():
             return _LogState(
                 hard_state, metadata, truncated_index, truncated_term, truncated_index, ()

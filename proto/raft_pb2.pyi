@@ -76,13 +76,31 @@ class Message(_message.Message):
     def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_done: _Optional[bool] = ..., context: _Optional[bytes] = ..., **kwargs) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("cluster_id", "messages")
+    __slots__ = ("cluster_id", "messages", "client_address", "sender_name")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SENDER_NAME_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., **kwargs) -> None: ...
+    client_address: str
+    sender_name: str
+    def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., client_address: _Optional[str] = ..., sender_name: _Optional[str] = ..., **kwargs) -> None: ...
+
+class FetchStateRequest(_message.Message):
+    __slots__ = ("cluster_id", "min_index")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    min_index: int
+    def __init__(self, cluster_id: _Optional[int] = ..., min_index: _Optional[int] = ...) -> None: ...
+
+class StateChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class BatchAck(_message.Message):
     __slots__ = ()

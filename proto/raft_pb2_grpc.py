@@ -44,6 +44,11 @@ class RaftPeerStub:
                 request_serializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
                 _registered_method=True)
+        self.FetchState = channel.unary_stream(
+                '/quorumlog.raft.v1.RaftPeer/FetchState',
+                request_serializer=quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_proto_dot_raft__pb2.StateChunk.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -63,6 +68,13 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchState(self, request, context):
+        """Stream the current state machine to a follower installing a snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.FromString,
                     response_serializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.SerializeToString,
+            ),
+            'FetchState': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchState,
+                    request_deserializer=quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.FromString,
+                    response_serializer=quorumlog_dot_proto_dot_raft__pb2.StateChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class RaftPeer:
             '/quorumlog.raft.v1.RaftPeer/Send',
             quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
             quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quorumlog.raft.v1.RaftPeer/FetchState',
+            quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.SerializeToString,
+            quorumlog_dot_proto_dot_raft__pb2.StateChunk.FromString,
             options,
             channel_credentials,
             insecure,

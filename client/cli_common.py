@@ -1,0 +1,138 @@
+"""Shared pieces of the data-plane CLI commands (status, append, read, tail, sessions).
+
+Owns: the ``--cluster``/``--deadline``/``--json`` flags, validating numbers without argparse's
+two-line usage errors, turning SDK errors into one clear :class:`CliError` line, and
+rendering message bytes as text/JSON. Must never: retry or talk to grpc (the SDK does that).
+
+Binary data: a message that is valid UTF-8 is printed as that text. Otherwise text output
+shows it with ``\\xNN`` escapes, and JSON gives ``"data"`` with the same escapes plus
+``"data_b64"`` holding the exact bytes in base64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from quorumlog.client import errors
+from quorumlog.client.cli import CliError
+from quorumlog.client.sdk import Client, Record
+
+DEFAULT_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+CLUSTER_ENV = "QUORUMLOG_CLUSTER"
+DEFAULT_DEADLINE = 5.0
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRS",
+        default=None,
+        help=f"comma-separated node client addresses (default: ${CLUSTER_ENV}, "
+        f"else {DEFAULT_CLUSTER})",
+    )
+    parser.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        default=None,
+        help=f"give up after this many seconds, retries included (default {DEFAULT_DEADLINE:g})",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cluster_addresses(args: argparse.Namespace) -> str:
+    value = args.cluster if args.cluster is not None else os.environ.get(CLUSTER_ENV)
+    return value if value else DEFAULT_CLUSTER
+
+
+def deadline_of(args: argparse.Namespace) -> float:
+    if args.deadline is None:
+        return DEFAULT_DEADLINE
+    try:
+        value = float(args.deadline)
+    except ValueError:
+        raise CliError(f"--deadline must be a number of seconds, got {args.deadline!r}") from None
+    if not 0 < value < 86400:
+        raise CliError(f"--deadline must be positive, got {args.deadline!r}")
+    return value
+
+
+def integer(name: str, text: str | None, *, minimum: int, default: int) -> int:
+    """Parse ``text`` as an int >= ``minimum``; one clear CliError otherwise."""
+    if text is None:
+        return default
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise CliError(f"{name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise CliError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def session_of(args: argparse.Namespace) -> str:
+    session: str | None = args.session
+    if not session:
+        raise CliError("SESSION must be a non-empty session name")
+    return session
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """A Client for ``args``; SDK errors inside the block become one-line CliErrors."""
+    addresses = cluster_addresses(args)
+    deadline = deadline_of(args)
+    with cli_errors(addresses, deadline):
+        client = Client(addresses, deadline=deadline)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+@contextmanager
+def cli_errors(addresses: str, deadline: float) -> Iterator[None]:
+    try:
+        yield
+    except errors.InvalidArgument as error:
+        raise CliError(f"invalid argument: {error.message}", EXIT_USAGE) from None
+    except (errors.Unavailable, errors.DeadlineExceeded) as error:
+        raise CliError(
+            f"cluster {addresses} unavailable within {deadline:g}s: {error.message}",
+            EXIT_FAILURE,
+        ) from None
+    except errors.QuorumLogError as error:
+        raise CliError(f"{error.code.lower()}: {error.message}", EXIT_FAILURE) from None
+
+
+def text_of(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    item: dict[str, Any] = {"offset": record.offset, "data": text_of(record.data)}
+    try:
+        record.data.decode("utf-8")
+    except UnicodeDecodeError:
+        item["data_b64"] = base64.b64encode(record.data).decode("ascii")
+    return item
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

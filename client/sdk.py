@@ -1,0 +1,842 @@
+"""The public SDK: :class:`AsyncClient` (asyncio) and :class:`Client` (blocking).
+
+Owns: request building, response conversion to plain dataclasses, input validation, and the
+subscription resume logic. Leader finding and retries live in ``leader.py``, backoff in
+``retry.py``, coalescing idempotent appends in ``producer.py``. :class:`Client` runs an
+:class:`AsyncClient` on a private event loop in a background thread, so both share one
+implementation.
+
+Example::
+
+    async with AsyncClient("127.0.0.1:7001,127.0.0.1:7002") as client:
+        result = await client.append("orders/42", b"created", b"paid")
+        page = await client.read("orders/42", from_offset=result.first_offset)
+        async for record in client.subscribe("orders/42"):
+            ...
+
+Guarantees: an append is retried on transient failures with the same producer id and
+sequence until its deadline, so it is written at most once; when the deadline passes first
+the outcome is unknown and :class:`~quorumlog.client.errors.DeadlineExceeded` (or
+``Unavailable`` when no node was reachable) is raised. A subscription reconnects (to the
+leader hint or the next node) after a stream error and resumes at the offset after the last
+record it delivered: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import Future as ConcurrentFuture
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from quorumlog.client import errors
+from quorumlog.client._grpc import NodeConnection, StreamReader
+from quorumlog.client.leader import Router, parse_addresses
+from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
+from quorumlog.client.retry import RetryPolicy, is_retryable
+from quorumlog.proto import quorumlog_pb2 as pb
+
+T = TypeVar("T")
+
+DEFAULT_DEADLINE = 10.0
+MAX_SESSION_ID_BYTES = 1024
+
+__all__ = [
+    "AppendResult",
+    "AsyncClient",
+    "Client",
+    "ClusterStatus",
+    "Consistency",
+    "Member",
+    "NodeReport",
+    "NodeStatus",
+    "ReadResult",
+    "Record",
+    "SessionInfo",
+    "Subscription",
+    "SyncSubscription",
+]
+
+
+class Consistency(enum.IntEnum):
+    LINEARIZABLE = pb.LINEARIZABLE  # reflects every acknowledged append (ReadIndex)
+    FOLLOWER = pb.FOLLOWER  # any node's applied state: possibly stale, never uncommitted
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    session: str
+    records: list[Record]
+    next_offset: int  # where to read from next
+    first_offset: int  # the session's first retained offset
+    end_offset: int  # the session's next offset to be written, as of this read
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session: str
+    first_offset: int
+    next_offset: int
+    count: int
+    bytes: int
+    created_ms: int
+    last_append_ms: int
+
+    @classmethod
+    def from_pb(cls, info: pb.SessionInfo) -> SessionInfo:
+        return cls(
+            session=info.session,
+            first_offset=info.first_offset,
+            next_offset=info.next_offset,
+            count=info.count,
+            bytes=info.bytes,
+            created_ms=info.created_ms,
+            last_append_ms=info.last_append_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    client_address: str
+    peer_address: str
+    voter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    id: str
+    address: str  # the node's advertised client address
+    role: str
+    term: int
+    leader: str  # leader id, empty when unknown
+    commit_index: int
+    applied_index: int
+    last_index: int
+    pid: int
+    members: list[Member]
+    first_index: int
+    snapshot_index: int
+
+    @classmethod
+    def from_pb(cls, status: pb.NodeStatus) -> NodeStatus:
+        return cls(
+            id=status.id,
+            address=status.address,
+            role=status.role,
+            term=status.term,
+            leader=status.leader,
+            commit_index=status.commit_index,
+            applied_index=status.applied_index,
+            last_index=status.last_index,
+            pid=status.pid,
+            members=[
+                Member(m.id, m.client_address, m.peer_address, m.voter) for m in status.members
+            ],
+            first_index=status.first_index,
+            snapshot_index=status.snapshot_index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """One address's answer to a status probe: ``status`` or the ``error`` it failed with."""
+
+    address: str  # the address that was dialed
+    status: NodeStatus | None
+    error: errors.QuorumLogError | None
+
+    @property
+    def reachable(self) -> bool:
+        return self.status is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    nodes: list[NodeReport]
+
+    @property
+    def leader(self) -> NodeReport | None:
+        """The reachable node that says it is leader (highest term wins)."""
+        leaders = [n for n in self.nodes if n.status is not None and n.status.role == "leader"]
+        return max(leaders, key=lambda n: n.status.term if n.status else 0, default=None)
+
+    @property
+    def reachable(self) -> list[NodeReport]:
+        return [node for node in self.nodes if node.reachable]
+
+
+def _check_session(session: str) -> None:
+    if not isinstance(session, str) or not session:
+        raise errors.InvalidArgument("session id must be a non-empty string")
+    if len(session.encode("utf-8", "surrogatepass")) > MAX_SESSION_ID_BYTES:
+        raise errors.InvalidArgument(
+            f"session id is longer than {MAX_SESSION_ID_BYTES} bytes"
+        )
+
+
+def _check_offset(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise errors.InvalidArgument(f"{name} must be a non-negative integer, not {value!r}")
+
+
+def _as_bytes(message: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message)
+    raise errors.InvalidArgument(f"a message must be bytes or str, not {type(message).__name__}")
+
+
+class AsyncClient:
+    """asyncio client for a quorumlog cluster.
+
+    ``addresses``: any nodes' client addresses (``"h:p,h:p"`` or a list); the leader is
+    found and followed automatically. ``deadline``: seconds each call may take including
+    retries. ``producer_id``: identity for idempotent appends (random uuid4 hex by default;
+    pass a stable one only if a single client at a time uses it). ``linger_ms``,
+    ``max_batch_messages``, ``max_batch_bytes``: coalescing of concurrent appends to one
+    session. ``seed``: makes retry jitter reproducible. Use as ``async with`` or call
+    :meth:`close`. All methods must run on one event loop.
+    """
+
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        producer_id: str | None = None,
+        linger_ms: float = 5.0,
+        max_batch_messages: int = 1000,
+        max_batch_bytes: int = 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if deadline <= 0:
+            raise errors.InvalidArgument("deadline must be positive")
+        if producer_id is not None and not producer_id:
+            raise errors.InvalidArgument("producer_id must be non-empty when given")
+        self.deadline = deadline
+        self.producer_id = producer_id or uuid.uuid4().hex
+        self._limits = BatchLimits(linger_ms / 1000.0, max_batch_messages, max_batch_bytes)
+        self._retry = retry or RetryPolicy()
+        self._rng = random.Random(seed)
+        self._router = Router(parse_addresses(addresses), policy=self._retry, rng=self._rng)
+        self._producers: dict[str, SessionProducer] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Fail pending appends with ClientClosed, end subscriptions, close channels."""
+        if self._closed:
+            return
+        self._closed = True
+        for producer in list(self._producers.values()):
+            await producer.close()
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        await self._router.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._router.addresses)
+
+    @property
+    def leader(self) -> str | None:
+        """The address currently believed to be the leader's."""
+        return self._router.leader
+
+    def _end(self, deadline: float | None) -> float:
+        if self._closed:
+            raise errors.ClientClosed("the client is closed")
+        return asyncio.get_running_loop().time() + (deadline or self.deadline)
+
+    # -- appends -----------------------------------------------------------------------------
+
+    async def append(
+        self,
+        session: str,
+        *messages: bytes | bytearray | memoryview | str,
+        deadline: float | None = None,
+    ) -> AppendResult:
+        """Append ``messages`` (bytes, or str as UTF-8) to ``session``, in order, atomically.
+
+        Concurrent calls for one session are coalesced into one request; each caller still
+        gets its own contiguous offsets.
+        """
+        _check_session(session)
+        if not messages:
+            raise errors.InvalidArgument("append needs at least one message")
+        payload = [_as_bytes(message) for message in messages]
+        end = self._end(deadline)
+        producer = self._producers.get(session)
+        if producer is None:
+            producer = SessionProducer(session, self.producer_id, self._send_append, self._limits)
+            self._producers[session] = producer
+        return await producer.submit(payload, end)
+
+    def sequence_of(self, session: str) -> int:
+        """The sequence the next append batch of ``session`` will carry (0 if none yet)."""
+        producer = self._producers.get(session)
+        return producer.next_sequence if producer else 0
+
+    async def _send_append(
+        self, session: str, messages: Sequence[bytes], sequence: int, end: float
+    ) -> pb.AppendResponse:
+        request = pb.AppendRequest(
+            session=session, messages=messages, producer_id=self.producer_id, sequence=sequence
+        )
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.AppendResponse:
+            return await node.append(request, timeout)
+
+        return await self._router.call(attempt, end=end, what=f"append to {session!r}")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def read(
+        self,
+        session: str,
+        from_offset: int = 0,
+        limit: int = 0,
+        *,
+        max_bytes: int = 0,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> ReadResult:
+        """Up to ``limit`` records (0: server default) from ``from_offset``; one page.
+
+        Raises OutOfRange (with ``first_offset``) below the first retained offset and
+        NotFound for an unknown session.
+        """
+        _check_session(session)
+        _check_offset("from_offset", from_offset)
+        _check_offset("limit", limit)
+        _check_offset("max_bytes", max_bytes)
+        request = pb.ReadRequest(
+            session=session,
+            from_offset=from_offset,
+            max_count=limit,
+            max_bytes=max_bytes,
+            consistency=int(consistency),  # type: ignore[arg-type]
+        )
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.ReadResponse:
+            return await node.read(request, timeout)
+
+        response = await self._router.call(
+            attempt,
+            end=self._end(deadline),
+            follow_leader=consistency == Consistency.LINEARIZABLE,
+            what=f"read of {session!r}",
+        )
+        return ReadResult(
+            session=response.session or session,
+            records=[Record(record.offset, record.data) for record in response.records],
+            next_offset=response.next_offset,
+            first_offset=response.first_offset,
+            end_offset=response.end_offset,
+        )
+
+    def subscribe(self, session: str, from_offset: int = 0, *, max_batch: int = 0) -> Subscription:
+        """Stream committed records from ``from_offset`` on, following the tail forever.
+
+        Survives leader changes and stream errors (reconnects, resumes at the next offset);
+        raises when no node can serve it for a whole ``deadline``. Close it with
+        ``aclose()`` or ``async with``.
+        """
+        _check_session(session)
+        _check_offset("from_offset", from_offset)
+        _check_offset("max_batch", max_batch)
+        if self._closed:
+            raise errors.ClientClosed("the client is closed")
+        subscription = Subscription(self, session, from_offset, max_batch)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def list_sessions(
+        self,
+        prefix: str = "",
+        *,
+        limit: int = 0,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> list[SessionInfo]:
+        """Every session whose name starts with ``prefix`` (all pages; at most ``limit``)."""
+        _check_offset("limit", limit)
+        end = self._end(deadline)
+        result: list[SessionInfo] = []
+        start_after = ""
+        while True:
+            request = pb.ListSessionsRequest(
+                prefix=prefix,
+                start_after=start_after,
+                limit=max(0, limit - len(result)) if limit else 0,
+                consistency=int(consistency),  # type: ignore[arg-type]
+            )
+
+            async def attempt(
+                node: NodeConnection, timeout: float, request: pb.ListSessionsRequest = request
+            ) -> pb.ListSessionsResponse:
+                return await node.list_sessions(request, timeout)
+
+            response = await self._router.call(
+                attempt,
+                end=end,
+                follow_leader=consistency == Consistency.LINEARIZABLE,
+                what="list sessions",
+            )
+            result.extend(SessionInfo.from_pb(info) for info in response.sessions)
+            if limit and len(result) >= limit:
+                return result[:limit]
+            if not response.truncated or not response.sessions:
+                return result
+            start_after = response.sessions[-1].session
+
+    async def describe_session(
+        self,
+        session: str,
+        *,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> SessionInfo:
+        _check_session(session)
+        request = pb.DescribeSessionRequest(
+            session=session, consistency=int(consistency)  # type: ignore[arg-type]
+        )
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.SessionInfo:
+            return await node.describe_session(request, timeout)
+
+        info = await self._router.call(
+            attempt,
+            end=self._end(deadline),
+            follow_leader=consistency == Consistency.LINEARIZABLE,
+            what=f"describe {session!r}",
+        )
+        return SessionInfo.from_pb(info)
+
+    async def trim_session(
+        self, session: str, before_offset: int, *, deadline: float | None = None
+    ) -> SessionInfo:
+        """Drop every message with offset < ``before_offset`` (idempotent, so retried)."""
+        _check_session(session)
+        _check_offset("before_offset", before_offset)
+        request = pb.TrimSessionRequest(session=session, before_offset=before_offset)
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.TrimSessionResponse:
+            return await node.trim_session(request, timeout)
+
+        response = await self._router.call(
+            attempt, end=self._end(deadline), what=f"trim {session!r}"
+        )
+        return SessionInfo.from_pb(response.info)
+
+    async def delete_session(self, session: str, *, deadline: float | None = None) -> None:
+        """Delete ``session``. A retry after an unknown outcome may answer NotFound."""
+        _check_session(session)
+        request = pb.DeleteSessionRequest(session=session)
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.DeleteSessionResponse:
+            return await node.delete_session(request, timeout)
+
+        await self._router.call(attempt, end=self._end(deadline), what=f"delete {session!r}")
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def node_status(self, address: str, *, deadline: float | None = None) -> NodeStatus:
+        """The status of the node at ``address`` (no leader redirect; retried until deadline)."""
+        (address,) = parse_addresses([address])
+        end = self._end(deadline)
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.NodeStatus:
+            return await node.cluster_status(timeout)
+
+        status = await self._router.call(
+            attempt, end=end, target=address, pinned=True, what=f"status of {address}"
+        )
+        return NodeStatus.from_pb(status)
+
+    async def cluster_status(self, *, deadline: float | None = None) -> ClusterStatus:
+        """Probe every known address at once; unreachable ones are reported, not raised.
+
+        Each node gets a single attempt (bounded by the deadline), so a dead node costs at
+        most the deadline, not a retry loop.
+        """
+        end = self._end(deadline)
+        loop = asyncio.get_running_loop()
+
+        async def probe(address: str) -> NodeReport:
+            try:
+                timeout = max(0.001, end - loop.time())
+                status = await self._router.connection(address).cluster_status(timeout)
+            except errors.QuorumLogError as error:
+                return NodeReport(address, None, error)
+            return NodeReport(address, NodeStatus.from_pb(status), None)
+
+        reports = await asyncio.gather(*(probe(address) for address in self.addresses))
+        return ClusterStatus(list(reports))
+
+
+class Subscription:
+    """An async iterator of :class:`Record` that survives node failures.
+
+    ``next_offset`` is the offset the next delivered record will have. Records below it that
+    a server sends again (after a reconnect) are dropped, so nothing is delivered twice.
+    """
+
+    def __init__(
+        self, client: AsyncClient, session: str, from_offset: int, max_batch: int
+    ) -> None:
+        self._client = client
+        self.session = session
+        self.next_offset = from_offset
+        self.reconnects = 0
+        self._max_batch = max_batch
+        self._buffer: deque[Record] = deque()
+        self._stream: StreamReader | None = None
+        self._address: str | None = None
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Record:
+        while not self._buffer:
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                await self._fill()
+            except errors.ClientClosed:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise
+        record = self._buffer.popleft()
+        return record
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._drop_stream()
+        self._client._subscriptions.discard(self)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+
+    def _accept(self, response: pb.ReadResponse) -> None:
+        for record in response.records:
+            if record.offset < self.next_offset:
+                continue  # already delivered before a reconnect
+            self._buffer.append(Record(record.offset, record.data))
+            self.next_offset = record.offset + 1
+
+    async def _fill(self) -> None:
+        """Read one response, reconnecting on transient failures until the deadline."""
+        router = self._client._router
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        retries = 0
+        last_error: errors.QuorumLogError | None = None
+        while not self._closed:
+            if self._stream is None:
+                self._address = self._address or router.first_target()
+                request = pb.SubscribeRequest(
+                    session=self.session, from_offset=self.next_offset, max_batch=self._max_batch
+                )
+                self._stream = router.connection(self._address).subscribe(request)
+            try:
+                response = await self._stream.read()
+                if response is None:
+                    raise errors.Unavailable(
+                        "subscription stream ended by the server", address=self._address
+                    )
+            except errors.QuorumLogError as error:
+                if not is_retryable(error):
+                    self._drop_stream()
+                    raise
+                self._drop_stream()
+                self.reconnects += 1
+                last_error = error
+                failing_since = failing_since if failing_since is not None else loop.time()
+                if loop.time() - failing_since > self._client.deadline:
+                    raise router.gave_up(f"subscribe to {self.session!r}", last_error) from None
+                assert self._address is not None
+                self._address, fresh_hint = router.next_target(self._address, error)
+                if not fresh_hint:
+                    await asyncio.sleep(router.policy.backoff(retries, router.rng))
+                    retries += 1
+                continue
+            self._accept(response)
+            return
+
+
+class _LoopThread:
+    """A private asyncio loop in a daemon thread, for the blocking :class:`Client`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._main, name="quorumlog-client-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        future: ConcurrentFuture[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self.loop.shutdown_asyncgens()
+
+        if self.loop.is_closed():
+            return
+        self.run(shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class Client:
+    """Blocking client with the same API as :class:`AsyncClient` (see there).
+
+    Thread-safe: calls from many threads run on one private event loop, so concurrent
+    appends to a session from different threads are coalesced as well.
+    """
+
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        producer_id: str | None = None,
+        linger_ms: float = 5.0,
+        max_batch_messages: int = 1000,
+        max_batch_bytes: int = 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._async = AsyncClient(
+            addresses,
+            deadline=deadline,
+            producer_id=producer_id,
+            linger_ms=linger_ms,
+            max_batch_messages=max_batch_messages,
+            max_batch_bytes=max_batch_bytes,
+            retry=retry,
+            seed=seed,
+        )
+        self._loop = _LoopThread()
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._async.close())
+        finally:
+            self._loop.stop()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coroutine.close()
+            raise errors.ClientClosed("the client is closed")
+        return self._loop.run(coroutine)
+
+    @property
+    def producer_id(self) -> str:
+        return self._async.producer_id
+
+    @property
+    def deadline(self) -> float:
+        return self._async.deadline
+
+    @property
+    def addresses(self) -> list[str]:
+        return self._async.addresses
+
+    @property
+    def leader(self) -> str | None:
+        return self._async.leader
+
+    def append(
+        self,
+        session: str,
+        *messages: bytes | bytearray | memoryview | str,
+        deadline: float | None = None,
+    ) -> AppendResult:
+        return self._run(self._async.append(session, *messages, deadline=deadline))
+
+    def read(
+        self,
+        session: str,
+        from_offset: int = 0,
+        limit: int = 0,
+        *,
+        max_bytes: int = 0,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> ReadResult:
+        return self._run(
+            self._async.read(
+                session,
+                from_offset,
+                limit,
+                max_bytes=max_bytes,
+                consistency=consistency,
+                deadline=deadline,
+            )
+        )
+
+    def subscribe(
+        self, session: str, from_offset: int = 0, *, max_batch: int = 0
+    ) -> SyncSubscription:
+        async def start() -> Subscription:
+            return self._async.subscribe(session, from_offset, max_batch=max_batch)
+
+        return SyncSubscription(self, self._run(start()))
+
+    def list_sessions(
+        self,
+        prefix: str = "",
+        *,
+        limit: int = 0,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> list[SessionInfo]:
+        return self._run(
+            self._async.list_sessions(
+                prefix, limit=limit, consistency=consistency, deadline=deadline
+            )
+        )
+
+    def describe_session(
+        self,
+        session: str,
+        *,
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        deadline: float | None = None,
+    ) -> SessionInfo:
+        return self._run(
+            self._async.describe_session(session, consistency=consistency, deadline=deadline)
+        )
+
+    def trim_session(
+        self, session: str, before_offset: int, *, deadline: float | None = None
+    ) -> SessionInfo:
+        return self._run(self._async.trim_session(session, before_offset, deadline=deadline))
+
+    def delete_session(self, session: str, *, deadline: float | None = None) -> None:
+        self._run(self._async.delete_session(session, deadline=deadline))
+
+    def node_status(self, address: str, *, deadline: float | None = None) -> NodeStatus:
+        return self._run(self._async.node_status(address, deadline=deadline))
+
+    def cluster_status(self, *, deadline: float | None = None) -> ClusterStatus:
+        return self._run(self._async.cluster_status(deadline=deadline))
+
+
+class SyncSubscription:
+    """A plain iterator over a :class:`Subscription`; close it (or use ``with``) when done."""
+
+    def __init__(self, client: Client, subscription: Subscription) -> None:
+        self._client = client
+        self._subscription = subscription
+
+    @property
+    def next_offset(self) -> int:
+        return self._subscription.next_offset
+
+    @property
+    def reconnects(self) -> int:
+        return self._subscription.reconnects
+
+    def __iter__(self) -> Iterator[Record]:
+        return self
+
+    def __next__(self) -> Record:
+        async def step() -> Record | None:
+            try:
+                return await self._subscription.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        record = self._client._run(step())
+        if record is None:
+            raise StopIteration
+        return record
+
+    def close(self) -> None:
+        if not self._client._closed:
+            self._client._run(self._subscription.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+

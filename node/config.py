@@ -1,0 +1,138 @@
+"""A node's configuration: identity, addresses, peers, data directory, timing and limits.
+
+Owns: the ``NodeConfig`` value, its validation, loading from a TOML file, and the mapping of
+node names ("n1") to the integer ids the Raft core uses. Must never: open sockets or files
+other than the TOML file it is asked to read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_SHORT = re.compile(r"^n([1-9][0-9]{0,17})$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+def raft_id(name: str) -> int:
+    """The Raft core's integer id for node ``name``: ``n7`` is 7, anything else a stable hash."""
+    short = _SHORT.match(name)
+    if short:
+        return int(short.group(1))
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & ((1 << 62) - 1)) | (1 << 62)
+
+
+def parse_address(text: str, what: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return text
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``n1=127.0.0.1:7101,n2=...`` -> {name: peer address}."""
+    peers: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--peers: expected NAME=HOST:PORT, got {item!r}")
+        if not _NAME.match(name):
+            raise ConfigError(f"--peers: invalid node name {name!r}")
+        if name in peers:
+            raise ConfigError(f"--peers: node {name!r} listed twice")
+        peers[name] = parse_address(address, f"--peers {name}")
+    return peers
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    client_addr: str
+    peer_addr: str
+    peers: dict[str, str]
+    data_dir: Path
+    cluster_id: int = 1
+    tick_ms: int = 100
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    snapshot_every: int = 50_000
+    snapshot_keep: int = 10_000
+    max_entry_bytes: int = 4 << 20
+    metrics_addr: str | None = None
+    log_level: str = "info"
+    unsafe_ack_before_fsync: bool = False  # chaos canary only: never in production
+    seed: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return raft_id(self.name)
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"--id: invalid node name {self.name!r}")
+        parse_address(self.client_addr, "--client-addr")
+        parse_address(self.peer_addr, "--peer-addr")
+        if self.name not in self.peers:
+            raise ConfigError(f"--peers must include this node ({self.name})")
+        if self.peers[self.name] != self.peer_addr:
+            raise ConfigError(
+                f"--peers says {self.name} is at {self.peers[self.name]}, "
+                f"but --peer-addr is {self.peer_addr}"
+            )
+        ids = [raft_id(name) for name in self.peers]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("--peers: two node names map to the same id")
+        if self.tick_ms <= 0 or self.election_tick <= self.heartbeat_tick:
+            raise ConfigError("timing: need tick_ms > 0 and election_tick > heartbeat_tick")
+        if self.snapshot_every <= 0 or not 0 <= self.snapshot_keep < self.snapshot_every:
+            raise ConfigError("snapshots: need snapshot_every > snapshot_keep >= 0")
+
+
+_TOML_KEYS = {
+    "id": "name",
+    "client_addr": "client_addr",
+    "peer_addr": "peer_addr",
+    "data_dir": "data_dir",
+    "cluster_id": "cluster_id",
+    "tick_ms": "tick_ms",
+    "election_tick": "election_tick",
+    "heartbeat_tick": "heartbeat_tick",
+    "snapshot_every": "snapshot_every",
+    "snapshot_keep": "snapshot_keep",
+    "metrics_addr": "metrics_addr",
+    "log_level": "log_level",
+}
+
+
+def load_toml(path: Path) -> dict[str, object]:
+    """Read a node TOML file into keyword arguments for ``NodeConfig``."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"--config: cannot read {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"--config: {path} is not valid TOML: {error}") from error
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        if key == "peers":
+            if isinstance(value, str):
+                values["peers"] = parse_peers(value)
+            elif isinstance(value, dict):
+                values["peers"] = {str(k): parse_address(str(v), f"peers.{k}") for k, v in
+                                   value.items()}
+            else:
+                raise ConfigError("--config: peers must be a table or a NAME=ADDR,... string")
+        elif key in _TOML_KEYS:
+            values[_TOML_KEYS[key]] = Path(str(value)) if key == "data_dir" else value
+        else:
+            raise ConfigError(f"--config: unknown setting {key!r}")
+    return values

@@ -1,0 +1,98 @@
+"""Prometheus metrics of one node, served over HTTP.
+
+Owns: a per-node ``CollectorRegistry`` (several nodes may share a test process) with the Raft
+gauges (term, role, commit / applied / last index), write-path figures (entries per fsync,
+fsync latency, readies) and client request latencies by method and status. Must never: be
+read by the Raft loop for decisions; it only observes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from quorumlog.node.raft_node import RaftNode
+
+ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
+
+
+class _RaftCollector(Collector):
+    def __init__(self, node: Callable[[], RaftNode | None], name: str) -> None:
+        self._node = node
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        node = self._node()
+        if node is None:
+            return []
+        raft = node.raw.raft
+        labels = ["node"]
+        values = [self._name]
+
+        def gauge(metric: str, help_text: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(metric, help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        def counter(metric: str, help_text: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(metric, help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        metrics = node.metrics
+        syncs = max(metrics.synced_writes, 1)
+        return [
+            gauge("quorumlog_raft_term", "current Raft term", raft.term),
+            gauge("quorumlog_raft_role", "0 follower, 1 candidate, 2 leader, 3 pre-candidate",
+                  ROLE_VALUES.get(str(raft.role), -1)),
+            gauge("quorumlog_raft_is_leader", "1 on the leader", 1 if str(raft.role) ==
+                  "leader" else 0),
+            gauge("quorumlog_raft_commit_index", "commit index", raft.log.committed),
+            gauge("quorumlog_raft_applied_index", "applied index", raft.log.applied),
+            gauge("quorumlog_raft_last_index", "last log index", raft.log.last_index()),
+            gauge("quorumlog_raft_first_index", "first retained log index",
+                  raft.log.first_index()),
+            counter("quorumlog_raft_readies", "Ready batches handled", metrics.readies),
+            counter("quorumlog_raft_fsyncs", "synced log writes", metrics.synced_writes),
+            counter("quorumlog_raft_entries_persisted", "log entries written",
+                    metrics.entries_persisted),
+            counter("quorumlog_raft_entries_applied", "entries applied", metrics.entries_applied),
+            counter("quorumlog_raft_proposals", "Raft entries proposed", metrics.proposals),
+            counter("quorumlog_commands_proposed", "client commands proposed",
+                    metrics.commands_proposed),
+            counter("quorumlog_raft_messages_sent", "Raft messages sent", metrics.messages_sent),
+            counter("quorumlog_raft_fsync_seconds", "time in synced writes",
+                    metrics.fsync_seconds),
+            gauge("quorumlog_raft_entries_per_fsync", "mean entries per synced write",
+                  metrics.entries_persisted / syncs),
+        ]
+
+
+class NodeMetricsExporter:
+    def __init__(self, name: str, node: Callable[[], RaftNode | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_RaftCollector(node, name))
+        self.request_seconds = Histogram(
+            "quorumlog_request_seconds",
+            "client request latency",
+            ["method", "code"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+        )
+        self._server: object | None = None
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._server = start_http_server(int(port), addr=host, registry=self.registry)
+
+    def stop(self) -> None:
+        server = self._server
+        if server is not None:
+            shutdown = getattr(server[0] if isinstance(server, tuple) else server, "shutdown",
+                               None)
+            if callable(shutdown):
+                shutdown()
+        self._server = None

@@ -1,0 +1,302 @@
+"""The client API (``QuorumLog`` gRPC service) of one node.
+
+Owns: validating every request before anything is proposed, turning requests into replicated
+commands or reads, choosing the read path (ReadIndex for LINEARIZABLE, local applied state
+for FOLLOWER), streaming subscriptions that follow the tail, and mapping every failure to a
+precise gRPC status — including the leader hint (trailing metadata ``quorumlog-leader-id`` /
+``quorumlog-leader-addr``) when this node cannot serve. Must never: touch the Raft core
+directly (it goes through ``RaftNode``'s queues) or write state outside replicated commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+
+from quorumlog.node import limits
+from quorumlog.node.config import NodeConfig
+from quorumlog.node.limits import InvalidInput
+from quorumlog.node.raft_node import CommandFailed, NotLeader, OutcomeUnknown, RaftNode
+from quorumlog.node.state_machine import (
+    AppendResult,
+    CommandError,
+    SessionInfo,
+    SessionStateMachine,
+    StateMachineError,
+)
+from quorumlog.node.transport import PeerTransport
+from quorumlog.proto import commands_pb2, quorumlog_pb2, quorumlog_pb2_grpc
+from quorumlog.raft.types import NONE, StateRole
+
+LEADER_ID_KEY = "quorumlog-leader-id"
+LEADER_ADDR_KEY = "quorumlog-leader-addr"
+DEFAULT_TIMEOUT = 10.0  # seconds, when the caller sets no deadline
+SUBSCRIBE_POLL = 1.0  # seconds between tail checks when nothing is applied
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _remaining(context: Context) -> float:
+    remaining: float | None = context.time_remaining()
+    if remaining is None:
+        return DEFAULT_TIMEOUT
+    return max(0.0, float(remaining))
+
+
+class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
+    def __init__(
+        self,
+        node: RaftNode,
+        state_machine: SessionStateMachine,
+        transport: PeerTransport,
+        config: NodeConfig,
+        node_limits: limits.Limits = limits.DEFAULT_LIMITS,
+    ) -> None:
+        self.node = node
+        self.state_machine = state_machine
+        self.transport = transport
+        self.config = config
+        self.limits = node_limits
+
+    # -- errors ----------------------------------------------------------------------------------
+    async def _not_leader(self, context: Context, detail: str) -> NoReturn:
+        leader = self.node.leader_id
+        info = self.transport.peers.get(leader) if leader != NONE else None
+        metadata: list[tuple[str, str]] = []
+        if info is not None and leader != self.node.id:
+            metadata.append((LEADER_ID_KEY, info.name))
+            if info.client_address:
+                metadata.append((LEADER_ADDR_KEY, info.client_address))
+        context.set_trailing_metadata(tuple(metadata))
+        hint = f"; leader is {info.name}" if metadata and info is not None else "; no leader known"
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.config.name}: {detail}{hint}")
+
+    @staticmethod
+    async def _invalid(
+        context: Context, error: InvalidInput | CommandError | StateMachineError
+    ) -> NoReturn:
+        await context.abort(grpc.StatusCode[error.code.value], error.message)
+
+    async def _replicate(
+        self, context: Context, command: commands_pb2.Command, size: int
+    ) -> tuple[int, Any]:
+        """Replicate one command; returns (Raft index, the command's apply result)."""
+        if self.node.role != StateRole.LEADER:
+            await self._not_leader(context, "not the leader")
+        future = self.node.submit(command, size)
+        try:
+            result = await asyncio.wait_for(future, _remaining(context))
+        except NotLeader as error:
+            await self._not_leader(context, str(error))
+        except OutcomeUnknown as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"outcome unknown: {error}; retry")
+        except CommandFailed as error:
+            await self._invalid(context, error.error)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline; retry"
+            )
+        index, command_result = result
+        if isinstance(command_result, CommandError):
+            await self._invalid(context, command_result)
+        return index, command_result
+
+    async def _linearizable(self, context: Context) -> None:
+        """Wait until this node's applied state reflects every acknowledged write (§6.4)."""
+        if self.node.role != StateRole.LEADER:
+            await self._not_leader(context, "linearizable reads are served by the leader")
+        try:
+            index = await asyncio.wait_for(self.node.read_index(), _remaining(context))
+            await asyncio.wait_for(self.node.wait_applied(index), _remaining(context))
+        except (NotLeader, OutcomeUnknown) as error:
+            await self._not_leader(context, str(error))
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "could not confirm leadership in time"
+            )
+
+    async def _read_point(self, context: Context, consistency: int) -> None:
+        if consistency == quorumlog_pb2.LINEARIZABLE:
+            await self._linearizable(context)
+        elif consistency != quorumlog_pb2.FOLLOWER:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"unknown consistency {consistency}"
+            )
+
+    # -- RPCs ----------------------------------------------------------------------------------
+    async def Append(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.AppendRequest, context: Context
+    ) -> quorumlog_pb2.AppendResponse:
+        try:
+            _, _, size = limits.check_append(
+                request.session, list(request.messages), request.producer_id,
+                request.sequence, self.limits,
+            )
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        command = commands_pb2.Command(
+            append=commands_pb2.AppendCommand(
+                session=request.session,
+                messages=request.messages,
+                producer_id=request.producer_id,
+                sequence=request.sequence,
+            )
+        )
+        index, result = await self._replicate(context, command, size)
+        assert isinstance(result, AppendResult)
+        return quorumlog_pb2.AppendResponse(
+            session=request.session,
+            first_offset=result.first_offset,
+            count=result.count,
+            commit_index=index,
+            duplicate=result.duplicate,
+        )
+
+    async def _read(
+        self, session: str, from_offset: int, max_count: int, max_bytes: int, context: Context
+    ) -> quorumlog_pb2.ReadResponse:
+        try:
+            limits.check_session_id(session, self.limits)
+            count, size = limits.read_bounds(max_count, max_bytes, self.limits)
+            result = self.state_machine.read(session, from_offset, count, size)
+        except (InvalidInput, StateMachineError) as error:
+            await self._invalid(context, error)
+        return result.to_proto()
+
+    async def Read(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.ReadRequest, context: Context
+    ) -> quorumlog_pb2.ReadResponse:
+        try:
+            limits.check_session_id(request.session, self.limits)
+            limits.read_bounds(request.max_count, request.max_bytes, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        await self._read_point(context, request.consistency)
+        return await self._read(
+            request.session, request.from_offset, request.max_count, request.max_bytes, context
+        )
+
+    async def Subscribe(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.SubscribeRequest, context: Context
+    ) -> AsyncIterator[quorumlog_pb2.ReadResponse]:
+        """Stream committed messages from ``from_offset`` and follow the tail.
+
+        Served from this node's applied state (committed data only), so any node can serve a
+        subscription; the SDK resumes elsewhere from ``next_offset`` after a failure.
+        """
+        try:
+            limits.check_session_id(request.session, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        offset = request.from_offset
+        max_batch = request.max_batch or self.limits.default_read_count
+        while True:
+            applied = self.node.applied
+            try:
+                result = self.state_machine.read(
+                    request.session, offset, min(max_batch, self.limits.max_read_count),
+                    self.limits.default_read_bytes,
+                )
+            except StateMachineError as error:
+                if error.code.value != "NOT_FOUND":
+                    await self._invalid(context, error)
+                result = None  # the session does not exist yet: wait for its first append
+            if result is not None and result.records:
+                offset = result.next_offset
+                yield result.to_proto()
+                continue
+            try:
+                await asyncio.wait_for(self.node.wait_applied(applied + 1), SUBSCRIBE_POLL)
+            except TimeoutError:
+                continue
+
+    async def ListSessions(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.ListSessionsRequest, context: Context
+    ) -> quorumlog_pb2.ListSessionsResponse:
+        try:
+            limit = limits.list_limit(request.limit, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        await self._read_point(context, request.consistency)
+        page = self.state_machine.list_sessions(request.prefix, limit, request.start_after)
+        return quorumlog_pb2.ListSessionsResponse(
+            sessions=[info.to_proto() for info in page.sessions], truncated=page.truncated
+        )
+
+    async def DescribeSession(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.DescribeSessionRequest, context: Context
+    ) -> quorumlog_pb2.SessionInfo:
+        try:
+            limits.check_session_id(request.session, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        await self._read_point(context, request.consistency)
+        try:
+            info = self.state_machine.describe(request.session)
+        except StateMachineError as error:
+            await self._invalid(context, error)
+        return info.to_proto()
+
+    async def TrimSession(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.TrimSessionRequest, context: Context
+    ) -> quorumlog_pb2.TrimSessionResponse:
+        try:
+            limits.check_session_id(request.session, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        command = commands_pb2.Command(
+            trim=commands_pb2.TrimCommand(
+                session=request.session, before_offset=request.before_offset
+            )
+        )
+        _, result = await self._replicate(context, command, len(request.session) + 16)
+        info: SessionInfo = result.info
+        return quorumlog_pb2.TrimSessionResponse(info=info.to_proto())
+
+    async def DeleteSession(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.DeleteSessionRequest, context: Context
+    ) -> quorumlog_pb2.DeleteSessionResponse:
+        try:
+            limits.check_session_id(request.session, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        command = commands_pb2.Command(
+            delete_session=commands_pb2.DeleteSessionCommand(session=request.session)
+        )
+        await self._replicate(context, command, len(request.session) + 16)
+        return quorumlog_pb2.DeleteSessionResponse()
+
+    async def ClusterStatus(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.ClusterStatusRequest, context: Context
+    ) -> quorumlog_pb2.NodeStatus:
+        raft = self.node.raw.raft
+        peers = self.transport.peers
+        leader = peers.get(raft.leader_id)
+        conf = raft.conf_state()
+        members = [
+            quorumlog_pb2.Member(
+                id=info.name,
+                client_address=info.client_address,
+                peer_address=info.peer_address,
+                voter=peer_id in conf.voters,
+            )
+            for peer_id, info in sorted(peers.items(), key=lambda item: item[1].name)
+        ]
+        return quorumlog_pb2.NodeStatus(
+            id=self.config.name,
+            address=self.config.client_addr,
+            role=str(raft.role),
+            term=raft.term,
+            leader=leader.name if leader is not None else "",
+            commit_index=raft.log.committed,
+            applied_index=raft.log.applied,
+            last_index=raft.log.last_index(),
+            pid=os.getpid(),
+            members=members,
+            first_index=raft.log.first_index(),
+            snapshot_index=self.node.storage.snapshot().metadata.index,
+        )

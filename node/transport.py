@@ -1,0 +1,227 @@
+"""Peer transport: batched Raft messages between nodes over gRPC (service ``RaftPeer``).
+
+Owns: one outgoing client stream per peer (messages queued by the Raft loop are sent in
+batches, in order), reconnection with bounded backoff, the receiving servicer that decodes
+batches and hands them to the Raft loop, and what peers told us about themselves (name and
+client address, used for leader hints). Must never: step the Raft core itself, block the event
+loop, or queue without bound (a peer that cannot keep up loses messages, which Raft tolerates
+and repairs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from quorumlog.node.codec import CodecError, decode_batch, encode_batch
+from quorumlog.proto import raft_pb2, raft_pb2_grpc
+from quorumlog.raft.types import Message, NodeId
+
+log = logging.getLogger("quorumlog.transport")
+
+MAX_QUEUED = 8192  # messages per peer before the oldest are dropped
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 2000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+]
+
+
+@dataclass
+class PeerInfo:
+    name: str
+    peer_address: str
+    client_address: str = ""
+
+
+class PeerLink:
+    """The outgoing stream to one peer."""
+
+    def __init__(self, transport: PeerTransport, peer_id: NodeId, address: str) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: list[Message] = []
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.sent_batches = 0
+        self.dropped = 0
+
+    def enqueue(self, messages: list[Message]) -> None:
+        self.queue.extend(messages)
+        if len(self.queue) > MAX_QUEUED:
+            excess = len(self.queue) - MAX_QUEUED
+            del self.queue[:excess]
+            self.dropped += excess
+        self.ready.set()
+
+    async def _batches(self) -> AsyncIterator[raft_pb2.MessageBatch]:
+        transport = self.transport
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            if not self.queue:
+                continue
+            messages, self.queue = self.queue, []
+            batch = encode_batch(transport.cluster_id, transport.self_id, messages)
+            batch.client_address = transport.client_address
+            batch.sender_name = transport.self_name
+            self.sent_batches += 1
+            yield batch
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            try:
+                stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
+                call = stub.Stream(self._batches())
+                await call
+                backoff = 0.05
+            except asyncio.CancelledError:
+                await channel.close(grace=None)
+                raise
+            except grpc.aio.AioRpcError as error:
+                log.debug("stream to %s failed: %s", self.address, error.code().name)
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close(grace=None)
+            # Messages queued while the stream was down are stale by now: Raft resends.
+            self.dropped += len(self.queue)
+            self.queue = []
+            self.transport.on_unreachable(self.peer_id)
+            await asyncio.sleep(backoff)  # reconnect pacing, not a wait for a condition
+            backoff = min(backoff * 2, 1.0)
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        *,
+        self_name: str,
+        self_id: NodeId,
+        cluster_id: int,
+        client_address: str,
+        peers: dict[NodeId, PeerInfo],
+        on_messages: Callable[[list[Message]], None],
+        on_unreachable: Callable[[NodeId], None],
+    ) -> None:
+        self.self_name = self_name
+        self.self_id = self_id
+        self.cluster_id = cluster_id
+        self.client_address = client_address
+        self.peers = peers
+        self.on_messages = on_messages
+        self.on_unreachable = on_unreachable
+        self.links: dict[NodeId, PeerLink] = {}
+
+    def start(self) -> None:
+        for peer_id, info in self.peers.items():
+            if peer_id != self.self_id:
+                self._link(peer_id, info.peer_address)
+
+    def _link(self, peer_id: NodeId, address: str) -> PeerLink:
+        link = PeerLink(self, peer_id, address)
+        link.task = asyncio.get_running_loop().create_task(
+            link.run(), name=f"peer-link-{peer_id}"
+        )
+        self.links[peer_id] = link
+        return link
+
+    def send(self, messages: list[Message]) -> None:
+        by_peer: dict[NodeId, list[Message]] = {}
+        for message in messages:
+            by_peer.setdefault(message.to, []).append(message)
+        for peer_id, batch in by_peer.items():
+            link = self.links.get(peer_id)
+            if link is not None:
+                link.enqueue(batch)
+
+    def learn(self, peer_id: NodeId, name: str, client_address: str) -> None:
+        info = self.peers.get(peer_id)
+        if info is not None and client_address:
+            info.client_address = client_address
+            if name:
+                info.name = name
+
+    def peer_address(self, peer_id: NodeId) -> str | None:
+        info = self.peers.get(peer_id)
+        return info.peer_address if info else None
+
+    async def stop(self) -> None:
+        tasks = [link.task for link in self.links.values() if link.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.links.clear()
+
+
+class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
+    """Receives peers' batches and hands the messages to the Raft loop."""
+
+    def __init__(
+        self,
+        transport: PeerTransport,
+        fetch_state: Callable[[int], AsyncIterator[bytes]],
+    ) -> None:
+        self.transport = transport
+        self.fetch_state = fetch_state
+
+    def _accept(self, batch: raft_pb2.MessageBatch) -> list[Message]:
+        messages = decode_batch(batch, self.transport.cluster_id)
+        sender = getattr(batch, "from")
+        if sender not in self.transport.peers:
+            raise CodecError(f"n{sender} is not a known peer")
+        self.transport.learn(sender, batch.sender_name, batch.client_address)
+        return messages
+
+    async def Stream(  # noqa: N802 -- gRPC method name
+        self,
+        request_iterator: AsyncIterator[raft_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.BatchAck],
+    ) -> raft_pb2.BatchAck:
+        async for batch in request_iterator:
+            try:
+                messages = self._accept(batch)
+            except CodecError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            self.transport.on_messages(messages)
+        return raft_pb2.BatchAck()
+
+    async def Send(  # noqa: N802 -- gRPC method name
+        self,
+        request: raft_pb2.MessageBatch,
+        context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.BatchAck],
+    ) -> raft_pb2.BatchAck:
+        try:
+            messages = self._accept(request)
+        except CodecError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        self.transport.on_messages(messages)
+        return raft_pb2.BatchAck()
+
+    async def FetchState(  # noqa: N802 -- gRPC method name
+        self,
+        request: raft_pb2.FetchStateRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.FetchStateRequest, raft_pb2.StateChunk],
+    ) -> AsyncIterator[raft_pb2.StateChunk]:
+        if request.cluster_id != self.transport.cluster_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cluster {request.cluster_id}, this is cluster {self.transport.cluster_id}",
+            )
+        async for chunk in self.fetch_state(request.min_index):
+            yield raft_pb2.StateChunk(data=chunk)

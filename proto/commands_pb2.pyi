@@ -1,0 +1,51 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AppendCommand(_message.Message):
+    __slots__ = ("session", "messages", "producer_id", "sequence")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    messages: _containers.RepeatedScalarFieldContainer[bytes]
+    producer_id: str
+    sequence: int
+    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class TrimCommand(_message.Message):
+    __slots__ = ("session", "before_offset")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    before_offset: int
+    def __init__(self, session: _Optional[str] = ..., before_offset: _Optional[int] = ...) -> None: ...
+
+class DeleteSessionCommand(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("append", "trim", "delete_session")
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    TRIM_FIELD_NUMBER: _ClassVar[int]
+    DELETE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    append: AppendCommand
+    trim: TrimCommand
+    delete_session: DeleteSessionCommand
+    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ...) -> None: ...
+
+class CommandBatch(_message.Message):
+    __slots__ = ("leader_time_ms", "commands")
+    LEADER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    leader_time_ms: int
+    commands: _containers.RepeatedCompositeFieldContainer[Command]
+    def __init__(self, leader_time_ms: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
