@@ -111,7 +111,8 @@ class Router:
         loop = asyncio.get_running_loop()
         address = target or self.first_target()
         retries = 0
-        hints_followed = 0
+        hinted: set[str] = set()  # leader hints followed at once during this call
+        tried: set[str] = set()  # nodes that failed since the last backoff
         last_error: errors.QuorumLogError | None = None
         while True:
             remaining = end - loop.time()
@@ -124,14 +125,21 @@ class Router:
                 if not is_retryable(error):
                     raise
                 last_error = error
-                if pinned:
-                    fresh_hint = False
-                else:
+                tried.add(address)
+                if not pinned:
                     address, fresh_hint = self.next_target(address, error)
-                # A fresh hint is followed at once; a hint loop or plain failure backs off.
-                if fresh_hint and hints_followed < len(self.addresses):
-                    hints_followed += 1
-                    continue
+                    # A hint to a leader not yet followed in this call is followed at once
+                    # (once per address, so a follower that still names a dead leader costs
+                    # nothing more); otherwise every node is tried once before backing off,
+                    # so after a leader change one dead node does not delay finding the new one.
+                    if fresh_hint and address not in hinted:
+                        hinted.add(address)
+                        continue
+                    untried = [node for node in self.addresses if node not in tried]
+                    if untried:
+                        address = address if address in untried else untried[0]
+                        continue
+                tried.clear()
                 delay = min(self.policy.backoff(retries, self.rng), max(0.0, end - loop.time()))
                 retries += 1
                 await asyncio.sleep(delay)

@@ -58,7 +58,7 @@ class _Pending:
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
-    linger: float = 0.005
+    linger: float = 0.0
     max_messages: int = 1000
     max_bytes: int = 1024 * 1024
 
@@ -128,8 +128,10 @@ class SessionProducer:
         loop = asyncio.get_running_loop()
         while self._pending:
             wait = self._pending[0].enqueued + self._limits.linger - loop.time()
-            if wait > 0 and not self._full():
-                await asyncio.sleep(wait)
+            if not self._full():
+                # With no linger, yield once so appends made in the same loop iteration share
+                # the batch; while a batch is in flight, later appends gather on their own.
+                await asyncio.sleep(max(wait, 0.0))
             batch = self._take_batch()
             try:
                 await self._send_batch(batch, loop)

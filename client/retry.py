@@ -21,7 +21,9 @@ class RetryPolicy:
     """
 
     initial_backoff: float = 0.025
-    max_backoff: float = 1.0
+    #: well below the cluster's election timeout (1-2 s by default), so a caller notices a
+    #: new leader within a fraction of the failover instead of adding up to a second to it
+    max_backoff: float = 0.5
     multiplier: float = 2.0
     jitter: float = 0.5
     #: one try may take at most this long (bounded by what is left of the call's deadline),

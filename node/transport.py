@@ -57,6 +57,8 @@ class PeerLink:
         self.task: asyncio.Task[None] | None = None
         self.sent_batches = 0
         self.dropped = 0
+        self.generation = 0
+        self.connected = False
 
     def enqueue(self, messages: list[Message]) -> None:
         self.queue.extend(messages)
@@ -66,14 +68,19 @@ class PeerLink:
             self.dropped += excess
         self.ready.set()
 
-    async def _batches(self) -> AsyncIterator[raft_pb2.MessageBatch]:
+    async def _batches(self, generation: int) -> AsyncIterator[raft_pb2.MessageBatch]:
         transport = self.transport
         while True:
             await self.ready.wait()
+            if generation != self.generation:
+                # A generator of an earlier, failed stream can still be woken (gRPC may keep
+                # iterating it): it must not take messages meant for the live stream.
+                return
             self.ready.clear()
             if not self.queue:
                 continue
             messages, self.queue = self.queue, []
+            self.connected = True
             batch = encode_batch(transport.cluster_id, transport.self_id, messages)
             batch.client_address = transport.client_address
             batch.sender_name = transport.self_name
@@ -83,18 +90,26 @@ class PeerLink:
     async def run(self) -> None:
         backoff = 0.05
         while True:
+            self.generation += 1
             channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            call = None
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
-                call = stub.Stream(self._batches())
+                call = stub.Stream(self._batches(self.generation))
                 await call
                 backoff = 0.05
             except asyncio.CancelledError:
                 await channel.close(grace=None)
                 raise
             except grpc.aio.AioRpcError as error:
-                log.debug("stream to %s failed: %s", self.address, error.code().name)
+                if self.connected:
+                    log.info("stream to %s failed: %s", self.address, error.code().name)
             finally:
+                self.connected = False
+                self.generation += 1  # retire this stream's generator
+                self.ready.set()  # wake it so it sees it is retired and ends
+                if call is not None:
+                    call.cancel()
                 with contextlib.suppress(Exception):
                     await channel.close(grace=None)
             # Messages queued while the stream was down are stale by now: Raft resends.

@@ -1,0 +1,553 @@
+"""Integration tests against three real ``quorumlog node`` processes (ARCHITECTURE §5.3).
+
+Real gRPC on loopback, real RocksDB, kill -9 / SIGSTOP / restart / wipe through
+``cluster_harness``. Appends go through the SDK with unique values; every test reads the data
+back and checks order, loss and duplicates. Node timing is the default (100 ms ticks, election
+after 1-2 s) unless a test says otherwise. Waits are deadline-bounded polls (``wait_until``);
+deadlines are generous because CI runs this on two loaded cores beside other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cluster_harness import LocalCluster, running_cluster, wait_until
+
+from quorumlog.client import _grpc, errors
+from quorumlog.client.retry import RetryPolicy
+from quorumlog.client.sdk import AsyncClient, Client, Consistency, Record
+from quorumlog.proto import quorumlog_pb2 as pb
+from quorumlog.proto import quorumlog_pb2_grpc
+
+DEADLINE = 30.0  # an SDK call's whole budget (retries included)
+SETTLE = 30.0  # a cluster-level wait: an election or a catch-up on a loaded machine
+FAILOVER_LIMIT = 3.0  # the issue: a new leader serves within 3 s of the old one's kill -9
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def read_all_sync(
+    client: Client, session: str, consistency: Consistency = Consistency.LINEARIZABLE
+) -> list[Record]:
+    records: list[Record] = []
+    offset = 0
+    while True:
+        page = client.read(session, offset, consistency=consistency)
+        records.extend(page.records)
+        if page.next_offset >= page.end_offset:
+            return records
+        offset = page.next_offset
+
+
+async def read_all(client: AsyncClient, session: str) -> list[Record]:
+    records: list[Record] = []
+    offset = 0
+    while True:
+        page = await client.read(session, offset)
+        records.extend(page.records)
+        if page.next_offset >= page.end_offset:
+            return records
+        offset = page.next_offset
+
+
+def assert_gapless(records: list[Record], first: int = 0) -> None:
+    assert [record.offset for record in records] == list(range(first, first + len(records)))
+
+
+def assert_exactly_the_acknowledged(
+    records: list[Record], acknowledged: dict[bytes, int], attempted: set[bytes]
+) -> None:
+    """Every acknowledged value at its acknowledged offset; nothing twice; nothing invented."""
+    assert_gapless(records)
+    values = [record.data for record in records]
+    assert len(values) == len(set(values)), "a value was written twice"
+    assert set(values) <= attempted, "a value nobody appended"
+    at = {record.data: record.offset for record in records}
+    lost = {value: offset for value, offset in acknowledged.items() if at.get(value) != offset}
+    assert not lost, f"acknowledged appends lost or moved: {sorted(lost.items())[:5]}"
+
+
+def follower_client(cluster: LocalCluster, name: str) -> Client:
+    """A client that talks to ``name`` only (follower reads of that node's applied state)."""
+    return Client([cluster.nodes[name].client_addr], deadline=DEADLINE, seed=5)
+
+
+def wait_caught_up(cluster: LocalCluster, names: list[str], leader: str) -> None:
+    def caught_up() -> bool:
+        target = cluster.status(leader).commit_index
+        return all(cluster.status(name).applied_index >= target for name in names)
+
+    wait_until(caught_up, SETTLE, f"{names} to apply everything {leader} committed")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path) as local:
+        yield local
+
+
+# -- failover --------------------------------------------------------------------------------
+
+
+async def _appends_across_a_leader_kill(cluster: LocalCluster) -> None:
+    session = "failover"
+    acknowledged: dict[bytes, int] = {}
+    attempted: set[bytes] = set()
+    per_writer: dict[int, list[bytes]] = {writer: [] for writer in range(3)}
+    after_kill: list[float] = []  # end time of each append that started after the kill
+    kill_at: float | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async with AsyncClient(cluster.addresses, deadline=DEADLINE, seed=11) as client:
+
+        async def writer(number: int) -> None:
+            for index in range(1_000_000):
+                if stop.is_set():
+                    return
+                value = b"w%d-%06d" % (number, index)
+                attempted.add(value)
+                started = loop.time()
+                result = await client.append(session, value)
+                acknowledged[value] = result.first_offset
+                per_writer[number].append(value)
+                if kill_at is not None and started >= kill_at:
+                    after_kill.append(loop.time())
+
+        writers = [asyncio.create_task(writer(number)) for number in range(3)]
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: len(acknowledged) >= 150, SETTLE, "150 appends"
+            )
+            old_leader = cluster.leader()
+            assert old_leader is not None
+            kill_at = loop.time()
+            await asyncio.to_thread(cluster.kill, old_leader)  # kill -9, mid-stream
+            await asyncio.to_thread(
+                wait_until, lambda: len(after_kill) >= 100, SETTLE, "100 appends after the kill"
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        failover = after_kill[0] - kill_at
+        assert failover < FAILOVER_LIMIT, (
+            f"first append after kill -9 of the leader took {failover:.2f}s\n{cluster.logs()}"
+        )
+        new_leader = cluster.leader()
+        assert new_leader is not None and new_leader != old_leader
+
+        records = await read_all(client, session)
+        assert_exactly_the_acknowledged(records, acknowledged, attempted)
+        position = {record.data: record.offset for record in records}
+        for values in per_writer.values():  # each writer's appends in the order it made them
+            offsets = [position[value] for value in values]
+            assert offsets == sorted(offsets)
+
+    # The killed leader restarts and converges on exactly the same session.
+    cluster.start(old_leader)
+    wait_caught_up(cluster, [old_leader], new_leader)
+    with follower_client(cluster, old_leader) as direct:
+        assert read_all_sync(direct, session, Consistency.FOLLOWER) == records
+
+
+def test_kill_leader_during_appends_loses_nothing_and_fails_over_within_3s(
+    cluster: LocalCluster,
+) -> None:
+    """kill -9 of the leader while three writers append: every acknowledged append is there
+    at its offset, once, each writer's order intact, and an append started after the kill
+    succeeds within 3 s (default timing: election after 1-2 s, PreVote, CheckQuorum)."""
+    asyncio.run(_appends_across_a_leader_kill(cluster))
+
+
+def test_restart_of_every_node_brings_all_data_back(cluster: LocalCluster) -> None:
+    """kill -9 of all three nodes, then start them: every session reads back in full."""
+    expected: dict[str, list[bytes]] = {}
+    with Client(cluster.addresses, deadline=DEADLINE, seed=3) as client:
+        for index in range(120):
+            session = f"restart/{index % 4}"
+            values = [b"%s-%d-%d" % (session.encode(), index, n) for n in range(index % 3 + 1)]
+            client.append(session, *values)
+            expected.setdefault(session, []).extend(values)
+        client.trim_session("restart/0", 5)
+    for name in cluster.nodes:
+        cluster.kill(name)
+    cluster.start()
+    leader = cluster.wait_leader()
+    with Client(cluster.addresses, deadline=DEADLINE, seed=4) as client:
+        for session, values in expected.items():
+            first = 5 if session == "restart/0" else 0
+            records = read_all_sync_from(client, session, first)
+            assert_gapless(records, first)
+            assert [record.data for record in records] == values[first:]
+        assert sorted(info.session for info in client.list_sessions("restart/")) == sorted(
+            expected
+        )
+        # Appends continue after the restart, at the next offsets.
+        assert client.append("restart/1", b"after").first_offset == len(expected["restart/1"])
+    followers = [name for name in cluster.nodes if name != leader]
+    wait_caught_up(cluster, followers, leader)
+    for name in followers:
+        with follower_client(cluster, name) as direct:
+            page = read_all_sync(direct, "restart/1", Consistency.FOLLOWER)
+            assert [record.data for record in page] == [*expected["restart/1"], b"after"]
+
+
+def read_all_sync_from(client: Client, session: str, first: int) -> list[Record]:
+    records: list[Record] = []
+    offset = first
+    while True:
+        page = client.read(session, offset)
+        records.extend(page.records)
+        if page.next_offset >= page.end_offset:
+            return records
+        offset = page.next_offset
+
+
+def test_wiped_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    """A follower whose data directory is wiped rejoins after the log was compacted past it,
+    restores the state from a peer (FetchState) and then holds exactly the leader's data."""
+    extra = ["--snapshot-every", "200", "--snapshot-keep", "50"]
+    with running_cluster(tmp_path, extra_args=extra) as cluster, Client(
+        cluster.addresses, deadline=DEADLINE, seed=9
+    ) as client:
+        leader = cluster.wait_leader()
+        follower = next(name for name in cluster.nodes if name != leader)
+        sessions = [f"snap/{index}" for index in range(5)]
+        for index in range(60):
+            client.append(sessions[index % 5], b"before-%d" % index)
+        cluster.kill(follower)
+        cluster.wipe(follower)
+        for index in range(300):  # one Raft entry each: past a snapshot at 200 and its keep
+            client.append(sessions[index % 5], b"while-down-%d" % index)
+        client.trim_session("snap/0", 10)
+        leader_status = cluster.status(leader)
+        assert leader_status.first_index > 1, "the leader's log was not compacted"
+
+        cluster.start(follower)
+        wait_caught_up(cluster, [follower], leader)
+        status = cluster.status(follower)
+        assert status.snapshot_index > 1 and status.first_index > 1
+        log_text = cluster.nodes[follower].log_path.read_text(errors="replace")
+        assert "restored state at" in log_text
+        client.append("snap/1", b"after-restore")  # replication goes on after the restore
+        wait_caught_up(cluster, [follower], leader)
+
+        with follower_client(cluster, follower) as direct:
+            for session in sessions:
+                leader_info = client.describe_session(session)
+                follower_info = direct.describe_session(session, consistency=Consistency.FOLLOWER)
+                assert follower_info == leader_info
+                first = leader_info.first_offset
+                mine = direct.read(session, first, 10_000, consistency=Consistency.FOLLOWER)
+                theirs = client.read(session, first, 10_000)
+                assert mine.records == theirs.records
+                assert len(mine.records) == leader_info.count
+            assert direct.read("snap/1", 0, 10_000, consistency=Consistency.FOLLOWER).records[
+                -1
+            ].data == b"after-restore"
+
+
+# -- subscriptions and retries ---------------------------------------------------------------
+
+
+async def _subscription_across_a_leader_kill(cluster: LocalCluster) -> None:
+    session = "tail"
+    total = 200
+    async with AsyncClient(cluster.addresses, deadline=DEADLINE, seed=21) as client:
+        written: list[bytes] = []
+        for index in range(20):
+            value = b"m-%04d" % index
+            await client.append(session, value)
+            written.append(value)
+        # The client now knows the leader, so the subscription streams from it.
+        subscription = client.subscribe(session)
+        received: list[Record] = []
+
+        async def consume() -> None:
+            async for record in subscription:
+                received.append(record)
+                if len(received) >= total:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await asyncio.to_thread(wait_until, lambda: len(received) >= 20, SETTLE, "20 records")
+            old_leader = cluster.leader()
+            assert old_leader is not None
+            await asyncio.to_thread(cluster.kill, old_leader)
+            for index in range(20, total):
+                value = b"m-%04d" % index
+                await client.append(session, value)
+                written.append(value)
+            await asyncio.wait_for(consumer, SETTLE)
+        finally:
+            consumer.cancel()
+            await subscription.aclose()
+        assert subscription.reconnects >= 1, "the subscription never lost its stream"
+        assert_gapless(received)
+        assert [record.data for record in received] == written
+
+
+def test_subscription_survives_leader_kill_without_gap_or_duplicate(
+    cluster: LocalCluster,
+) -> None:
+    asyncio.run(_subscription_across_a_leader_kill(cluster))
+
+
+async def _retries_across_a_paused_leader(
+    cluster: LocalCluster, sent: dict[tuple[str, str, int], int]
+) -> None:
+    # One attempt may wait 1 s: requests to the SIGSTOPped leader time out and are retried.
+    policy = RetryPolicy(initial_backoff=0.02, max_backoff=0.3, attempt_timeout=1.0)
+    sessions = [f"retry/{index}" for index in range(3)]
+    acknowledged: dict[str, dict[bytes, int]] = {session: {} for session in sessions}
+    attempted: dict[str, set[bytes]] = {session: set() for session in sessions}
+    stop = asyncio.Event()
+    async with AsyncClient(
+        cluster.addresses, deadline=DEADLINE, retry=policy, seed=31
+    ) as client:
+
+        async def writer(session: str) -> None:
+            for index in range(1_000_000):
+                if stop.is_set():
+                    return
+                value = b"%s-%06d" % (session.encode(), index)
+                attempted[session].add(value)
+                result = await client.append(session, value)
+                acknowledged[session][value] = result.first_offset
+
+        def count() -> int:
+            return sum(len(values) for values in acknowledged.values())
+
+        writers = [asyncio.create_task(writer(session)) for session in sessions]
+        try:
+            await asyncio.to_thread(wait_until, lambda: count() >= 60, SETTLE, "60 appends")
+            old_leader = cluster.leader()
+            assert old_leader is not None
+            cluster.kill(old_leader, signal.SIGSTOP)
+            try:
+                before = count()
+                await asyncio.to_thread(
+                    wait_until, lambda: count() >= before + 60, SETTLE, "appends via a new leader"
+                )
+            finally:
+                cluster.resume(old_leader)
+            # The old leader wakes up, learns the new term and drops what it never committed.
+            resumed = count()
+            await asyncio.to_thread(
+                wait_until, lambda: count() >= resumed + 30, SETTLE, "appends after resume"
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        for session in sessions:
+            records = await read_all(client, session)
+            assert_exactly_the_acknowledged(records, acknowledged[session], attempted[session])
+            assert len(records) == len(acknowledged[session])  # every append finished: all acked
+
+
+def test_sdk_retries_after_unknown_outcomes_write_nothing_twice(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP the leader under three appending sessions: attempts to it time out with an
+    unknown outcome and the SDK resends the same (producer, sequence) elsewhere; the old
+    leader resumes later. Each acknowledged message is stored exactly once."""
+    sent: dict[tuple[str, str, int], int] = {}
+    original = _grpc.NodeConnection.append
+
+    async def counting_append(
+        self: _grpc.NodeConnection, request: pb.AppendRequest, timeout: float | None
+    ) -> pb.AppendResponse:
+        key = (request.session, request.producer_id, request.sequence)
+        sent[key] = sent.get(key, 0) + 1
+        return await original(self, request, timeout)
+
+    monkeypatch.setattr(_grpc.NodeConnection, "append", counting_append)
+    asyncio.run(_retries_across_a_paused_leader(cluster, sent))
+    resent = [key for key, times in sent.items() if times > 1]
+    assert resent, "no append request was ever retried; the test did not exercise retries"
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+class Api:
+    """Raw gRPC to one node, so requests the SDK would refuse reach the server."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = quorumlog_pb2_grpc.QuorumLogStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def fails(
+        self, method: str, request: object, code: grpc.StatusCode, timeout: float = 10.0
+    ) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(self.stub, method)(request, timeout=timeout)
+        error = caught.value
+        assert error.code() == code, f"{method}: {error.code()} {error.details()}"
+        return error
+
+
+def data_of(api: Api) -> tuple[object, ...]:
+    """Everything a bad request could change: the sessions and all their messages."""
+    sessions = api.stub.ListSessions(pb.ListSessionsRequest(), timeout=10)
+    data = [
+        api.stub.Read(pb.ReadRequest(session=info.session, from_offset=info.first_offset),
+                      timeout=10)
+        for info in sessions.sessions
+    ]
+    return sessions, data
+
+
+def log_of(cluster: LocalCluster, leader: str) -> tuple[int, int, int]:
+    """The leader's (last index, commit index, term): unchanged when nothing was proposed."""
+    status = cluster.status(leader)
+    return status.last_index, status.commit_index, status.term
+
+
+def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: LocalCluster) -> None:
+    leader = cluster.wait_leader()
+    follower = next(name for name in cluster.nodes if name != leader)
+    api = Api(cluster.nodes[leader].client_addr)
+    follower_api = Api(cluster.nodes[follower].client_addr)
+    try:
+        api.stub.Append(pb.AppendRequest(session="kept", messages=[b"a", b"b", b"c", b"d", b"e"]),
+                        timeout=10)
+        api.stub.TrimSession(pb.TrimSessionRequest(session="kept", before_offset=3), timeout=10)
+        wait_caught_up(cluster, [follower], leader)
+        data_before = data_of(api)
+        log_before = log_of(cluster, leader)
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+
+        # INVALID_ARGUMENT: malformed session ids, empty appends, unknown consistency.
+        for session in ["", "x" * 257, "a\x00b", "line\nbreak", "del\x7f", "c1\x85"]:
+            error = api.fails("Append", pb.AppendRequest(session=session, messages=[b"m"]), invalid)
+            assert "session id" in error.details()
+            api.fails("Read", pb.ReadRequest(session=session), invalid)
+            api.fails("DescribeSession", pb.DescribeSessionRequest(session=session), invalid)
+            api.fails("TrimSession", pb.TrimSessionRequest(session=session), invalid)
+            api.fails("DeleteSession", pb.DeleteSessionRequest(session=session), invalid)
+        error = api.fails("Append", pb.AppendRequest(session="kept"), invalid)
+        assert "no messages" in error.details()
+        bad_consistency = pb.ReadRequest(session="kept", from_offset=3, consistency=7)  # type: ignore[arg-type]
+        error = api.fails("Read", bad_consistency, invalid)
+        assert "consistency" in error.details()
+        api.fails(
+            "DescribeSession",
+            pb.DescribeSessionRequest(session="kept", consistency=9),  # type: ignore[arg-type]
+            invalid,
+        )
+
+        # Nothing above reached the Raft log: it was refused before anything was proposed.
+        assert log_of(cluster, leader) == log_before
+
+        # NOT_FOUND: an unknown session, on every call that names one. (Trim and delete are
+        # decided when applied, because only then is the answer linearizable: they occupy a
+        # log entry that every replica applies as a no-op.)
+        missing = grpc.StatusCode.NOT_FOUND
+        for method, request in [
+            ("DescribeSession", pb.DescribeSessionRequest(session="nope")),
+            ("Read", pb.ReadRequest(session="nope")),
+            ("TrimSession", pb.TrimSessionRequest(session="nope", before_offset=1)),
+            ("DeleteSession", pb.DeleteSessionRequest(session="nope")),
+        ]:
+            assert "'nope' not found" in api.fails(method, request, missing).details()
+
+        # OUT_OF_RANGE: below the first retained offset after a trim; a trim past the end.
+        out = grpc.StatusCode.OUT_OF_RANGE
+        error = api.fails("Read", pb.ReadRequest(session="kept", from_offset=1), out)
+        assert "first retained offset is 3" in error.details()
+        api.fails("TrimSession", pb.TrimSessionRequest(session="kept", before_offset=99), out)
+
+        # RESOURCE_EXHAUSTED: a message over 1 MiB, more than 10,000 messages, over 4 MiB in
+        # one append; refused before anything is proposed.
+        log_before = log_of(cluster, leader)
+        big = grpc.StatusCode.RESOURCE_EXHAUSTED
+        error = api.fails(
+            "Append", pb.AppendRequest(session="kept", messages=[b"x" * ((1 << 20) + 1)]), big
+        )
+        assert "limit is 1048576" in error.details()
+        api.fails("Append", pb.AppendRequest(session="kept", messages=[b"m"] * 10_001), big)
+        api.fails("Append", pb.AppendRequest(session="kept", messages=[b"m" * (1 << 20)] * 5),
+                  big)
+        assert log_of(cluster, leader) == log_before
+
+        # UNAVAILABLE from a follower, naming the leader, for appends and linearizable reads;
+        # the follower still serves a FOLLOWER read.
+        leader_node = cluster.nodes[leader]
+        for method, request in [
+            ("Append", pb.AppendRequest(session="kept", messages=[b"via follower"])),
+            ("Read", pb.ReadRequest(session="kept", from_offset=3)),
+            ("DescribeSession", pb.DescribeSessionRequest(session="kept")),
+        ]:
+            error = follower_api.fails(method, request, grpc.StatusCode.UNAVAILABLE)
+            hint = dict(error.trailing_metadata() or ())
+            assert hint.get("quorumlog-leader-id") == leader, (method, hint)
+            assert hint.get("quorumlog-leader-addr") == leader_node.client_addr, (method, hint)
+            assert f"leader is {leader}" in error.details()
+        page = follower_api.stub.Read(
+            pb.ReadRequest(session="kept", from_offset=3, consistency=pb.FOLLOWER), timeout=10
+        )
+        assert [record.data for record in page.records] == [b"d", b"e"]
+
+        # The SDK surfaces the same answers as typed errors.
+        with Client(cluster.addresses, deadline=DEADLINE, seed=1) as client:
+            with pytest.raises(errors.NotFound):
+                client.read("nope")
+            with pytest.raises(errors.OutOfRange) as trimmed:
+                client.read("kept", 0)
+            assert trimmed.value.first_offset == 3
+            with pytest.raises(errors.ResourceExhausted):
+                client.append("kept", b"m" * ((1 << 20) + 1))
+
+        assert log_of(cluster, leader) == log_before  # nor did the follower's refusals
+        assert data_of(api) == data_before
+
+        # DEADLINE_EXCEEDED: with both followers paused the leader can neither confirm a read
+        # point nor commit (asked at once, before CheckQuorum makes it step down after 1-2 s).
+        others = [name for name in cluster.nodes if name != leader]
+        for name in others:
+            cluster.kill(name, signal.SIGSTOP)
+        try:
+            api.fails(
+                "Read", pb.ReadRequest(session="kept", from_offset=3),
+                grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3,
+            )
+            retried = pb.AppendRequest(
+                session="unknown-outcome", messages=[b"once"], producer_id="p1", sequence=0
+            )
+            api.fails("Append", retried, grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)
+        finally:
+            for name in others:
+                cluster.resume(name)
+        # A read-only timeout changed nothing; the append's outcome was unknown, and resending
+        # the same (producer, sequence) writes it exactly once whichever way it went.
+        with Client(cluster.addresses, deadline=DEADLINE, seed=2) as client:
+            assert client.read("kept", 3).records == [Record(3, b"d"), Record(4, b"e")]
+            assert client.describe_session("kept").next_offset == 5
+
+        def resend() -> pb.AppendResponse | None:
+            address = cluster.nodes[cluster.wait_leader()].client_addr
+            with grpc.insecure_channel(address) as channel:
+                stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
+                response: pb.AppendResponse = stub.Append(retried, timeout=5)
+                return response
+
+        response = wait_until(resend, SETTLE, "the resent append")
+        assert (response.first_offset, response.count) == (0, 1)
+        again = resend()
+        assert again is not None and again.duplicate and again.first_offset == 0
+        with Client(cluster.addresses, deadline=DEADLINE, seed=2) as client:
+            assert client.read("unknown-outcome").records == [Record(0, b"once")]
+    finally:
+        api.close()
+        follower_api.close()

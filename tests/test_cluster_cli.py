@@ -1,0 +1,224 @@
+"""The ``quorumlog`` command line against real node processes: ``cluster up`` (addresses,
+readiness line, clean SIGTERM stop with no process left, restart on the same data directory),
+``status --json``, ``append``/``read --json`` shapes, and one clear line for an unreachable
+cluster within the deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cluster_harness import free_ports, wait_until
+
+CLI_TIMEOUT = 60.0  # per CLI run; generous for a loaded 2-core machine
+READY_TIMEOUT = 60.0
+STATUS_KEYS = {
+    "id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid",
+}
+
+
+def ports_free(ports: list[int]) -> bool:
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_base_port() -> int:
+    """A base port with base..base+2 and base+100..base+102 free (cluster up's layout)."""
+    for _ in range(50):
+        (base,) = free_ports(1)
+        if 1024 <= base <= 65335 and ports_free(
+            [base + i for i in range(3)] + [base + 100 + i for i in range(3)]
+        ):
+            return base
+    raise AssertionError("no free port range for cluster up")
+
+
+def cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "QUORUMLOG_CLUSTER"}
+    return subprocess.run(
+        [sys.executable, "-m", "quorumlog.client.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=environment, check=False,
+    )
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie (exited, not yet reaped) no longer runs either.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class ClusterUp:
+    """``quorumlog cluster up`` in its own process group, its stdout read line by line."""
+
+    def __init__(self, data_dir: Path, base_port: int) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "quorumlog.client.cli", "cluster", "up", "--nodes", "3",
+                "--data-dir", str(data_dir), "--base-port", str(base_port),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_ready(self) -> str:
+        """Lines up to and including ``cluster ready: leader <id>``; returns the leader."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.output.append(line)
+            if line.startswith("cluster ready: leader "):
+                return line.removeprefix("cluster ready: leader ")
+        raise AssertionError(f"cluster up did not get ready: {self.output}")
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM; the exit code and the rest of stdout."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        rest: list[str] = []
+        while True:
+            line = self.lines.get_nowait() if not self.lines.empty() else None
+            if line is None:
+                break
+            rest.append(line)
+        return code, "\n".join(rest)
+
+    def kill_everything(self) -> None:
+        """Safety net after a failure: the whole process group (cluster up and its nodes)."""
+        if self.process.poll() is None:  # still running: its nodes share its process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def cluster_up(data_dir: Path, base_port: int) -> Iterator[ClusterUp]:
+    up = ClusterUp(data_dir, base_port)
+    try:
+        yield up
+    finally:
+        up.kill_everything()
+
+
+def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    base = free_base_port()
+    addresses = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
+    with cluster_up(data_dir, base) as up:
+        leader = up.wait_ready()
+        assert leader in {"n1", "n2", "n3"}
+        node_lines = up.output[:-1]
+        assert len(node_lines) == 3
+        pids = []
+        for i, line in enumerate(node_lines):
+            name, client, peer = f"n{i + 1}", f"127.0.0.1:{base + i}", f"127.0.0.1:{base + 100 + i}"
+            assert line.startswith(f"{name}: client {client} peer {peer} pid "), line
+            pids.append(int(line.split(" pid ")[1].split()[0]))
+
+        rows = ok_json(cli("status", "--json", "--cluster", addresses))
+        assert [row["id"] for row in rows] == ["n1", "n2", "n3"]
+        for row, pid in zip(rows, pids, strict=True):
+            assert set(row) >= STATUS_KEYS
+            assert row["pid"] == pid and row["leader"] in {"n1", "n2", "n3"}
+            assert isinstance(row["term"], int) and row["term"] >= 1
+            for key in ("commit_index", "applied_index", "last_index"):
+                assert isinstance(row[key], int)
+        assert sum(row["role"] == "leader" for row in rows) == 1
+
+        appended = ok_json(cli("append", "orders/1", "created", "paid", "--json",
+                               "--cluster", addresses))
+        assert appended["offsets"] == [0, 1] and appended["session"] == "orders/1"
+        assert isinstance(appended["commit_index"], int) and appended["commit_index"] > 0
+        assert ok_json(cli("append", "orders/1", "shipped", "--json", "--cluster", addresses))[
+            "offsets"] == [2]
+        page = ok_json(cli("read", "orders/1", "--json", "--cluster", addresses))
+        assert page["session"] == "orders/1" and page["next_offset"] == 3
+        assert page["messages"] == [
+            {"offset": 0, "data": "created"}, {"offset": 1, "data": "paid"},
+            {"offset": 2, "data": "shipped"},
+        ]
+        assert (page["first_offset"], page["end_offset"]) == (0, 3)
+
+        code, rest = up.stop()
+        assert code == 0 and "cluster stopped" in rest
+        for pid in pids:  # every node was stopped, none left behind
+            wait_until(lambda pid=pid: pid_gone(pid), 30, f"node pid {pid} to exit")
+        for name in ("n1", "n2", "n3"):
+            log_text = (data_dir / name / "node.log").read_text(errors="replace")
+            assert f"node {name} stopped" in log_text, log_text[-2000:]
+
+    # The same data directory again: every message is back.
+    with cluster_up(data_dir, base) as up:
+        up.wait_ready()
+        page = ok_json(cli("read", "orders/1", "--json", "--cluster", addresses))
+        assert [m["data"] for m in page["messages"]] == ["created", "paid", "shipped"]
+        code, _ = up.stop()
+        assert code == 0
+
+
+def test_unreachable_cluster_is_one_clear_line_within_the_deadline() -> None:
+    dead = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    for args in (
+        ("status", "--json"),
+        ("append", "s", "m", "--json"),
+        ("read", "s", "--json"),
+    ):
+        started = time.monotonic()
+        result = cli(*args, "--cluster", dead, "--deadline", "2")
+        elapsed = time.monotonic() - started
+        assert result.returncode != 0, args
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert dead in lines[0] and "2s" in lines[0], lines[0]
+        assert elapsed < 2 + 10, f"{args}: {elapsed:.1f}s"  # deadline + interpreter start-up

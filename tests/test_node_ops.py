@@ -1,0 +1,99 @@
+"""A node's operational surface: Prometheus metrics, the gRPC health service, config errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+from cluster_harness import free_ports, running_cluster, wait_until
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def _metrics(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
+    (metrics_port,) = free_ports(1)
+    metrics_addr = f"127.0.0.1:{metrics_port}"
+    with running_cluster(tmp_path, size=1, extra_args=["--metrics-addr", metrics_addr]) as cluster:
+        node = cluster.nodes["n1"]
+        text = wait_until(
+            lambda: (body := _metrics(metrics_addr)) and "quorumlog_raft_is_leader" in body
+            and body,
+            30, "metrics endpoint",
+        )
+        assert 'quorumlog_raft_is_leader{node="n1"} 1.0' in text
+        assert "quorumlog_raft_term" in text and "quorumlog_raft_commit_index" in text
+        with grpc.insecure_channel(node.client_addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "quorumlog.v1.QuorumLog"):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _node(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quorumlog.client.cli", "node", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_node_refuses_bad_configuration_with_one_line(tmp_path: Path) -> None:
+    base = ["--id", "n1", "--client-addr", "127.0.0.1:7001", "--peer-addr", "127.0.0.1:7101"]
+    cases = {
+        "missing --peers": ([*base, "--data-dir", str(tmp_path)], "missing --peers"),
+        "self not in peers": (
+            [*base, "--peers", "n2=127.0.0.1:7102", "--data-dir", str(tmp_path)],
+            "--peers must include this node",
+        ),
+        "bad address": (
+            ["--id", "n1", "--client-addr", "nope", "--peer-addr", "127.0.0.1:7101",
+             "--peers", "n1=127.0.0.1:7101", "--data-dir", str(tmp_path)],
+            "--client-addr: expected HOST:PORT",
+        ),
+        "duplicate peer": (
+            [*base, "--peers", "n1=127.0.0.1:7101,n1=127.0.0.1:7102", "--data-dir", str(tmp_path)],
+            "listed twice",
+        ),
+        "bad toml": (["--config", str(tmp_path / "missing.toml")], "cannot read"),
+    }
+    for name, (args, expected) in cases.items():
+        result = _node(*args)
+        assert result.returncode == 2, (name, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_node_reads_its_settings_from_toml(tmp_path: Path) -> None:
+    client_port, peer_port = free_ports(2)
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'id = "n1"\nclient_addr = "127.0.0.1:{client_port}"\n'
+        f'peer_addr = "127.0.0.1:{peer_port}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[peers]\nn1 = "127.0.0.1:{peer_port}"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quorumlog.client.cli", "node", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
+
+        def leader() -> bool:
+            with grpc.insecure_channel(f"127.0.0.1:{client_port}") as channel:
+                stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
+                status = stub.ClusterStatus(quorumlog_pb2.ClusterStatusRequest(), timeout=2)
+                return bool(status.role == "leader" and status.id == "n1")
+
+        wait_until(leader, 30, "the TOML-configured node to lead")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()[-2000:]
