@@ -8,8 +8,11 @@ read by the Raft loop for decisions; it only observes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+import grpc
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -96,3 +99,42 @@ class NodeMetricsExporter:
             if callable(shutdown):
                 shutdown()
         self._server = None
+
+
+class LatencyInterceptor(grpc.aio.ServerInterceptor):
+    """Observes every unary client call's latency by method and final status code."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = str(handler_call_details.method).rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+        histogram = self.histogram
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await inner(request, context)  # type: ignore[arg-type]
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                histogram.labels(method, code).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

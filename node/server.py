@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from quorumlog.node.config import NodeConfig, raft_id
-from quorumlog.node.metrics import NodeMetricsExporter
+from quorumlog.node.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.raft_node import RaftNode
 from quorumlog.node.service import QuorumLogService
 from quorumlog.node.state_machine import SessionStateMachine
@@ -138,7 +138,10 @@ class NodeServer:
         )
         self._bind(self.peer_server, config.peer_addr, "--peer-addr")
 
-        self.client_server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.client_server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=[LatencyInterceptor(self.metrics.request_seconds)],
+        )
         service = QuorumLogService(node, state_machine, transport, config)
         quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
             service, self.client_server

@@ -8,8 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from cluster_harness import free_ports, running_cluster, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from quorumlog.client import Client
+from quorumlog.client.errors import NotFound
 
 
 def _metrics(address: str) -> str:
@@ -30,6 +34,13 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
         )
         assert 'quorumlog_raft_is_leader{node="n1"} 1.0' in text
         assert "quorumlog_raft_term" in text and "quorumlog_raft_commit_index" in text
+        with Client(cluster.addresses, deadline=20) as client:
+            client.append("metrics-session", b"one")
+            with pytest.raises(NotFound):
+                client.describe_session("no-such-session")
+        text = _metrics(metrics_addr)
+        assert 'quorumlog_request_seconds_count{code="OK",method="Append"}' in text, text
+        assert 'code="NOT_FOUND",method="DescribeSession"' in text, text
         with grpc.insecure_channel(node.client_addr) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", "quorumlog.v1.QuorumLog"):
