@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "read": ("quorumlog.client.cmd_read", "read messages of a session from an offset"),
     "tail": ("quorumlog.client.cmd_tail", "follow a session, printing messages as committed"),
     "sessions": ("quorumlog.client.cmd_sessions", "list sessions"),
+    "chaos": ("quorumlog.chaos.cli_chaos", "check a recorded chaos history (chaos check PATH)"),
+    "health": ("quorumlog.client.cmd_health", "check one node's gRPC health service"),
 }
 
 

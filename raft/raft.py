@@ -582,6 +582,18 @@ class Raft:
 
     def _handle_append_response(self, m: Message, progress: Progress) -> None:
         if m.reject:
+            if m.index >= progress.match > m.reject_hint:
+                # The follower no longer has entries it acknowledged (its disk was wiped or
+                # replaced). Forget what it acked and probe from what it has now, which
+                # leads to a snapshot if our log was compacted past that. Lowering match
+                # only ever delays commitment, never advances it.
+                self._log(
+                    f"n{m.frm} lost entries: has up to {m.reject_hint}, acked {progress.match}"
+                )
+                progress.match = m.reject_hint
+                progress.become_probe()
+                self._send_append(m.frm)
+                return
             # Fast backtracking (§5.3, "the follower can include the term of the conflicting
             # entry"): jump to the largest index where our term is ≤ the follower's hint term.
             next_probe = m.reject_hint
@@ -621,6 +633,11 @@ class Raft:
 
     def _handle_heartbeat_response(self, m: Message, progress: Progress) -> None:
         progress.msg_app_probe_sent = False
+        if m.index < progress.match and progress.state != ProgressState.SNAPSHOT:
+            # The follower's log is shorter than what it acknowledged: it lost its disk.
+            self._log(f"n{m.frm} lost entries: has up to {m.index}, acked {progress.match}")
+            progress.match = m.index
+            progress.become_probe()
         if progress.state == ProgressState.REPLICATE and progress.inflights.full():
             # Appends in the window may all have been lost: let one more through so a gap
             # is detected (and the follower falls back to probing) instead of stalling.
@@ -810,7 +827,10 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._send(Message(MT.HEARTBEAT_RESP, to=m.frm, context=m.context))
+        # Our last index lets the leader notice a log that went backwards (a wiped disk).
+        self._send(
+            Message(MT.HEARTBEAT_RESP, to=m.frm, context=m.context, index=self.log.last_index())
+        )
 
     def _handle_snapshot_chunk(self, m: Message) -> None:
         snapshot = m.snapshot

@@ -221,6 +221,9 @@ def test_wiped_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         sessions = [f"snap/{index}" for index in range(5)]
         for index in range(60):
             client.append(sessions[index % 5], b"before-%d" % index)
+        # Caught up first: the leader has seen this follower acknowledge every entry, so
+        # after the wipe its log goes backwards and the leader must notice that.
+        wait_caught_up(cluster, [follower], leader)
         cluster.kill(follower)
         cluster.wipe(follower)
         for index in range(300):  # one Raft entry each: past a snapshot at 200 and its keep

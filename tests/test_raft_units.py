@@ -272,3 +272,29 @@ def test_config_validation() -> None:
         RawNode(Config(id=0, rng=random.Random(1)), MemoryStorage())
     with pytest.raises(ValueError, match="election_tick"):
         RawNode(Config(id=1, rng=random.Random(1), election_tick=1), MemoryStorage())
+
+
+def test_leader_recovers_a_follower_whose_disk_was_wiped() -> None:
+    """A follower that lost entries it acknowledged (disk replaced) is probed from what it has
+    now and, the log being compacted past that, caught up from a snapshot: the leader must
+    not keep resending from the old match forever."""
+    from quorumlog.chaos.memcluster import MemCluster
+    from quorumlog.raft import bootstrap_memory_storage
+
+    cluster = MemCluster([1, 2, 3], seed=5, snapshot_threshold=5)
+    cluster.elect(1)
+    for number in range(30):
+        cluster.propose(1, b"v%d" % number)
+        cluster.stabilize()
+    assert cluster.node(1).raft.prs[3].match == cluster.node(1).raft.log.last_index()
+    cluster.crash(3)
+    cluster.nodes[3].disk = bootstrap_memory_storage((1, 2, 3))  # a blank disk
+    cluster.restart(3)
+    for _ in range(10):
+        for node_id in cluster.nodes:
+            cluster.tick(node_id)
+        cluster.stabilize()
+    leader, wiped = cluster.nodes[1], cluster.nodes[3]
+    assert wiped.sm.applied_index == leader.sm.applied_index
+    assert (wiped.sm.count, wiped.sm.digest) == (leader.sm.count, leader.sm.digest)
+    assert cluster.node(1).raft.prs[3].match == cluster.node(1).raft.log.last_index()
