@@ -55,9 +55,9 @@ def cluster_addresses(args: argparse.Namespace) -> str:
     return value if value else DEFAULT_CLUSTER
 
 
-def deadline_of(args: argparse.Namespace) -> float:
+def deadline_of(args: argparse.Namespace, default: float = DEFAULT_DEADLINE) -> float:
     if args.deadline is None:
-        return DEFAULT_DEADLINE
+        return default
     try:
         value = float(args.deadline)
     except ValueError:

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from quorumlog.client.cli import CliError
+from quorumlog.client.cli_common import deadline_of
 
 ADDRESS_ENV = "QUORUMLOG_HEALTH_ADDR"
 DEFAULT_ADDRESS = "127.0.0.1:7001"
@@ -55,21 +56,9 @@ def address_of(args: argparse.Namespace) -> str:
     return address
 
 
-def deadline_of(args: argparse.Namespace) -> float:
-    if args.deadline is None:
-        return DEFAULT_DEADLINE
-    try:
-        value = float(args.deadline)
-    except ValueError:
-        raise CliError(f"--deadline must be a number of seconds, got {args.deadline!r}") from None
-    if not 0 < value < 86400:
-        raise CliError(f"--deadline must be positive, got {args.deadline!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     address = address_of(args)
-    deadline = deadline_of(args)
+    deadline = deadline_of(args, DEFAULT_DEADLINE)
     service: str = args.service
     shown = f"{address} service {service!r}"
     with grpc.insecure_channel(address) as channel:
