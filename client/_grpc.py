@@ -102,6 +102,12 @@ class NodeConnection:
     async def append(self, request: pb.AppendRequest, timeout: float | None) -> pb.AppendResponse:
         return cast(pb.AppendResponse, await self._unary(self._stub.Append, request, timeout))
 
+    async def append_batch(
+        self, request: pb.AppendBatchRequest, timeout: float | None
+    ) -> pb.AppendBatchResponse:
+        response = await self._unary(self._stub.AppendBatch, request, timeout)
+        return cast(pb.AppendBatchResponse, response)
+
     async def read(self, request: pb.ReadRequest, timeout: float | None) -> pb.ReadResponse:
         return cast(pb.ReadResponse, await self._unary(self._stub.Read, request, timeout))
 

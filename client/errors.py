@@ -162,6 +162,42 @@ _BY_CODE: dict[str, type[QuorumLogError]] = {
 }
 
 
+# gRPC status code numbers (the wire values), for answers that carry a code as a number
+# (AppendBatch outcomes).
+STATUS_NAMES: dict[int, str] = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+
+def from_status_number(
+    number: int,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    address: str | None = None,
+) -> QuorumLogError:
+    """The exception for gRPC status code ``number`` (e.g. 5 -> :class:`NotFound`)."""
+    return from_status(
+        STATUS_NAMES.get(number, f"STATUS_{number}"), message, metadata, address=address
+    )
+
+
 def from_status(
     code: str,
     message: str,

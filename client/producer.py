@@ -1,7 +1,7 @@
 """Idempotent, coalescing producer for one session (like a Kafka producer's linger).
 
 Owns: the per-session sequence counter and the queue of pending appends. Concurrent
-``submit`` calls within ``linger`` seconds (or until a batch is full) become ONE Append
+``submit`` calls within ``linger`` seconds (or until a batch is full) become ONE append
 request; each caller's messages stay contiguous and in submit order, and the caller gets its
 own offsets (``first_offset`` + position in the batch). Batches of a session are sent one at
 a time, in order, so sequence order equals offset order.

@@ -2,7 +2,8 @@
 
 Owns: request building, response conversion to plain dataclasses, input validation, and the
 subscription resume logic. Leader finding and retries live in ``leader.py``, backoff in
-``retry.py``, coalescing idempotent appends in ``producer.py``. :class:`Client` runs an
+``retry.py``, coalescing idempotent appends of one session in ``producer.py`` and of all
+sessions into AppendBatch RPCs in ``outbox.py``. :class:`Client` runs an
 :class:`AsyncClient` on a private event loop in a background thread, so both share one
 implementation.
 
@@ -39,6 +40,7 @@ from typing import Any, Self, TypeVar
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection, StreamReader
 from quorumlog.client.leader import Router, parse_addresses
+from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
 from quorumlog.client.retry import RetryPolicy, is_retryable
 from quorumlog.proto import quorumlog_pb2 as pb
@@ -209,8 +211,10 @@ class AsyncClient:
     retries. ``producer_id``: identity for idempotent appends (random uuid4 hex by default;
     pass a stable one only if a single client at a time uses it). ``linger_ms``,
     ``max_batch_messages``, ``max_batch_bytes``: coalescing of concurrent appends to one
-    session. ``seed``: makes retry jitter reproducible. Use as ``async with`` or call
-    :meth:`close`. All methods must run on one event loop.
+    session. Batches of different sessions that are ready together travel in one AppendBatch
+    RPC (at most one round in flight per client; see ``outbox.py``). ``seed``: makes retry
+    jitter reproducible. Use as ``async with`` or call :meth:`close`. All methods must run on
+    one event loop.
     """
 
     def __init__(
@@ -235,6 +239,7 @@ class AsyncClient:
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
         self._router = Router(parse_addresses(addresses), policy=self._retry, rng=self._rng)
+        self._outbox = AppendOutbox(self._router)
         self._producers: dict[str, SessionProducer] = {}
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -259,6 +264,7 @@ class AsyncClient:
         self._closed = True
         for producer in list(self._producers.values()):
             await producer.close()
+        await self._outbox.close()
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         await self._router.close()
@@ -309,14 +315,11 @@ class AsyncClient:
     async def _send_append(
         self, session: str, messages: Sequence[bytes], sequence: int, end: float
     ) -> pb.AppendResponse:
+        """One session batch; the outbox sends it with other sessions' in one AppendBatch."""
         request = pb.AppendRequest(
             session=session, messages=messages, producer_id=self.producer_id, sequence=sequence
         )
-
-        async def attempt(node: NodeConnection, timeout: float) -> pb.AppendResponse:
-            return await node.append(request, timeout)
-
-        return await self._router.call(attempt, end=end, what=f"append to {session!r}")
+        return await self._outbox.send(request, end)
 
     # -- reads -------------------------------------------------------------------------------
 

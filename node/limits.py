@@ -7,7 +7,8 @@ reaches the log) and the state machine runs them again while applying (so an ent
 by an older or misbehaving leader still changes nothing). Must never: depend on grpc, the
 clock or node-local state, because the apply-time checks must give the same answer on every
 replica. The append limits are therefore part of the replicated contract: every node of a
-cluster must run with the same ``max_*`` append values (read limits are node-local).
+cluster must run with the same ``max_*`` append values (read limits and the AppendBatch
+limits, checked by the service only, are node-local).
 
 Error codes follow the client API (``proto/quorumlog.proto``): malformed ids and empty
 appends are ``INVALID_ARGUMENT``; sizes over a limit are ``RESOURCE_EXHAUSTED``.
@@ -50,6 +51,10 @@ class Limits:
     max_message_bytes: int = 1 << 20
     max_messages_per_append: int = 10_000
     max_append_bytes: int = 4 << 20
+    # AppendBatch (checked by the service only, so node-local): appends per call and the
+    # total message bytes of all its appends.
+    max_appends_per_batch: int = 1_000
+    max_batch_bytes: int = 4 << 20
     # Reads are local and need not agree across nodes.
     default_read_count: int = 1_000
     max_read_count: int = 10_000
@@ -148,6 +153,24 @@ def check_append(
     total = check_messages(messages, limits)
     check_sequence(sequence, len(messages))
     return session_bytes, producer_bytes, total
+
+
+def check_batch(appends: int, total_bytes: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """An AppendBatch as a whole: 1..``max_appends_per_batch`` appends carrying at most
+    ``max_batch_bytes`` message bytes in all (each append is then checked on its own)."""
+    if appends == 0:
+        raise InvalidInput(ErrorCode.INVALID_ARGUMENT, "append batch carries no appends")
+    if appends > limits.max_appends_per_batch:
+        raise InvalidInput(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"append batch carries {appends} appends; the limit is {limits.max_appends_per_batch}",
+        )
+    if total_bytes > limits.max_batch_bytes:
+        raise InvalidInput(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"append batch carries {total_bytes} message bytes; the limit is "
+            f"{limits.max_batch_bytes}",
+        )
 
 
 def read_bounds(max_count: int, max_bytes: int, limits: Limits = DEFAULT_LIMITS) -> tuple[int, int]:

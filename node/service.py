@@ -47,6 +47,14 @@ def _remaining(context: Context) -> float:
     return max(0.0, float(remaining))
 
 
+def _failed_outcome(
+    error: InvalidInput | CommandError | StateMachineError,
+) -> quorumlog_pb2.AppendOutcome:
+    """One append's failure inside an AppendBatch: its gRPC status code number and message."""
+    code: int = grpc.StatusCode[error.code.value].value[0]
+    return quorumlog_pb2.AppendOutcome(code=code, message=error.message)
+
+
 class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     def __init__(
         self,
@@ -154,6 +162,94 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             count=result.count,
             commit_index=index,
             duplicate=result.duplicate,
+        )
+
+    async def AppendBatch(  # noqa: N802 -- gRPC method name
+        self, request: quorumlog_pb2.AppendBatchRequest, context: Context
+    ) -> quorumlog_pb2.AppendBatchResponse:
+        """Several appends in one call: one outcome each, in order.
+
+        Each append is validated like ``Append``; an invalid one gets its own outcome and is
+        not proposed. The valid ones are submitted together, so the Raft loop puts them into
+        one entry (split only by ``max_entry_bytes``). An apply-time error is that append's
+        outcome. If any append's outcome is unknown (leadership lost, deadline) the whole
+        call fails UNAVAILABLE / DEADLINE_EXCEEDED and the client retries the whole batch:
+        producer dedup makes that exactly-once.
+        """
+        appends = request.appends
+        try:
+            total = sum(len(message) for item in appends for message in item.messages)
+            limits.check_batch(len(appends), total, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        outcomes: list[quorumlog_pb2.AppendOutcome | None] = [None] * len(appends)
+        submitted: list[tuple[int, asyncio.Future[Any]]] = []
+        commands: list[tuple[int, commands_pb2.Command, int]] = []
+        for position, item in enumerate(appends):
+            try:
+                _, _, size = limits.check_append(
+                    item.session, list(item.messages), item.producer_id, item.sequence,
+                    self.limits,
+                )
+            except InvalidInput as error:
+                outcomes[position] = _failed_outcome(error)
+                continue
+            command = commands_pb2.Command(
+                append=commands_pb2.AppendCommand(
+                    session=item.session,
+                    messages=item.messages,
+                    producer_id=item.producer_id,
+                    sequence=item.sequence,
+                )
+            )
+            commands.append((position, command, size))
+        if commands:
+            if self.node.role != StateRole.LEADER:
+                await self._not_leader(context, "not the leader")
+            # Submitted in one go (no await in between): one group commit, one entry.
+            submitted = [
+                (position, self.node.submit(command, size)) for position, command, size in commands
+            ]
+            futures = [future for _, future in submitted]
+            try:
+                _, pending = await asyncio.wait(futures, timeout=_remaining(context))
+            finally:
+                for future in futures:
+                    future.cancel()  # no-op when done; an unproposed one is never proposed
+            if pending:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline; retry"
+                )
+            failures = [future.exception() for future in futures]  # marks them retrieved
+            for failure in failures:
+                if isinstance(failure, NotLeader):
+                    await self._not_leader(context, str(failure))
+            for failure in failures:
+                if failure is not None and not isinstance(failure, CommandFailed):
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"outcome unknown: {failure}; retry"
+                    )
+            for (position, future), failure in zip(submitted, failures, strict=True):
+                item = appends[position]
+                if isinstance(failure, CommandFailed):
+                    outcomes[position] = _failed_outcome(failure.error)
+                    continue
+                index, result = future.result()
+                if isinstance(result, CommandError):
+                    outcomes[position] = _failed_outcome(result)
+                    continue
+                assert isinstance(result, AppendResult)
+                outcomes[position] = quorumlog_pb2.AppendOutcome(
+                    result=quorumlog_pb2.AppendResponse(
+                        session=item.session,
+                        first_offset=result.first_offset,
+                        count=result.count,
+                        commit_index=index,
+                        duplicate=result.duplicate,
+                    )
+                )
+        return quorumlog_pb2.AppendBatchResponse(
+            outcomes=[outcome for outcome in outcomes if outcome is not None]
         )
 
     async def _read(

@@ -40,6 +40,28 @@ class AppendResponse(_message.Message):
     duplicate: bool
     def __init__(self, session: _Optional[str] = ..., first_offset: _Optional[int] = ..., count: _Optional[int] = ..., commit_index: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class AppendBatchRequest(_message.Message):
+    __slots__ = ("appends",)
+    APPENDS_FIELD_NUMBER: _ClassVar[int]
+    appends: _containers.RepeatedCompositeFieldContainer[AppendRequest]
+    def __init__(self, appends: _Optional[_Iterable[_Union[AppendRequest, _Mapping]]] = ...) -> None: ...
+
+class AppendOutcome(_message.Message):
+    __slots__ = ("result", "code", "message")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    result: AppendResponse
+    code: int
+    message: str
+    def __init__(self, result: _Optional[_Union[AppendResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AppendBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[AppendOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[AppendOutcome, _Mapping]]] = ...) -> None: ...
+
 class ReadRequest(_message.Message):
     __slots__ = ("session", "from_offset", "max_count", "max_bytes", "consistency")
     SESSION_FIELD_NUMBER: _ClassVar[int]

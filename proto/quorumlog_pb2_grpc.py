@@ -74,6 +74,11 @@ class QuorumLogStub:
                 request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.AppendBatch = channel.unary_unary(
+                '/quorumlog.v1.QuorumLog/AppendBatch',
+                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
+                _registered_method=True)
 
 
 class QuorumLogServicer:
@@ -127,6 +132,12 @@ class QuorumLogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuorumLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +180,11 @@ def add_QuorumLogServicer_to_server(servicer, server):
                     servicer.ClusterStatus,
                     request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.FromString,
                     response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.SerializeToString,
+            ),
+            'AppendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBatch,
+                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.FromString,
+                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +403,33 @@ class QuorumLog:
             '/quorumlog.v1.QuorumLog/ClusterStatus',
             quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
             quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.QuorumLog/AppendBatch',
+            quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
+            quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,8 +2,11 @@
 
 Nodes are sync grpc servers (thread pool) on 127.0.0.1 port 0 sharing one :class:`FakeLog`
 (the "replicated" state). A node is the leader or a follower that answers UNAVAILABLE with
-``quorumlog-leader-addr``/``-id`` metadata, like the real node. Faults: fail the next N
-appends before applying them, or AFTER applying them (unknown outcome); delay answers; cut a
+``quorumlog-leader-addr``/``-id`` metadata, like the real node. AppendBatch applies each
+valid append of the call like Append and answers one outcome each; the append faults count
+one Append or AppendBatch call as one. Faults: fail the next N append calls before applying
+them, or AFTER applying them (unknown outcome); delay answers; refuse AppendBatch as
+UNIMPLEMENTED (an older server); cut a
 subscribe stream after N records; replay records below ``from_offset`` on subscribe (to prove
 the client drops them). The log dedups by (session, producer id, sequence) where message i of
 a request has sequence + i, as the real state machine does.
@@ -105,6 +108,8 @@ class FakeNode(quorumlog_pb2_grpc.QuorumLogServicer):
         self.fail_before = 0  # next N appends: UNAVAILABLE, nothing applied
         self.fail_after = 0  # next N appends: applied, then UNAVAILABLE (unknown outcome)
         self.delay = 0.0  # seconds before answering an append
+        self.batch_unimplemented = False  # AppendBatch answers UNIMPLEMENTED (older server)
+        self.batch_sizes: list[int] = []  # appends carried by each AppendBatch call
         self.subscribe_cut_after: int | None = None  # abort each stream after N records
         self.subscribe_replay = 0  # resend this many records below from_offset
         self.calls: Counter[str] = Counter()
@@ -164,23 +169,59 @@ class FakeNode(quorumlog_pb2_grpc.QuorumLogServicer):
 
     # -- service --
 
+    @staticmethod
+    def _problem(request: pb.AppendRequest) -> tuple[grpc.StatusCode, str] | None:
+        if not request.session or not request.messages:
+            return grpc.StatusCode.INVALID_ARGUMENT, "empty session or append"
+        if any(len(message) > 1000 for message in request.messages):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than 1000 bytes"
+        return None
+
+    def _before_apply(self, context: grpc.ServicerContext) -> None:
+        if self.delay:
+            self.stopping.wait(self.delay)
+        if self._take("fail_before"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure before apply")
+
+    def _after_apply(self, context: grpc.ServicerContext) -> None:
+        if self._take("fail_after"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure after apply")
+
     def Append(
         self, request: pb.AppendRequest, context: grpc.ServicerContext
     ) -> pb.AppendResponse:
         self._count("Append")
         self._redirect(context)
-        if not request.session or not request.messages:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty session or append")
-        if any(len(message) > 1000 for message in request.messages):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than 1000 bytes")
-        if self.delay:
-            self.stopping.wait(self.delay)
-        if self._take("fail_before"):
-            context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure before apply")
+        problem = self._problem(request)
+        if problem is not None:
+            context.abort(*problem)
+        self._before_apply(context)
         response = self.log.append(request)
-        if self._take("fail_after"):
-            context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure after apply")
+        self._after_apply(context)
         return response
+
+    def AppendBatch(
+        self, request: pb.AppendBatchRequest, context: grpc.ServicerContext
+    ) -> pb.AppendBatchResponse:
+        self._count("AppendBatch")
+        if self.batch_unimplemented:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        with self._lock:
+            self.batch_sizes.append(len(request.appends))
+        self._redirect(context)
+        if not request.appends:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "append batch carries no appends")
+        self._before_apply(context)
+        outcomes: list[pb.AppendOutcome] = []
+        for item in request.appends:
+            problem = self._problem(item)
+            if problem is None:
+                outcomes.append(pb.AppendOutcome(result=self.log.append(item)))
+            else:
+                code, message = problem
+                outcomes.append(pb.AppendOutcome(code=code.value[0], message=message))
+        self._after_apply(context)
+        return pb.AppendBatchResponse(outcomes=outcomes)
 
     def Read(self, request: pb.ReadRequest, context: grpc.ServicerContext) -> pb.ReadResponse:
         self._count("Read")

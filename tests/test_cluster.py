@@ -362,19 +362,69 @@ def test_sdk_retries_after_unknown_outcomes_write_nothing_twice(
     unknown outcome and the SDK resends the same (producer, sequence) elsewhere; the old
     leader resumes later. Each acknowledged message is stored exactly once."""
     sent: dict[tuple[str, str, int], int] = {}
-    original = _grpc.NodeConnection.append
+    original = _grpc.NodeConnection.append_batch
 
-    async def counting_append(
-        self: _grpc.NodeConnection, request: pb.AppendRequest, timeout: float | None
-    ) -> pb.AppendResponse:
-        key = (request.session, request.producer_id, request.sequence)
-        sent[key] = sent.get(key, 0) + 1
+    async def counting_append_batch(
+        self: _grpc.NodeConnection, request: pb.AppendBatchRequest, timeout: float | None
+    ) -> pb.AppendBatchResponse:
+        for item in request.appends:
+            key = (item.session, item.producer_id, item.sequence)
+            sent[key] = sent.get(key, 0) + 1
         return await original(self, request, timeout)
 
-    monkeypatch.setattr(_grpc.NodeConnection, "append", counting_append)
+    monkeypatch.setattr(_grpc.NodeConnection, "append_batch", counting_append_batch)
     asyncio.run(_retries_across_a_paused_leader(cluster, sent))
     resent = [key for key, times in sent.items() if times > 1]
     assert resent, "no append request was ever retried; the test did not exercise retries"
+
+
+# -- cross-session coalescing ------------------------------------------------------------------
+
+
+async def _appenders_over_sessions(cluster: LocalCluster, appenders: int, rounds: int) -> None:
+    sessions = [f"fan/{index:02d}" for index in range(appenders)]
+    async with AsyncClient(cluster.addresses, deadline=DEADLINE, seed=41) as client:
+
+        async def appender(session: str) -> list[int]:
+            offsets: list[int] = []
+            for index in range(rounds):
+                result = await client.append(session, b"%s-%03d" % (session.encode(), index))
+                offsets.extend(result.offsets)
+            return offsets
+
+        results = await asyncio.gather(*(appender(session) for session in sessions))
+        assert all(offsets == list(range(rounds)) for offsets in results)
+        for session in sessions:
+            records = await read_all(client, session)
+            assert_gapless(records)
+            expected = [b"%s-%03d" % (session.encode(), index) for index in range(rounds)]
+            assert [record.data for record in records] == expected  # once each, in order
+
+
+def test_64_appenders_over_64_sessions_share_batches_exactly_once(cluster: LocalCluster) -> None:
+    asyncio.run(_appenders_over_sessions(cluster, appenders=64, rounds=20))
+    # One AppendBatch mixing valid and invalid appends: each gets its own outcome, and the
+    # valid ones were committed together in one entry.
+    leader = cluster.wait_leader()
+    api = Api(cluster.nodes[leader].client_addr)
+    try:
+        answer = api.stub.AppendBatch(
+            pb.AppendBatchRequest(appends=[
+                pb.AppendRequest(session="mixed/a", messages=[b"a0", b"a1"]),
+                pb.AppendRequest(session="bad\nname", messages=[b"x"]),
+                pb.AppendRequest(session="mixed/b", messages=[b"b0"]),
+                pb.AppendRequest(session="fan/00", messages=[b"after"]),
+            ]),
+            timeout=DEADLINE,
+        )
+    finally:
+        api.close()
+    first, bad, second, third = answer.outcomes
+    assert (first.code, first.result.first_offset, first.result.count) == (0, 0, 2)
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "control" in bad.message
+    assert (second.code, second.result.first_offset) == (0, 0)
+    assert (third.code, third.result.first_offset) == (0, 20)
+    assert first.result.commit_index == second.result.commit_index == third.result.commit_index
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -484,11 +534,40 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: LocalClust
                   big)
         assert log_of(cluster, leader) == log_before
 
+        # AppendBatch as a whole: empty, over 1,000 appends, over 4 MiB of messages in all.
+        error = api.fails("AppendBatch", pb.AppendBatchRequest(), invalid)
+        assert "no appends" in error.details()
+        one = pb.AppendRequest(session="kept", messages=[b"m"])
+        error = api.fails("AppendBatch", pb.AppendBatchRequest(appends=[one] * 1001), big)
+        assert "1001 appends; the limit is 1000" in error.details()
+        mib = pb.AppendRequest(session="kept", messages=[b"m" * (1 << 20)])
+        error = api.fails("AppendBatch", pb.AppendBatchRequest(appends=[mib] * 5), big)
+        assert "the limit is 4194304" in error.details()
+        # Every append of a batch invalid: each gets its own answer, nothing is proposed.
+        answer = api.stub.AppendBatch(
+            pb.AppendBatchRequest(appends=[
+                pb.AppendRequest(session="", messages=[b"m"]),
+                pb.AppendRequest(session="kept"),
+                pb.AppendRequest(session="kept", messages=[b"x" * ((1 << 20) + 1)]),
+            ]),
+            timeout=10,
+        )
+        assert [(o.code, o.HasField("result")) for o in answer.outcomes] == [
+            (invalid.value[0], False), (invalid.value[0], False), (big.value[0], False)
+        ]
+        assert "session id is empty" in answer.outcomes[0].message
+        assert "no messages" in answer.outcomes[1].message
+        assert "limit is 1048576" in answer.outcomes[2].message
+        assert log_of(cluster, leader) == log_before
+
         # UNAVAILABLE from a follower, naming the leader, for appends and linearizable reads;
         # the follower still serves a FOLLOWER read.
         leader_node = cluster.nodes[leader]
         for method, request in [
             ("Append", pb.AppendRequest(session="kept", messages=[b"via follower"])),
+            ("AppendBatch", pb.AppendBatchRequest(
+                appends=[pb.AppendRequest(session="kept", messages=[b"via follower"])]
+            )),
             ("Read", pb.ReadRequest(session="kept", from_offset=3)),
             ("DescribeSession", pb.DescribeSessionRequest(session="kept")),
         ]:
@@ -529,6 +608,10 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: LocalClust
                 session="unknown-outcome", messages=[b"once"], producer_id="p1", sequence=0
             )
             api.fails("Append", retried, grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)
+            api.fails(
+                "AppendBatch", pb.AppendBatchRequest(appends=[retried]),
+                grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3,
+            )
         finally:
             for name in others:
                 cluster.resume(name)

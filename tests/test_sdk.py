@@ -94,8 +94,8 @@ def test_append_follows_leader_hint_and_remembers_leader(cluster: FakeCluster) -
             assert second.offsets == [2]
 
     asyncio.run(main())
-    assert follower.calls["Append"] == 1  # only the first, redirected, try
-    assert leader.calls["Append"] == 2
+    assert follower.calls["AppendBatch"] == 1  # only the first, redirected, try
+    assert leader.calls["AppendBatch"] == 2
     assert cluster.log.messages("s") == [b"a", b"b", b"c"]
 
 
@@ -123,7 +123,7 @@ def test_failures_before_apply_are_retried(cluster: FakeCluster) -> None:
 
     asyncio.run(main())
     assert cluster.log.messages("s") == [b"x"]
-    assert cluster.nodes[0].calls["Append"] == 4
+    assert cluster.nodes[0].calls["AppendBatch"] == 4
 
 
 def test_unknown_outcome_retry_reuses_sequence_and_is_exactly_once(cluster: FakeCluster) -> None:
@@ -199,7 +199,7 @@ def test_100_concurrent_appends_coalesce_into_few_rpcs_in_order(cluster: FakeClu
 
     offsets = asyncio.run(main())
     assert offsets == [[i] for i in range(100)]  # each caller its own offset, in call order
-    assert leader.calls["Append"] <= 3, leader.calls
+    assert leader.calls["AppendBatch"] <= 3, leader.calls
     assert cluster.log.messages("s") == [f"m{i}".encode() for i in range(100)]
     sequences = [r.sequence for r in cluster.log.applied]
     assert sequences == sorted(sequences) and sequences[0] == 0
@@ -222,18 +222,125 @@ def test_batches_respect_max_messages_and_keep_callers_contiguous(cluster: FakeC
 
 
 def test_failed_batch_fails_only_its_callers(cluster: FakeCluster) -> None:
+    cluster.nodes[0].delay = 0.05  # the first lone append is slow; the rest gather behind it
+
     async def main() -> None:
         async with async_client(cluster.addresses) as client:
-            good, bad = await asyncio.gather(
+            await client.append("warm", b"up")
+            good, bad, empty_ok, also_good = await asyncio.gather(
                 client.append("ok", b"fine"),
                 client.append("big", b"x" * 5000),
+                client.append("ok2", b""),
+                client.append("ok", b"again"),
                 return_exceptions=True,
             )
             assert not isinstance(good, BaseException) and good.offsets == [0]
+            assert not isinstance(also_good, BaseException) and also_good.offsets == [1]
+            assert not isinstance(empty_ok, BaseException) and empty_ok.offsets == [0]
             assert isinstance(bad, errors.ResourceExhausted)
             assert "larger than 1000 bytes" in str(bad)
 
     asyncio.run(main())
+    # the three sessions' batches travelled in ONE AppendBatch after the warm-up one
+    assert cluster.nodes[0].batch_sizes == [1, 3]
+    assert cluster.log.messages("ok") == [b"fine", b"again"]
+    assert "big" not in cluster.log.sessions
+
+
+# -- cross-session coalescing (AppendBatch) ----------------------------------------------------
+
+
+def test_64_sessions_share_a_handful_of_append_batch_rpcs(cluster: FakeCluster) -> None:
+    leader = cluster.nodes[0]
+    leader.delay = 0.05  # every RPC is slow, so appends of other sessions pile up behind it
+    sessions = [f"s{i}" for i in range(64)]
+
+    async def main() -> None:
+        async with async_client(cluster.addresses) as client:
+            for round_ in range(3):
+                results = await asyncio.gather(
+                    *(client.append(name, f"{name}-{round_}") for name in sessions)
+                )
+                assert [result.offsets for result in results] == [[round_]] * 64
+
+    asyncio.run(main())
+    assert cluster.total_calls("Append") == 0
+    assert leader.calls["AppendBatch"] <= 6, leader.batch_sizes  # not 3 x 64
+    assert sum(leader.batch_sizes) == 3 * 64
+    for name in sessions:
+        assert cluster.log.messages(name) == [f"{name}-{r}".encode() for r in range(3)]
+
+
+def test_unknown_outcome_of_a_batch_is_retried_whole_and_exactly_once(cluster: FakeCluster) -> None:
+    leader = cluster.nodes[0]
+    leader.fail_after = 1  # the first AppendBatch is applied, then answered UNAVAILABLE
+    sessions = [f"s{i}" for i in range(10)]
+
+    async def main() -> None:
+        async with async_client(cluster.addresses, producer_id="p1") as client:
+            results = await asyncio.gather(*(client.append(name, name) for name in sessions))
+            assert all(result.offsets == [0] and result.duplicate for result in results)
+            follow_up = await client.append("s0", b"next")
+            assert follow_up.offsets == [1] and not follow_up.duplicate
+
+    asyncio.run(main())
+    assert leader.batch_sizes == [10, 10, 1]  # the whole batch once more, then the follow-up
+    tries = sorted((r.session, r.producer_id, r.sequence) for r in cluster.log.applied)
+    expected = sorted([(name, "p1", 0) for name in sessions] * 2 + [("s0", "p1", 1)])
+    assert tries == expected
+    for name in sessions[1:]:
+        assert cluster.log.messages(name) == [name.encode()]
+    assert cluster.log.messages("s0") == [b"s0", b"next"]
+
+
+def test_short_deadline_in_a_batch_does_not_fail_its_neighbours(cluster: FakeCluster) -> None:
+    leader = cluster.nodes[0]
+    leader.delay = 1.0
+
+    async def main() -> None:
+        async with async_client(cluster.addresses) as client:
+            short, long = await asyncio.gather(
+                client.append("short", b"s", deadline=0.3),
+                client.append("long", b"l"),
+                return_exceptions=True,
+            )
+            assert isinstance(short, errors.DeadlineExceeded), short
+            # the RPC ran until the earliest deadline; "long" rode the next one
+            assert not isinstance(long, BaseException) and long.offsets == [0]
+
+    asyncio.run(main())
+    assert leader.batch_sizes[0] == 2 and leader.batch_sizes[1:] == [1]
+    assert cluster.log.messages("long") == [b"l"]  # applied by both tries, stored once
+
+
+def test_batches_over_the_server_limit_are_split(cluster: FakeCluster) -> None:
+    sessions = [f"s{i}" for i in range(1001)]
+
+    async def main() -> None:
+        async with async_client(cluster.addresses) as client:
+            results = await asyncio.gather(*(client.append(name, b"m") for name in sessions))
+            assert all(result.offsets == [0] for result in results)
+
+    asyncio.run(main())
+    sizes = cluster.nodes[0].batch_sizes
+    assert sum(sizes) == 1001 and max(sizes) <= 1000 and len(sizes) >= 2, sizes
+    assert all(cluster.log.messages(name) == [b"m"] for name in sessions)
+
+
+def test_server_without_append_batch_falls_back_to_append(cluster: FakeCluster) -> None:
+    for node in cluster.nodes:
+        node.batch_unimplemented = True
+
+    async def main() -> None:
+        async with async_client(cluster.addresses) as client:
+            first, second = await asyncio.gather(client.append("a", b"1"), client.append("b", b"2"))
+            assert first.offsets == second.offsets == [0]
+            assert (await client.append("a", b"3")).offsets == [1]
+
+    asyncio.run(main())
+    assert cluster.total_calls("AppendBatch") == 1  # asked once, then never again
+    assert cluster.total_calls("Append") == 3
+    assert cluster.log.messages("a") == [b"1", b"3"]
 
 
 # -- reads, sessions, errors ----------------------------------------------------------------------
@@ -357,7 +464,7 @@ def test_sync_client_same_api_and_thread_coalescing(cluster: FakeCluster) -> Non
         for thread in threads:
             thread.join(DEADLINE)
         assert sorted(offsets) == list(range(1, 21))
-        assert cluster.nodes[0].calls["Append"] < 21  # threads' appends were coalesced
+        assert cluster.nodes[0].calls["AppendBatch"] < 21  # threads' appends were coalesced
         page = client.read("s", 0, 100)
         assert page.records[0].data == b"first"
         assert {r.data for r in page.records[1:]} == {f"t{i}".encode() for i in range(20)}
@@ -384,7 +491,9 @@ def test_close_fails_pending_appends(cluster: FakeCluster) -> None:
         # wait (without blocking the loop) until the append is on the wire, then close
         await loop.run_in_executor(
             None,
-            lambda: wait_until(lambda: cluster.nodes[0].calls["Append"] == 1, DEADLINE, "append"),
+            lambda: wait_until(
+                lambda: cluster.nodes[0].calls["AppendBatch"] == 1, DEADLINE, "append"
+            ),
         )
         await client.close()
         with pytest.raises(errors.ClientClosed):

@@ -1,0 +1,232 @@
+"""Client-wide group commit of appends: many sessions' requests in one AppendBatch RPC.
+
+Owns: the queue of ready ``AppendRequest`` s of every session of one client and the
+dispatcher that sends them. While one dispatch round is in flight, new requests gather for the
+next; when nothing is in flight a request goes out at once (a lone sequential append pays no
+extra latency). A round larger than the server's default AppendBatch limits
+(:data:`MAX_BATCH_APPENDS` appends, :data:`MAX_BATCH_BYTES` message bytes) is split into
+several RPCs sent in parallel. Each RPC goes through :meth:`Router.call` (retries, leader
+following) and resends the very same requests, so producer dedup keeps retries exactly-once.
+
+Deadline: an RPC (with its retries) runs until the EARLIEST ``end`` among its requests. If it
+gives up then, requests whose own deadline has not passed go back to the front of the queue
+and ride the next round; only the expired ones fail (DeadlineExceeded or Unavailable, as a
+lone Append would). A permanent failure of the whole RPC fails all its requests; an outcome
+with a non-zero code fails only its own request, with the typed error of that status.
+
+A server without AppendBatch (UNIMPLEMENTED, an older version) makes the client fall back to
+one Append RPC per request for the rest of its life.
+
+Must never: build requests, number sequences or order a session's batches; ``producer.py``
+sends one batch per session at a time, so per-session order is already fixed when a request
+gets here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+from quorumlog.client import errors
+from quorumlog.client._grpc import NodeConnection
+from quorumlog.client.leader import Router
+from quorumlog.client.retry import is_retryable
+from quorumlog.proto import quorumlog_pb2 as pb
+
+#: the server's default ``Limits.max_appends_per_batch`` and ``max_batch_bytes``
+MAX_BATCH_APPENDS = 1_000
+MAX_BATCH_BYTES = 4 << 20
+
+
+@dataclass(slots=True)
+class _Item:
+    request: pb.AppendRequest
+    size: int
+    end: float
+    future: asyncio.Future[pb.AppendResponse]
+
+
+def _describe(items: list[_Item]) -> str:
+    sessions = {item.request.session for item in items}
+    if len(sessions) == 1:
+        return f"append to {next(iter(sessions))!r}"
+    return f"append batch of {len(items)} appends to {len(sessions)} sessions"
+
+
+class AppendOutbox:
+    """Queues append requests of any session and sends them as AppendBatch RPCs."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_appends: int = MAX_BATCH_APPENDS,
+        max_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        if max_appends < 1 or max_bytes < 1:
+            raise ValueError("batch limits must be positive")
+        self._router = router
+        self._max_appends = max_appends
+        self._max_bytes = max_bytes
+        self._queue: deque[_Item] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._batch_supported = True
+        self._closed = False
+        #: RPCs sent (AppendBatch, or Append after a fallback), for tests and debugging
+        self.rpcs = 0
+
+    async def send(self, request: pb.AppendRequest, end: float) -> pb.AppendResponse:
+        """``request``'s answer; raises the typed error of its outcome (retrying until ``end``)."""
+        if self._closed:
+            raise errors.ClientClosed("the client is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[pb.AppendResponse] = loop.create_future()
+        size = sum(len(message) for message in request.messages)
+        self._queue.append(_Item(request, size, end, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="quorumlog-append-outbox")
+        return await future
+
+    # -- the dispatcher ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                chunks = self._take(loop)
+                if len(chunks) == 1:
+                    await self._dispatch(chunks[0], loop)
+                elif chunks:
+                    await asyncio.gather(*(self._dispatch(chunk, loop) for chunk in chunks))
+        except asyncio.CancelledError:
+            self._fail(list(self._queue), errors.ClientClosed("the client was closed"))
+            self._queue.clear()
+            raise
+
+    def _take(self, loop: asyncio.AbstractEventLoop) -> list[list[_Item]]:
+        """Everything queued, split by the batch limits; expired requests fail here."""
+        now = loop.time()
+        chunks: list[list[_Item]] = []
+        chunk: list[_Item] = []
+        size = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.done():
+                continue  # its caller gave up (cancelled)
+            if item.end <= now:
+                item.future.set_exception(
+                    errors.DeadlineExceeded("append: deadline passed while queued")
+                )
+                continue
+            if chunk and (len(chunk) >= self._max_appends or size + item.size > self._max_bytes):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item.size
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    async def _dispatch(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            if self._batch_supported:
+                await self._send_batch(items, loop)
+            else:
+                await asyncio.gather(*(self._send_one(item) for item in items))
+        except asyncio.CancelledError:
+            self._fail(items, errors.ClientClosed("the client was closed"))
+            raise
+
+    async def _send_batch(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        request = pb.AppendBatchRequest(appends=[item.request for item in items])
+        answered: list[str] = []
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.AppendBatchResponse:
+            answered.append(node.address)
+            return await node.append_batch(request, timeout)
+
+        end = min(item.end for item in items)
+        self.rpcs += 1
+        try:
+            response = await self._router.call(attempt, end=end, what=_describe(items))
+        except errors.Unimplemented:
+            self._batch_supported = False  # an older server: one Append per request from now
+            await asyncio.gather(*(self._send_one(item) for item in items))
+            return
+        except errors.QuorumLogError as error:
+            self._gave_up(items, error, loop)
+            return
+        address = answered[-1] if answered else None
+        if len(response.outcomes) != len(items):
+            self._fail(
+                items,
+                errors.Internal(
+                    f"append batch: the server answered {len(response.outcomes)} outcomes "
+                    f"for {len(items)} appends",
+                    address=address,
+                ),
+            )
+            return
+        for item, outcome in zip(items, response.outcomes, strict=True):
+            if item.future.done():
+                continue
+            if outcome.code != 0:
+                item.future.set_exception(
+                    errors.from_status_number(outcome.code, outcome.message, address=address)
+                )
+            elif not outcome.HasField("result"):
+                item.future.set_exception(
+                    errors.Internal("append batch: an OK outcome without a result", address=address)
+                )
+            else:
+                item.future.set_result(outcome.result)
+
+    def _gave_up(
+        self, items: list[_Item], error: errors.QuorumLogError, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """The RPC failed as a whole: retry later those that still have time, if it may help."""
+        if not is_retryable(error):
+            self._fail(items, error)
+            return
+        now = loop.time()
+        expired = [item for item in items if item.end <= now]
+        self._fail(expired, error)
+        for item in reversed(items):
+            if item.end > now and not item.future.done():
+                self._queue.appendleft(item)  # same request: dedup keeps it exactly-once
+
+    async def _send_one(self, item: _Item) -> None:
+        request = item.request
+
+        async def attempt(node: NodeConnection, timeout: float) -> pb.AppendResponse:
+            return await node.append(request, timeout)
+
+        self.rpcs += 1
+        try:
+            response = await self._router.call(
+                attempt, end=item.end, what=f"append to {request.session!r}"
+            )
+        except errors.QuorumLogError as error:
+            self._fail([item], error)
+            return
+        if not item.future.done():
+            item.future.set_result(response)
+
+    @staticmethod
+    def _fail(items: list[_Item], error: errors.QuorumLogError) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def close(self) -> None:
+        """Fail everything queued or in flight with ClientClosed."""
+        self._closed = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail(list(self._queue), errors.ClientClosed("the client was closed"))
+        self._queue.clear()
