@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sessions": ("quorumlog.client.cmd_sessions", "list sessions"),
     "chaos": ("quorumlog.chaos.cli_chaos", "check a recorded chaos history (chaos check PATH)"),
     "health": ("quorumlog.client.cmd_health", "check one node's gRPC health service"),
+    "bench": ("quorumlog.client.bench", "load-test a cluster (or --local N) and report rates"),
 }
 
 

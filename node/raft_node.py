@@ -28,7 +28,7 @@ from quorumlog.node.storage import RocksStorage
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole
 from quorumlog.raft.errors import ProposalDropped, RaftError
-from quorumlog.raft.types import NONE, NodeId
+from quorumlog.raft.types import NONE, MessageType, NodeId
 
 log = logging.getLogger("quorumlog.node")
 
@@ -88,6 +88,9 @@ class NodeMetrics:
     proposals: int = 0
     commands_proposed: int = 0
     messages_sent: int = 0
+    append_messages_sent: int = 0  # AppendEntries (APP) messages among messages_sent
+    append_entries_sent: int = 0  # log entries carried by those APP messages
+    append_empty_sent: int = 0  # APP messages among them that carry no entry (commit, probe)
     snapshots_restored: int = 0
     fsync_seconds: float = 0.0
     entries_per_sync: list[int] = field(default_factory=list)
@@ -315,6 +318,16 @@ class RaftNode:
             self.metrics.proposals += 1
             self.metrics.commands_proposed += len(members)
 
+    def _count_sent(self, messages: list[Message]) -> None:
+        metrics = self.metrics
+        metrics.messages_sent += len(messages)
+        for message in messages:
+            if message.type == MessageType.APP:
+                metrics.append_messages_sent += 1
+                metrics.append_entries_sent += len(message.entries)
+                if not message.entries:
+                    metrics.append_empty_sent += 1
+
     async def _handle_ready(self, rd: Ready) -> None:
         metrics = self.metrics
         metrics.readies += 1
@@ -322,7 +335,7 @@ class RaftNode:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
         if rd.messages:
             self._send(rd.messages)
-            metrics.messages_sent += len(rd.messages)
+            self._count_sent(rd.messages)
         if self.unsafe_ack_before_fsync and rd.persisted_messages:
             # Chaos canary only: acknowledge before the write is durable (and never fsync).
             self._send(rd.persisted_messages)
@@ -349,7 +362,7 @@ class RaftNode:
             metrics.entries_persisted += len(rd.entries)
         if rd.persisted_messages and not self.unsafe_ack_before_fsync:
             self._send(rd.persisted_messages)
-            metrics.messages_sent += len(rd.persisted_messages)
+            self._count_sent(rd.persisted_messages)
         if rd.snapshot is not None or (self.needs_restore and rd.committed_entries):
             await self._restore(max(rd.snapshot.metadata.index if rd.snapshot else 0,
                                     self.storage.snapshot().metadata.index))
