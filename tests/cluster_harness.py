@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,12 @@ from typing import TypeVar
 
 import grpc
 
+from quorumlog.client.bench import free_ports
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
+__all__ = ["LocalCluster", "NodeProcess", "free_ports", "running_cluster", "wait_until"]
+
 T = TypeVar("T")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free right now (held open together, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def wait_until(
