@@ -13,9 +13,9 @@ dissertation (2014).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from quorumlog.raft import quorum
 from quorumlog.raft.errors import (
@@ -52,12 +52,18 @@ CAMPAIGN_TRANSFER = b"transfer"
 MT = MessageType
 
 
+class RandomSource(Protocol):
+    """The one randomness the core uses: the caller injects it (a seeded ``random.Random``)."""
+
+    def randrange(self, stop: int, /) -> int: ...
+
+
 @dataclass
 class Config:
     """How one node runs Raft. ``rng`` is the only source of randomness (seed it in tests)."""
 
     id: NodeId
-    rng: random.Random
+    rng: RandomSource
     election_tick: int = 10
     heartbeat_tick: int = 1
     applied: int = 0
