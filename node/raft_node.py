@@ -351,14 +351,15 @@ class RaftNode:
                     await asyncio.sleep(0)
             if sync:
                 # Off the loop: inputs arriving meanwhile become the next batch (group commit).
-                await asyncio.to_thread(self._persist, rd, sync)
+                await asyncio.to_thread(self.storage.write_ready, rd, sync=sync)
                 metrics.synced_writes += 1
                 metrics.fsync_seconds += time.perf_counter() - started
                 metrics.entries_per_sync.append(len(rd.entries))
                 if len(metrics.entries_per_sync) > 4096:
                     del metrics.entries_per_sync[:2048]
             else:
-                self._persist(rd, sync)  # unsynced (commit-only) writes take microseconds
+                # Unsynced (commit-only) writes take microseconds: no thread hop.
+                self.storage.write_ready(rd, sync=sync)
             metrics.entries_persisted += len(rd.entries)
         if rd.persisted_messages and not self.unsafe_ack_before_fsync:
             self._send(rd.persisted_messages)
@@ -375,16 +376,6 @@ class RaftNode:
         self.raw.advance(rd)
         self._wake_applied()
         self._maybe_compact()
-
-    def _persist(self, rd: Ready, sync: bool) -> None:
-        batch = self.storage.batch()
-        if rd.snapshot is not None:
-            batch.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            batch.append(rd.entries)
-        if rd.hard_state is not None:
-            batch.set_hard_state(rd.hard_state)
-        self.storage.write(batch, sync=sync)
 
     def _apply(self, entries: list[Entry]) -> None:
         results = self.state_machine.apply(entries)

@@ -89,6 +89,13 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     ) -> NoReturn:
         await context.abort(grpc.StatusCode[error.code.value], error.message)
 
+    async def _check_session(self, context: Context, session: str) -> None:
+        """Abort with the precise status unless ``session`` is a valid session id."""
+        try:
+            limits.check_session_id(session, self.limits)
+        except InvalidInput as error:
+            await self._invalid(context, error)
+
     async def _replicate(
         self, context: Context, command: commands_pb2.Command, size: int
     ) -> tuple[int, Any]:
@@ -255,8 +262,8 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def _read(
         self, session: str, from_offset: int, max_count: int, max_bytes: int, context: Context
     ) -> quorumlog_pb2.ReadResponse:
+        """Read from the applied state; the caller has validated ``session``."""
         try:
-            limits.check_session_id(session, self.limits)
             count, size = limits.read_bounds(max_count, max_bytes, self.limits)
             result = self.state_machine.read(session, from_offset, count, size)
         except (InvalidInput, StateMachineError) as error:
@@ -266,11 +273,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def Read(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.ReadRequest, context: Context
     ) -> quorumlog_pb2.ReadResponse:
-        try:
-            limits.check_session_id(request.session, self.limits)
-            limits.read_bounds(request.max_count, request.max_bytes, self.limits)
-        except InvalidInput as error:
-            await self._invalid(context, error)
+        await self._check_session(context, request.session)
         await self._read_point(context, request.consistency)
         return await self._read(
             request.session, request.from_offset, request.max_count, request.max_bytes, context
@@ -284,10 +287,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
         Served from this node's applied state (committed data only), so any node can serve a
         subscription; the SDK resumes elsewhere from ``next_offset`` after a failure.
         """
-        try:
-            limits.check_session_id(request.session, self.limits)
-        except InvalidInput as error:
-            await self._invalid(context, error)
+        await self._check_session(context, request.session)
         offset = request.from_offset
         max_batch = request.max_batch or self.limits.default_read_count
         while True:
@@ -326,10 +326,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def DescribeSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.DescribeSessionRequest, context: Context
     ) -> quorumlog_pb2.SessionInfo:
-        try:
-            limits.check_session_id(request.session, self.limits)
-        except InvalidInput as error:
-            await self._invalid(context, error)
+        await self._check_session(context, request.session)
         await self._read_point(context, request.consistency)
         try:
             info = self.state_machine.describe(request.session)
@@ -340,10 +337,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def TrimSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.TrimSessionRequest, context: Context
     ) -> quorumlog_pb2.TrimSessionResponse:
-        try:
-            limits.check_session_id(request.session, self.limits)
-        except InvalidInput as error:
-            await self._invalid(context, error)
+        await self._check_session(context, request.session)
         command = commands_pb2.Command(
             trim=commands_pb2.TrimCommand(
                 session=request.session, before_offset=request.before_offset
@@ -356,10 +350,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def DeleteSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.DeleteSessionRequest, context: Context
     ) -> quorumlog_pb2.DeleteSessionResponse:
-        try:
-            limits.check_session_id(request.session, self.limits)
-        except InvalidInput as error:
-            await self._invalid(context, error)
+        await self._check_session(context, request.session)
         command = commands_pb2.Command(
             delete_session=commands_pb2.DeleteSessionCommand(session=request.session)
         )

@@ -457,9 +457,12 @@ class RocksStorage:
             self._db.write(batch.raw, self._sync_write if sync else self._async_write)
         self._state = batch._finish()
 
-    def write_ready(self, ready: Ready, batch: LogBatch | None = None) -> None:
+    def write_ready(
+        self, ready: Ready, batch: LogBatch | None = None, *, sync: bool | None = None
+    ) -> None:
         """Step 1 of the ``Ready`` contract: snapshot, entries and hard state in one write,
-        synced when ``ready.must_sync``. ``batch`` may already carry other prefixes' keys."""
+        synced when ``ready.must_sync`` (``sync`` overrides that, for the chaos canary only).
+        ``batch`` may already carry other prefixes' keys."""
         if batch is None:
             batch = self.batch()
         if ready.snapshot is not None:
@@ -468,7 +471,7 @@ class RocksStorage:
             batch.append(ready.entries)
         if ready.hard_state is not None:
             batch.set_hard_state(ready.hard_state)
-        self.write(batch, sync=ready.must_sync)
+        self.write(batch, sync=ready.must_sync if sync is None else sync)
 
     def set_hard_state(self, hard_state: HardState, *, sync: bool = True) -> None:
         batch = self.batch()

@@ -131,6 +131,14 @@ class Progress:
         elif self.state == ProgressState.PROBE:
             self.msg_app_probe_sent = True
 
+    def regress_to(self, follower_last: int) -> None:
+        """The follower's log ends at ``follower_last``, below what it acknowledged: its disk
+        was wiped or replaced. Forget the acknowledgement and probe from what it has now (a
+        snapshot follows if the leader's log is compacted past that). Lowering ``match`` only
+        ever delays commitment, never advances it."""
+        self.match = follower_last
+        self.become_probe()
+
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
         """Handle a rejection of the append at ``rejected``; False if it is stale."""
         if self.state == ProgressState.REPLICATE:

@@ -589,15 +589,8 @@ class Raft:
     def _handle_append_response(self, m: Message, progress: Progress) -> None:
         if m.reject:
             if m.index >= progress.match > m.reject_hint:
-                # The follower no longer has entries it acknowledged (its disk was wiped or
-                # replaced). Forget what it acked and probe from what it has now, which
-                # leads to a snapshot if our log was compacted past that. Lowering match
-                # only ever delays commitment, never advances it.
-                self._log(
-                    f"n{m.frm} lost entries: has up to {m.reject_hint}, acked {progress.match}"
-                )
-                progress.match = m.reject_hint
-                progress.become_probe()
+                # A rejection at or past what it acknowledged, hinting below it.
+                self._follower_regressed(m.frm, progress, m.reject_hint)
                 self._send_append(m.frm)
                 return
             # Fast backtracking (§5.3, "the follower can include the term of the conflicting
@@ -637,13 +630,14 @@ class Raft:
             self._log(f"sent timeout-now to n{m.frm}: caught up")
             self._send(Message(MT.TIMEOUT_NOW, to=m.frm))
 
+    def _follower_regressed(self, follower: NodeId, progress: Progress, last: int) -> None:
+        self._log(f"n{follower} lost entries: has up to {last}, acked {progress.match}")
+        progress.regress_to(last)
+
     def _handle_heartbeat_response(self, m: Message, progress: Progress) -> None:
         progress.msg_app_probe_sent = False
         if m.index < progress.match and progress.state != ProgressState.SNAPSHOT:
-            # The follower's log is shorter than what it acknowledged: it lost its disk.
-            self._log(f"n{m.frm} lost entries: has up to {m.index}, acked {progress.match}")
-            progress.match = m.index
-            progress.become_probe()
+            self._follower_regressed(m.frm, progress, m.index)  # its log is now shorter
         if progress.state == ProgressState.REPLICATE and progress.inflights.full():
             # Appends in the window may all have been lost: let one more through so a gap
             # is detected (and the follower falls back to probing) instead of stalling.

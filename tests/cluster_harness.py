@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TypeVar
 import grpc
 
 from quorumlog.client.bench import free_ports
+from quorumlog.client.cluster import LocalNode, node_command
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
 __all__ = ["LocalCluster", "NodeProcess", "free_ports", "running_cluster", "wait_until"]
@@ -89,16 +89,12 @@ class LocalCluster:
         return [node.client_addr for node in self.nodes.values()]
 
     def command(self, node: NodeProcess) -> list[str]:
-        peers = ",".join(f"{n.name}={n.peer_addr}" for n in self.nodes.values())
-        return [
-            sys.executable, "-m", "quorumlog.client.cli", "node",
-            "--id", node.name,
-            "--client-addr", node.client_addr,
-            "--peer-addr", node.peer_addr,
-            "--peers", peers,
-            "--data-dir", str(node.data_dir),
-            *node.extra_args,
+        """Exactly the command ``quorumlog cluster up`` runs for a node (shared code)."""
+        members = [
+            LocalNode(n.name, n.client_addr, n.peer_addr, n.data_dir) for n in self.nodes.values()
         ]
+        local = LocalNode(node.name, node.client_addr, node.peer_addr, node.data_dir)
+        return node_command(local, members, node.extra_args)
 
     def start(self, name: str | None = None) -> None:
         targets = [self.nodes[name]] if name else list(self.nodes.values())
