@@ -10,7 +10,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from quorumlog_fake import FakeCluster, dead_address, wait_until
+from quorumlog_fake import FakeCluster, dead_address
+from waiting import wait_until
 
 from quorumlog.client import errors
 from quorumlog.client.leader import parse_addresses

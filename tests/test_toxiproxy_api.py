@@ -28,8 +28,8 @@ from toxiproxy_helpers import (
     make_sockets,
     recv_exactly,
     run_server,
-    wait_until,
 )
+from waiting import wait_until
 
 from quorumlog.chaos.toxiproxy_client import (
     CLI_COMMAND,

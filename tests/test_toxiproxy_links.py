@@ -25,8 +25,8 @@ from toxiproxy_helpers import (
     recv_exactly,
     refused_address,
     run_server,
-    wait_until,
 )
+from waiting import wait_until
 
 from quorumlog.chaos.toxiproxy_client import ToxiproxyClient
 

@@ -26,8 +26,8 @@ from toxiproxy_helpers import (
     read_until_end,
     recv_exactly,
     run_server,
-    wait_until,
 )
+from waiting import wait_until
 
 from quorumlog.chaos.toxics import slice_sizes
 from quorumlog.chaos.toxiproxy_client import LibraryProxy, ToxiproxyClient

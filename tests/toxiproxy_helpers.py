@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
+from waiting import wait_until
 
 from quorumlog.chaos.toxiproxy_client import (
     ToxiproxyClient,
@@ -29,15 +30,6 @@ IMPLEMENTATIONS = available_implementations()
 SLACK = 1.5
 # Lower bounds allow for timer granularity only: toxics never deliver early.
 EARLY = 0.01
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 # -- fixtures (bound in each test module with pytest.fixture) -----------------------------
