@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint up sim bench proto clean
+.PHONY: install test lint up sim bench chaos proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ sim: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/quorumlog bench-core
+
+# The chaos run CI does (tests/test_chaos_run.py); `make chaos DURATION=3600` for a soak.
+DURATION ?= 120
+SEED ?= 1
+chaos: $(STAMP)
+	$(VENV)/bin/quorumlog chaos run --duration $(DURATION) --seed $(SEED) --out chaos-run
 
 proto: $(STAMP)
 	$(PY) -m quorumlog.proto.generate

@@ -1,11 +1,12 @@
-"""``quorumlog chaos check PATH``: re-check a recorded chaos history.
+"""``quorumlog chaos run`` and ``quorumlog chaos check PATH``.
 
-Owns: the ``chaos`` subcommand's arguments and its ``check`` action: read a history
-(``quorumlog.chaos.history``), judge it (``quorumlog.chaos.checker``), print a summary (or the
-result JSON with ``--json``). Exit 0 only on ``pass``; 1 on ``fail`` or ``inconclusive``; 2
-when the history cannot be read (one line on stderr naming the file and line).
-Must never: run a workload or inject faults (a later ``run`` action will), or judge anything
-itself.
+Owns: the ``chaos`` subcommand's arguments and its two actions. ``run``: validate the options
+and hand them to ``quorumlog.chaos.run`` (imported only then), print its summary. ``check``:
+read a history (``quorumlog.chaos.history``), judge it (``quorumlog.chaos.checker``), print a
+summary (or the result JSON with ``--json``). Exit 0 only on ``pass``; 1 on ``fail`` or
+``inconclusive``; 2 on bad options or when the history cannot be read (one line on stderr
+naming the file and line).
+Must never: run a workload, inject faults or judge anything itself.
 """
 
 from __future__ import annotations
@@ -14,16 +15,43 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
+from typing import TypeVar
 
 from quorumlog.chaos.checker import CheckConfig, check
+from quorumlog.chaos.faults import FaultListError, fault_help, parse_fault_list
 from quorumlog.chaos.history import HistoryError, read_history
 from quorumlog.client.cli import CliError
 
 DEFAULTS = CheckConfig()
+T = TypeVar("T", int, float)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    runner = actions.add_parser(
+        "run", help="run a 3-node cluster under seeded faults and check the history",
+        description="start a local 3-node cluster behind Toxiproxy proxies, run producers and "
+                    "linearizable readers while injecting seeded faults, then check the "
+                    "history; writes DIR/history.jsonl, DIR/result.json, DIR/report.html")
+    runner.add_argument("--duration", metavar="SECONDS", default="120",
+                        help="workload seconds, faults included (default 120; at least 30)")
+    runner.add_argument("--seed", metavar="S", default="1", help="seed of the fault "
+                        "schedule and the workload's choices (default 1)")
+    runner.add_argument("--faults", metavar="LIST", default=None,
+                        help="comma-separated faults (default: all available). "
+                             + fault_help())
+    runner.add_argument("--out", metavar="DIR", default="chaos-run",
+                        help="output directory (default ./chaos-run); its previous results "
+                             "and node data are replaced")
+    runner.add_argument("--canary", action="store_true",
+                        help="self-check: nodes run with the unsafe ack-before-fsync option "
+                             "and every node is killed with -9 (default faults: kill_all); "
+                             "the run must report lost > 0")
+    runner.add_argument("--producers", metavar="N", default="4", help="producer workers (4)")
+    runner.add_argument("--readers", metavar="N", default="2",
+                        help="linearizable reader workers (2)")
+    runner.add_argument("--sessions", metavar="N", default="8", help="sessions written (8)")
     checker = actions.add_parser(
         "check", help="re-check a recorded history (JSON lines)",
         description="check a chaos history: safety anomalies, convergence, availability")
@@ -40,7 +68,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _check(args)
+    if args.action == "run":
+        return _run(args)
     raise CliError(f"unknown action {args.action!r}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from quorumlog.chaos import run as chaos_run  # noqa: PLC0415 -- heavy, only for run
+    from quorumlog.chaos.workload import WorkloadConfig  # noqa: PLC0415
+
+    duration = _number("--duration", args.duration, float, 30)
+    seed = _number("--seed", args.seed, int, None)
+    try:
+        faults = (chaos_run.CANARY_FAULTS if args.canary and args.faults is None
+                  else parse_fault_list(args.faults))
+    except FaultListError as error:
+        raise CliError(str(error)) from None
+    workload = WorkloadConfig(producers=_number("--producers", args.producers, int, 1),
+                              readers=_number("--readers", args.readers, int, 0),
+                              sessions=_number("--sessions", args.sessions, int, 1))
+    options = chaos_run.RunOptions(out=Path(args.out), duration=duration, seed=seed,
+                                   faults=faults, canary=args.canary, workload=workload)
+    try:
+        outcome = chaos_run.run_chaos(options)
+    except chaos_run.RunError as error:
+        raise CliError(str(error), code=1) from None
+    print(outcome.summary, flush=True)
+    return 0 if outcome.verdict == "pass" else 1
+
+
+def _number(flag: str, text: str, kind: type[T], minimum: T | None) -> T:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise CliError(f"{flag} must be a number, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CliError(f"{flag} must be finite, got {text!r}")
+    if minimum is not None and value < minimum:
+        raise CliError(f"{flag} must be at least {minimum}, got {text!r}")
+    return value
 
 
 def _check(args: argparse.Namespace) -> int:

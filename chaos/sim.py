@@ -41,6 +41,7 @@ reading state for the checker.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -117,6 +118,9 @@ class Profile:
     w_heal: float
     w_membership: float
     w_transfer: float
+    # Config.lazy_commit, as the real node runs it: not drawn (that would shift every seed's
+    # random stream); Simulation sets it on odd seeds. Lazy leaders flush every tick.
+    lazy_commit: bool = False
 
     @staticmethod
     def draw(rng: random.Random) -> Profile:
@@ -242,7 +246,9 @@ class Simulation:
         self.trace = trace
         self.rng = random.Random(seed)
         drawn = Profile.draw(self.rng)  # drawn even when overridden: the stream stays the same
-        self.profile = profile = drawn if profile is None else profile
+        if profile is None:
+            profile = dataclasses.replace(drawn, lazy_commit=seed % 2 == 1)
+        self.profile = profile
         self.cluster = MemCluster(
             range(1, profile.size + 1),
             seed=seed,
@@ -252,6 +258,7 @@ class Simulation:
             max_entries_per_msg=profile.max_entries_per_msg,
             max_inflight_msgs=profile.max_inflight_msgs,
             snapshot_chunk_bytes=profile.snapshot_chunk_bytes,
+            lazy_commit=profile.lazy_commit,
         )
         self.nodes = self.cluster.nodes
         self.in_flight = self.cluster.network.in_flight
@@ -575,6 +582,7 @@ class Simulation:
         for node_id in targets:
             raw = self.nodes[node_id].node()
             raw.tick()
+            raw.flush_commit()  # the node's commit-flush timer, at tick granularity
             self.checker.observe(node_id, raw.raft)
 
     # -- the client ------------------------------------------------------------------------
@@ -841,6 +849,7 @@ class Simulation:
             for node_id in self._alive():
                 raw = self.nodes[node_id].node()
                 raw.tick()
+                raw.flush_commit()
                 self.checker.observe(node_id, raw.raft)
             self._stabilize()
             leader = self._leader()

@@ -10,13 +10,14 @@ Must never: retry, pick a leader or hold session state (that is ``leader.py``/``
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import grpc
 
 from quorumlog.client import errors
+from quorumlog.proto import admin_pb2, admin_pb2_grpc, quorumlog_pb2_grpc
 from quorumlog.proto import quorumlog_pb2 as pb
-from quorumlog.proto import quorumlog_pb2_grpc
 
 # Reconnect quickly to a restarted node (grpc's default backoff grows to 120 s), and never
 # route loopback cluster traffic through an HTTP proxy picked up from the environment.
@@ -90,6 +91,9 @@ class NodeConnection:
         self._stub: Any = quorumlog_pb2_grpc.QuorumLogStub(  # type: ignore[no-untyped-call]
             self._channel
         )
+        self._admin: Any = admin_pb2_grpc.AdminStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
 
     async def _unary(self, method: Any, request: object, timeout: float | None) -> object:
         try:
@@ -140,6 +144,35 @@ class NodeConnection:
             self._stub.ClusterStatus, pb.ClusterStatusRequest(), timeout
         )
         return cast(pb.NodeStatus, response)
+
+    async def add_node(
+        self, request: admin_pb2.AddNodeRequest, timeout: float | None
+    ) -> admin_pb2.AddNodeResponse:
+        response = await self._unary(self._admin.AddNode, request, timeout)
+        return cast(admin_pb2.AddNodeResponse, response)
+
+    async def remove_node(
+        self, request: admin_pb2.RemoveNodeRequest, timeout: float | None
+    ) -> admin_pb2.RemoveNodeResponse:
+        response = await self._unary(self._admin.RemoveNode, request, timeout)
+        return cast(admin_pb2.RemoveNodeResponse, response)
+
+    async def transfer_leader(
+        self, request: admin_pb2.TransferLeaderRequest, timeout: float | None
+    ) -> admin_pb2.TransferLeaderResponse:
+        response = await self._unary(self._admin.TransferLeader, request, timeout)
+        return cast(admin_pb2.TransferLeaderResponse, response)
+
+    async def backup(self, timeout: float) -> AsyncIterator[admin_pb2.BackupChunk]:
+        """The Backup stream's chunks, in order (errors mapped like every other call)."""
+        call = self._admin.Backup(admin_pb2.BackupRequest(), timeout=timeout)
+        try:
+            async for chunk in call:
+                yield cast(admin_pb2.BackupChunk, chunk)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, self.address) from None
+        finally:
+            call.cancel()
 
     def subscribe(self, request: pb.SubscribeRequest) -> StreamReader:
         """Start a Subscribe stream (no deadline: it follows the tail until cancelled)."""

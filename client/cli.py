@@ -23,15 +23,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "toxiproxy-server": ("quorumlog.chaos.toxiproxy_server", "run a Toxiproxy-compatible server"),
     "node": ("quorumlog.node.cli_node", "run one quorumlog server process"),
-    "cluster": ("quorumlog.client.cluster", "run and operate a cluster (cluster up)"),
+    "cluster": (
+        "quorumlog.client.cluster",
+        "run and operate a cluster (up, add-node, remove-node, transfer-leader)",
+    ),
     "status": ("quorumlog.client.cmd_status", "show every node's role, term, leader and indexes"),
     "append": ("quorumlog.client.cmd_append", "append messages to a session, print offsets"),
     "read": ("quorumlog.client.cmd_read", "read messages of a session from an offset"),
     "tail": ("quorumlog.client.cmd_tail", "follow a session, printing messages as committed"),
     "sessions": ("quorumlog.client.cmd_sessions", "list sessions"),
-    "chaos": ("quorumlog.chaos.cli_chaos", "check a recorded chaos history (chaos check PATH)"),
+    "chaos": ("quorumlog.chaos.cli_chaos", "chaos run (faults + checked history) / chaos check"),
     "health": ("quorumlog.client.cmd_health", "check one node's gRPC health service"),
     "bench": ("quorumlog.client.bench", "load-test a cluster (or --local N) and report rates"),
+    "backup": ("quorumlog.client.cmd_backup", "write a consistent backup of a running cluster"),
+    "restore": ("quorumlog.node.cli_restore", "seed a new node's data directory from a backup"),
 }
 
 

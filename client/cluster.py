@@ -1,4 +1,5 @@
-"""``quorumlog cluster up``: run a local N-node cluster in the foreground.
+"""``quorumlog cluster up``: run a local N-node cluster in the foreground (and dispatch the
+``add-node`` / ``remove-node`` / ``transfer-leader`` actions to ``cmd_membership``).
 
 Owns: starting one ``quorumlog node`` process per member (node i: client port base+i-1, peer
 port base+100+i-1, data in DATA_DIR/n<i>), waiting until a leader is elected, printing the
@@ -20,6 +21,7 @@ from types import FrameType
 
 import grpc
 
+from quorumlog.client import cmd_membership
 from quorumlog.client.cli import CliError
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
@@ -84,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--base-port", type=int, default=7001, help="first client port (7001)")
     up.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to elect")
     up.add_argument("--node-arg", action="append", default=[], help="extra flag for nodes")
+    cmd_membership.add_arguments(sub)
 
 
 def _stop_all(members: list[LocalNode], timeout: float = 10.0) -> None:
@@ -102,6 +105,8 @@ def _stop_all(members: list[LocalNode], timeout: float = 10.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster_command != "up":
+        return cmd_membership.run(args)
     members = plan(args.nodes, args.base_port, args.data_dir)
     stop_requested: list[int] = []
 

@@ -1,10 +1,15 @@
-"""``quorumlog status``: every node's role, term, leader and log indexes.
+"""``quorumlog status``: every node's role, term, leader and log indexes, the leader's view
+of each follower's replication, and the membership.
 
-JSON: a list with one object per address, keys ``id, address, role, term, leader,
-commit_index, applied_index, last_index, pid`` (plus ``reachable``, ``error``,
-``advertised_address``, ``first_index``, ``snapshot_index``). ``address`` is the address
-dialed; an unreachable node has ``role`` "unreachable", null numbers and an ``error``.
-Exit code 0 when at least one node answered, 1 (with one line on stderr) when none did.
+Text: three tables — nodes (role, term, leader, commit / applied / last index, pid), then
+``replication`` as the leader reports it (each follower's match index, lag in entries, state,
+time since the leader last heard from it), then ``membership`` (voter or learner, peer and
+client address). JSON: a list with one object per address, keys ``id, address, role, term,
+leader, commit_index, applied_index, last_index, pid`` (plus ``reachable``, ``error``,
+``advertised_address``, ``first_index``, ``snapshot_index``, ``members`` and — on the
+leader — ``followers``). ``address`` is the address dialed; an unreachable node has ``role``
+"unreachable", null numbers and an ``error``. Exit code 0 when at least one node answered, 1
+(with one line on stderr) when none did.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from quorumlog.client import cli_common
 from quorumlog.client.cli import CliError
-from quorumlog.client.sdk import ClusterStatus, NodeReport
+from quorumlog.client.sdk import ClusterStatus, FollowerProgress, Member, NodeReport
 
 COLUMNS = (
     "id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index",
@@ -51,20 +56,73 @@ def node_json(report: NodeReport) -> dict[str, Any]:
         "advertised_address": status.address,
         "first_index": status.first_index,
         "snapshot_index": status.snapshot_index,
+        "members": [member_json(member) for member in status.members],
+        "followers": [follower_json(follower) for follower in status.followers],
     }
 
 
+def member_json(member: Member) -> dict[str, Any]:
+    return {
+        "id": member.id, "role": "voter" if member.voter else "learner",
+        "peer_address": member.peer_address, "client_address": member.client_address,
+    }
+
+
+def follower_json(follower: FollowerProgress) -> dict[str, Any]:
+    return {
+        "id": follower.id, "role": "learner" if follower.learner else "voter",
+        "match_index": follower.match_index, "lag": follower.lag, "state": follower.state,
+        "last_contact_ms": None if follower.last_contact_ms < 0 else follower.last_contact_ms,
+    }
+
+
+def _grid(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    cells = [list(header), *rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in cells]
+
+
+def _contact(milliseconds: int | None) -> str:
+    if milliseconds is None:
+        return "never"
+    return f"{milliseconds} ms ago" if milliseconds < 10_000 else f"{milliseconds // 1000} s ago"
+
+
+def replication_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The leader's (highest term's) view of its followers; empty when no leader answered."""
+    leaders = [row for row in rows if row["reachable"] and row["role"] == "leader"]
+    if not leaders:
+        return ["", "replication: no leader answered"]
+    leader = max(leaders, key=lambda row: row["term"])
+    lines = ["", f"replication (leader {leader['id']}, last index {leader['last_index']}):"]
+    lines += _grid(
+        ("FOLLOWER", "ROLE", "MATCH", "LAG", "STATE", "LAST CONTACT"),
+        [
+            [f["id"], f["role"], str(f["match_index"]), str(f["lag"]), f["state"],
+             _contact(f["last_contact_ms"])]
+            for f in leader["followers"]
+        ],
+    )
+    lines += ["", "membership:"]
+    lines += _grid(
+        ("MEMBER", "ROLE", "PEER ADDRESS", "CLIENT ADDRESS"),
+        [[m["id"], m["role"], m["peer_address"], m["client_address"] or "-"]
+         for m in leader["members"]],
+    )
+    return lines
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    cells = [[c.upper() for c in COLUMNS]]
-    for row in rows:
-        cells.append(["-" if row[c] is None or row[c] == "" else str(row[c]) for c in COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-             for line in cells]
+    lines = _grid(
+        tuple(c.upper() for c in COLUMNS),
+        [["-" if row[c] is None or row[c] == "" else str(row[c]) for c in COLUMNS]
+         for row in rows],
+    )
     for row in rows:
         if not row["reachable"]:
             lines.append(f"{row['address']}: {row['error']}")
-    return "\n".join(lines)
+    return "\n".join(lines + replication_table(rows))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,12 +33,14 @@ import uuid
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import Future as ConcurrentFuture
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection, StreamReader
+from quorumlog.client.admin import AddNodeResult, BackupResult, Operations
 from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
@@ -51,11 +53,14 @@ DEFAULT_DEADLINE = 10.0
 MAX_SESSION_ID_BYTES = 1024
 
 __all__ = [
+    "AddNodeResult",
     "AppendResult",
     "AsyncClient",
+    "BackupResult",
     "Client",
     "ClusterStatus",
     "Consistency",
+    "FollowerProgress",
     "Member",
     "NodeReport",
     "NodeStatus",
@@ -116,6 +121,20 @@ class Member:
     client_address: str
     peer_address: str
     voter: bool
+    learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerProgress:
+    """The leader's view of one other member's replication."""
+
+    id: str
+    match_index: int
+    next_index: int
+    state: str  # probe, replicate, snapshot
+    learner: bool
+    lag: int  # entries behind the leader's last index
+    last_contact_ms: int  # since the leader last heard from it; -1 never
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +151,7 @@ class NodeStatus:
     members: list[Member]
     first_index: int
     snapshot_index: int
+    followers: list[FollowerProgress] = field(default_factory=list)  # leader only
 
     @classmethod
     def from_pb(cls, status: pb.NodeStatus) -> NodeStatus:
@@ -146,10 +166,18 @@ class NodeStatus:
             last_index=status.last_index,
             pid=status.pid,
             members=[
-                Member(m.id, m.client_address, m.peer_address, m.voter) for m in status.members
+                Member(m.id, m.client_address, m.peer_address, m.voter, m.learner)
+                for m in status.members
             ],
             first_index=status.first_index,
             snapshot_index=status.snapshot_index,
+            followers=[
+                FollowerProgress(
+                    f.id, f.match_index, f.next_index, f.state, f.learner, f.lag,
+                    f.last_contact_ms,
+                )
+                for f in status.followers
+            ],
         )
 
 
@@ -240,6 +268,7 @@ class AsyncClient:
         self._rng = random.Random(seed)
         self._router = Router(parse_addresses(addresses), policy=self._retry, rng=self._rng)
         self._outbox = AppendOutbox(self._router)
+        self._operations = Operations(self._router, self._end)
         self._producers: dict[str, SessionProducer] = {}
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -507,6 +536,29 @@ class AsyncClient:
 
         reports = await asyncio.gather(*(probe(address) for address in self.addresses))
         return ClusterStatus(list(reports))
+
+    # -- operations (see ``admin.py``) ------------------------------------------------------
+
+    async def add_node(
+        self, node_id: str, peer_address: str, client_address: str, *,
+        deadline: float | None = None,
+    ) -> AddNodeResult:
+        """Add ``node_id`` as a learner, wait until it caught up, promote it to voter."""
+        return await self._operations.add_node(node_id, peer_address, client_address, deadline)
+
+    async def remove_node(self, node_id: str, *, deadline: float | None = None) -> int:
+        """Remove a member (the leader too); returns the index of the change."""
+        return await self._operations.remove_node(node_id, deadline)
+
+    async def transfer_leader(
+        self, node_id: str, *, deadline: float | None = None
+    ) -> tuple[str, int]:
+        """Make voter ``node_id`` the leader; returns (leader, term)."""
+        return await self._operations.transfer_leader(node_id, deadline)
+
+    async def backup(self, path: str | Path, *, deadline: float | None = None) -> BackupResult:
+        """Write a consistent backup of the whole state to ``path`` (atomically)."""
+        return await self._operations.backup(Path(path), deadline)
 
 
 class Subscription:
@@ -793,6 +845,23 @@ class Client:
 
     def node_status(self, address: str, *, deadline: float | None = None) -> NodeStatus:
         return self._run(self._async.node_status(address, deadline=deadline))
+
+    def add_node(
+        self, node_id: str, peer_address: str, client_address: str, *,
+        deadline: float | None = None,
+    ) -> AddNodeResult:
+        return self._run(
+            self._async.add_node(node_id, peer_address, client_address, deadline=deadline)
+        )
+
+    def remove_node(self, node_id: str, *, deadline: float | None = None) -> int:
+        return self._run(self._async.remove_node(node_id, deadline=deadline))
+
+    def transfer_leader(self, node_id: str, *, deadline: float | None = None) -> tuple[str, int]:
+        return self._run(self._async.transfer_leader(node_id, deadline=deadline))
+
+    def backup(self, path: str | Path, *, deadline: float | None = None) -> BackupResult:
+        return self._run(self._async.backup(path, deadline=deadline))
 
     def cluster_status(self, *, deadline: float | None = None) -> ClusterStatus:
         return self._run(self._async.cluster_status(deadline=deadline))

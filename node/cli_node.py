@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--seed", type=int, help="seed the election timer (tests)")
     parser.add_argument(
+        "--join",
+        action="store_true",
+        help="start empty and wait to be added with `quorumlog cluster add-node` "
+        "(--peers then lists members to contact first, may be omitted)",
+    )
+    parser.add_argument(
         "--unsafe-ack-before-fsync",
         action="store_true",
         help=argparse.SUPPRESS,  # chaos canary only: acknowledges writes before they are durable
@@ -59,6 +65,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     values.update({key: value for key, value in flags.items() if value is not None})
     if args.unsafe_ack_before_fsync:
         values["unsafe_ack_before_fsync"] = True
+    if args.join:
+        values["join"] = True
+        values.setdefault("peers", {})
     missing = [
         flag
         for flag, key in (

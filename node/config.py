@@ -30,6 +30,11 @@ def raft_id(name: str) -> int:
     return (int.from_bytes(digest, "big") & ((1 << 62) - 1)) | (1 << 62)
 
 
+def valid_name(name: str) -> bool:
+    """A node name: letters, digits, ``.``, ``_``, ``-``; at most 63 characters."""
+    return bool(_NAME.match(name))
+
+
 def parse_address(text: str, what: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -70,6 +75,9 @@ class NodeConfig:
     log_level: str = "info"
     unsafe_ack_before_fsync: bool = False  # chaos canary only: never in production
     seed: int | None = None
+    # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
+    # a cluster; ``peers`` then lists members to contact first (may be empty).
+    join: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -81,9 +89,9 @@ class NodeConfig:
             raise ConfigError(f"--id: invalid node name {self.name!r}")
         parse_address(self.client_addr, "--client-addr")
         parse_address(self.peer_addr, "--peer-addr")
-        if self.name not in self.peers:
+        if self.name not in self.peers and not self.join:
             raise ConfigError(f"--peers must include this node ({self.name})")
-        if self.peers[self.name] != self.peer_addr:
+        if self.name in self.peers and self.peers[self.name] != self.peer_addr:
             raise ConfigError(
                 f"--peers says {self.name} is at {self.peers[self.name]}, "
                 f"but --peer-addr is {self.peer_addr}"
@@ -110,6 +118,7 @@ _TOML_KEYS = {
     "snapshot_keep": "snapshot_keep",
     "metrics_addr": "metrics_addr",
     "log_level": "log_level",
+    "join": "join",
 }
 
 

@@ -31,6 +31,8 @@ class ErrorCode(enum.Enum):
     NOT_FOUND = "NOT_FOUND"
     OUT_OF_RANGE = "OUT_OF_RANGE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"  # membership: the id or an address is taken
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"  # membership: not allowed in this configuration
 
 
 class InvalidInput(Exception):

@@ -1,8 +1,9 @@
 """Prometheus metrics of one node, served over HTTP.
 
 Owns: a per-node ``CollectorRegistry`` (several nodes may share a test process) with the Raft
-gauges (term, role, commit / applied / last index), write-path figures (entries per fsync,
-fsync latency, readies) and client request latencies by method and status. Must never: be
+gauges (term, role, commit / applied / last index, voters and learners, and on the leader each
+follower's lag), write-path figures (entries per fsync, fsync latency, readies) and client
+request latencies by method and status. Must never: be
 read by the Raft loop for decisions; it only observes.
 """
 
@@ -47,7 +48,22 @@ class _RaftCollector(Collector):
 
         metrics = node.metrics
         syncs = max(metrics.synced_writes, 1)
+        conf = raft.conf_state()
+        lag = GaugeMetricFamily(
+            "quorumlog_raft_follower_lag_entries",
+            "leader only: entries each follower is behind the leader's last index",
+            labels=["node", "follower"],
+        )
+        last = raft.log.last_index()
+        if str(raft.role) == "leader":
+            for peer_id, progress in sorted(raft.prs.items()):
+                if peer_id != raft.id:
+                    lag.add_metric([self._name, f"n{peer_id}"], max(0, last - progress.match))
         return [
+            lag,
+            gauge("quorumlog_raft_voters", "voters in the configuration", len(conf.voters)),
+            gauge("quorumlog_raft_learners", "learners in the configuration",
+                  len(conf.learners)),
             gauge("quorumlog_raft_term", "current Raft term", raft.term),
             gauge("quorumlog_raft_role", "0 follower, 1 candidate, 2 leader, 3 pre-candidate",
                   ROLE_VALUES.get(str(raft.role), -1)),

@@ -2,7 +2,9 @@
 
 Owns: wiring the pieces of a node together and their start/stop order (storage → Raft loop →
 peer server → client server; the reverse on stop), bootstrapping an empty data directory as a
-founding member, the gRPC health service and structured JSON logs. Must never: contain
+founding member (or, with ``--join``, leaving it empty until the leader adds this node), keeping
+the peer links in step with the replicated member records, the gRPC health service and
+structured JSON logs. Must never: contain
 protocol or state-machine logic.
 """
 
@@ -21,6 +23,8 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from quorumlog.node import membership
+from quorumlog.node.admin import AdminService
 from quorumlog.node.config import NodeConfig, raft_id
 from quorumlog.node.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.raft_node import RaftNode
@@ -28,7 +32,7 @@ from quorumlog.node.service import QuorumLogService
 from quorumlog.node.state_machine import SessionStateMachine
 from quorumlog.node.storage import RocksStorage
 from quorumlog.node.transport import CHANNEL_OPTIONS, PeerInfo, PeerServicer, PeerTransport
-from quorumlog.proto import quorumlog_pb2_grpc, raft_pb2, raft_pb2_grpc
+from quorumlog.proto import admin_pb2_grpc, quorumlog_pb2_grpc, raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId, StateRole
 
 log = logging.getLogger("quorumlog.server")
@@ -86,23 +90,54 @@ class NodeServer:
         self.started_at = time.time()
 
     def _names(self) -> dict[NodeId, str]:
-        return {raft_id(name): name for name in self.config.peers}
+        names = {raft_id(name): name for name in self.config.peers}
+        if self.transport is not None:
+            names.update({peer_id: info.name for peer_id, info in self.transport.peers.items()})
+        return names
+
+    def _sync_members(self) -> None:
+        """Point the peer links at the members the replicated records name (after a
+        membership change applied or a state restore)."""
+        if self.state_machine is None or self.transport is None:
+            return
+        records = self.state_machine.members()
+        if not records:
+            return  # nothing replicated yet (a joining node): keep seeds and learned peers
+        book = membership.address_book(records, self.config.peers)
+        self.transport.set_peers(
+            {
+                node_id: PeerInfo(address.name, address.peer_address, address.client_address)
+                for node_id, address in book.items()
+            }
+        )
 
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        storage = RocksStorage(config.data_dir / "db")
+        storage = RocksStorage(
+            config.data_dir / "db", unsafe_volatile=config.unsafe_ack_before_fsync
+        )
         self.storage = storage
-        if storage.is_empty():
+        if storage.is_empty() and config.join:
+            log.info("empty data directory: waiting to be added as %s", config.name)
+        elif storage.is_empty():
             voters = tuple(sorted(raft_id(name) for name in config.peers))
             storage.bootstrap(voters)
             log.info("bootstrapped a new cluster member with voters %s", sorted(config.peers))
         state_machine = SessionStateMachine(storage)
         self.state_machine = state_machine
+        records = state_machine.members()
+        if not records and not config.join and not state_machine.import_incomplete:
+            # Founding members: every one derives the same records from the same --peers.
+            records = membership.records_from_peers(
+                config.peers, storage.snapshot().metadata.conf_state.all_ids()
+            )
+            state_machine.seed_members(records)
         peers = {
-            raft_id(name): PeerInfo(name, address) for name, address in config.peers.items()
+            node_id: PeerInfo(address.name, address.peer_address, address.client_address)
+            for node_id, address in membership.address_book(records, config.peers).items()
         }
-        peers[config.id].client_address = config.client_addr
+        peers[config.id] = PeerInfo(config.name, config.peer_addr, config.client_addr)
         transport = PeerTransport(
             self_name=config.name,
             self_id=config.id,
@@ -111,6 +146,7 @@ class NodeServer:
             peers=peers,
             on_messages=self._deliver,
             on_unreachable=self._unreachable,
+            peer_address=config.peer_addr,
         )
         self.transport = transport
         node = RaftNode(
@@ -119,7 +155,7 @@ class NodeServer:
             state_machine=state_machine,
             send=transport.send,
             fetch_state=self._fetch_state_from,
-            peer_ids=lambda: list(peers),
+            peer_ids=lambda: list(transport.peers),
             tick_seconds=config.tick_ms / 1000,
             election_tick=config.election_tick,
             heartbeat_tick=config.heartbeat_tick,
@@ -129,6 +165,7 @@ class NodeServer:
             seed=config.seed,
             unsafe_ack_before_fsync=config.unsafe_ack_before_fsync,
             on_role_change=self._on_role_change,
+            on_membership_applied=self._sync_members,
         )
         self.node = node
 
@@ -145,6 +182,9 @@ class NodeServer:
         service = QuorumLogService(node, state_machine, transport, config)
         quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
             service, self.client_server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
+            AdminService(service), self.client_server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.client_server)
         self._bind(self.client_server, config.client_addr, "--client-addr")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
@@ -20,6 +21,7 @@ import grpc
 from quorumlog.node import limits
 from quorumlog.node.config import NodeConfig
 from quorumlog.node.limits import InvalidInput
+from quorumlog.node.membership import follower_progress
 from quorumlog.node.raft_node import CommandFailed, NotLeader, OutcomeUnknown, RaftNode
 from quorumlog.node.state_machine import (
     AppendResult,
@@ -370,8 +372,10 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
                 client_address=info.client_address,
                 peer_address=info.peer_address,
                 voter=peer_id in conf.voters,
+                learner=peer_id in conf.learners,
             )
             for peer_id, info in sorted(peers.items(), key=lambda item: item[1].name)
+            if peer_id in conf.voters or peer_id in conf.learners
         ]
         return quorumlog_pb2.NodeStatus(
             id=self.config.name,
@@ -386,4 +390,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             members=members,
             first_index=raft.log.first_index(),
             snapshot_index=self.node.storage.snapshot().metadata.index,
+            followers=follower_progress(
+                self.node.raw.status(), peers, self.transport.last_heard, time.monotonic()
+            ),
         )

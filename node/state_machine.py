@@ -1,15 +1,16 @@
 """The session state machine: committed Raft entries in, sessions of ordered messages out.
 
-Owns: every key of the node's RocksDB under ``a/``, ``S/``, ``p/`` and ``s/`` (the Raft
+Owns: every key of the node's RocksDB under ``a/``, ``S/``, ``n/``, ``p/`` and ``s/`` (the Raft
 storage owns ``m/`` and ``l/``; see ``quorumlog.node.storage``), applying committed entries to
-them, the local reads the client service answers from, and streaming the whole state out and
-in for snapshots. Must never: read a clock, draw randomness or consult anything node-local
-while applying (the same committed entries give the same bytes on every replica; time comes
-from ``CommandBatch.leader_time_ms``), keep per-session or per-message data in Python memory
-beyond one ``apply`` call except a bounded cache of recent sessions' metadata (memory does not
-grow with what is stored), or write keys outside its four prefixes. ``apply`` and
-``import_state`` must not run concurrently with each other; reads may run beside ``apply``
-(a read that races a trim or delete answers ``OUT_OF_RANGE`` / ``NOT_FOUND``, never a gap).
+them (membership change entries update the member records), the local reads the client service
+answers from, and streaming the whole state out and in for snapshots. Must never: read a clock,
+draw randomness or consult anything node-local while applying (the same committed entries give
+the same bytes on every replica; time comes from ``CommandBatch.leader_time_ms``), keep
+per-session or per-message data in Python memory beyond one ``apply`` call except a bounded
+cache of recent sessions' metadata (memory does not grow with what is stored), or write keys
+outside its five prefixes. ``apply`` and ``import_state`` must not run concurrently with each
+other; reads may run beside ``apply`` (a read that races a trim or delete answers
+``OUT_OF_RANGE`` / ``NOT_FOUND``, never a gap).
 
 Key layout (raw bytes; integers unsigned big-endian; ``<sid>`` is ``>H`` UTF-8 length then
 the session id's UTF-8 bytes, so one session's keys form one contiguous range that no other
@@ -29,6 +30,11 @@ key                            value
 ``s/<sid><offset >Q>``         one message: ``>Q`` cumulative payload bytes of the session's
                                messages before this one, then the payload. The cumulative
                                count makes a trim's new byte total one point read.
+``n/<node id >Q>``             a member's record: ``commands.MemberAddress`` (name, peer and
+                               client address, learner flag). Written when a membership change
+                               entry applies (its context is the address), removed with the
+                               member; the founding members' records are seeded from
+                               ``--peers`` (``seed_members``), so every member has one.
 ``p/<sid><producer UTF-8>``    idempotent producer state: up to ``PRODUCER_BATCHES_KEPT``
                                ``>QIQ`` (first sequence, message count, first offset) of its
                                latest appends, oldest first
@@ -85,18 +91,21 @@ from quorumlog.node.limits import (
 )
 from quorumlog.node.storage import RocksStorage
 from quorumlog.proto import commands_pb2, quorumlog_pb2
-from quorumlog.raft.types import Entry, EntryType
+from quorumlog.raft.types import ConfChange, ConfChangeType, Entry, EntryType, NodeId
 
 APPLIED_PREFIX = b"a/"
+MEMBER_PREFIX = b"n/"
 SESSION_PREFIX = b"S/"
 PRODUCER_PREFIX = b"p/"
 MESSAGE_PREFIX = b"s/"
 APPLIED_KEY = b"a/applied"
 IMPORTING_KEY = b"a/importing"
 # Every prefix this module owns, in key order.
-STATE_PREFIXES = (SESSION_PREFIX, APPLIED_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX)
+STATE_PREFIXES = (
+    SESSION_PREFIX, APPLIED_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX
+)
 # What a snapshot carries as key/value pairs (the applied index travels in its header).
-_EXPORTED_PREFIXES = (SESSION_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX)
+_EXPORTED_PREFIXES = (SESSION_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX)
 
 # Part of the replicated format: changing it changes what a retry is answered.
 PRODUCER_BATCHES_KEPT = 16
@@ -121,6 +130,11 @@ _HEADER = struct.Struct(">4sBQ")
 _PAIR = struct.Struct(">II")
 
 _NORMAL = EntryType.NORMAL
+_CONF_CHANGE = EntryType.CONF_CHANGE
+
+
+def member_key(node_id: NodeId) -> bytes:
+    return MEMBER_PREFIX + _U64.pack(node_id)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -454,10 +468,9 @@ class SessionStateMachine:
             raise ValueError("session ids longer than 65535 bytes do not fit the key layout")
         self._db = storage.db
         self.limits = limits
-        self._write_options = rocksdict.WriteOptions()
-        self._write_options.sync = False
-        self._sync_write_options = rocksdict.WriteOptions()
-        self._sync_write_options.sync = True
+        # The storage's options: the same durability mode (WAL) for the whole DB.
+        self._write_options = storage.write_options(sync=False)
+        self._sync_write_options = storage.write_options(sync=True)
         self._meta_cache: dict[bytes, _Meta | None] = {}
         self._applied = self._load_applied()
         self._import_incomplete = self._db.get(IMPORTING_KEY) is not None
@@ -486,6 +499,8 @@ class SessionStateMachine:
                 continue
             applied = index
             data = entry.data
+            if entry.type is _CONF_CHANGE:
+                self._apply_conf_change(batch.raw, data)
             if entry.type is not _NORMAL or not data:
                 results.append(EntryResult(index, entry.term, ()))
                 continue
@@ -514,6 +529,50 @@ class SessionStateMachine:
             batch.update_cache()
             self._applied = applied
         return results
+
+    def _apply_conf_change(self, raw: rocksdict.WriteBatch, data: bytes) -> None:
+        """Keep the member records in step with a committed membership change."""
+        try:
+            change = ConfChange.decode(data)
+            address = commands_pb2.MemberAddress.FromString(change.context)
+        except Exception:  # a malformed context changes no record; every node agrees
+            return
+        key = member_key(change.node_id)
+        if change.type == ConfChangeType.REMOVE_NODE:
+            raw.delete(key)
+            return
+        if not address.peer_address:
+            # A promotion (or demotion) without a context keeps the recorded addresses.
+            value = self._db.get(key)
+            if value is not None:
+                address = commands_pb2.MemberAddress.FromString(value)
+        address.learner = change.type == ConfChangeType.ADD_LEARNER
+        raw.put(key, address.SerializeToString())
+
+    def members(self) -> dict[NodeId, commands_pb2.MemberAddress]:
+        """Every member's record, as of the applied index (a handful of keys)."""
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(_successor(MEMBER_PREFIX))
+        iterator = self._db.iter(options)
+        iterator.seek(MEMBER_PREFIX)
+        records: dict[NodeId, commands_pb2.MemberAddress] = {}
+        while iterator.valid():
+            key: bytes = iterator.key()
+            node_id: NodeId = _U64.unpack_from(key, len(MEMBER_PREFIX))[0]
+            records[node_id] = commands_pb2.MemberAddress.FromString(iterator.value())
+            iterator.next()
+        return records
+
+    def seed_members(self, records: dict[NodeId, commands_pb2.MemberAddress]) -> None:
+        """Replace every member record (founding members from ``--peers``; a restore).
+
+        Only for a state every replica derives the same way from the same flags: a founded
+        cluster before its first entry, or a restored backup; never while applying."""
+        raw = rocksdict.WriteBatch(raw_mode=True)
+        raw.delete_range(MEMBER_PREFIX, _successor(MEMBER_PREFIX))
+        for node_id, record in sorted(records.items()):
+            raw.put(member_key(node_id), record.SerializeToString())
+        self._db.write(raw, self._sync_write_options)
 
     def _apply_command(
         self, batch: _ApplyBatch, command: commands_pb2.Command, now: int

@@ -370,12 +370,24 @@ class RocksStorage:
     ``create_snapshot``, ``compact``), each a single batch.
     """
 
-    def __init__(self, path: str | Path, options: rocksdict.Options | None = None) -> None:
+    def __init__(
+        self, path: str | Path, options: rocksdict.Options | None = None, *,
+        unsafe_volatile: bool = False,
+    ) -> None:
         self.path = Path(path)
+        # UNSAFE, chaos canary only (``--unsafe-ack-before-fsync``): every write of this DB
+        # (the state machine's too, via ``write_options``) skips the WAL, so it lives only in
+        # the memtable and a kill -9 loses everything since the last memtable flush. A clean
+        # close still flushes. It exists so the chaos harness can prove it detects loss.
+        self.unsafe_volatile = unsafe_volatile
         self._sync_write = rocksdict.WriteOptions()
-        self._sync_write.sync = True
+        self._sync_write.sync = not unsafe_volatile
         self._async_write = rocksdict.WriteOptions()
         self._async_write.sync = False
+        if unsafe_volatile:
+            # rocksdict's stub declares a method; at run time disable_wal is a property.
+            self._sync_write.disable_wal = True  # type: ignore[method-assign,assignment]
+            self._async_write.disable_wal = True  # type: ignore[method-assign,assignment]
         self._db = rocksdict.Rdict(str(self.path), options or log_options())
         self._closed = False
         try:
@@ -443,6 +455,10 @@ class RocksStorage:
         return Snapshot(metadata, data if isinstance(data, bytes) else b"")
 
     # -- write side ----------------------------------------------------------------------
+    def write_options(self, *, sync: bool) -> rocksdict.WriteOptions:
+        """The write options for other prefixes' writes to this DB (same durability mode)."""
+        return self._sync_write if sync else self._async_write
+
     def batch(self) -> LogBatch:
         return LogBatch(self)
 
@@ -451,7 +467,7 @@ class RocksStorage:
         if batch._storage is not self or batch._base is not self._state:
             raise StaleBatch("batch was built on an older state (or already written)")
         if batch.raw.is_empty():
-            if sync:
+            if sync and not self.unsafe_volatile:
                 self._db.flush_wal(True)
         else:
             self._db.write(batch.raw, self._sync_write if sync else self._async_write)

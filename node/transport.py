@@ -2,8 +2,10 @@
 
 Owns: one outgoing client stream per peer (messages queued by the Raft loop are sent in
 batches, in order), reconnection with bounded backoff, the receiving servicer that decodes
-batches and hands them to the Raft loop, and what peers told us about themselves (name and
-client address, used for leader hints). Must never: step the Raft core itself, block the event
+batches and hands them to the Raft loop, what peers told us about themselves (name, client
+address for leader hints, peer address so a node just added can answer a leader it has never
+heard of), when each peer was last heard from, and following membership changes (links added,
+re-pointed and closed by ``set_peers``). Must never: step the Raft core itself, block the event
 loop, or queue without bound (a peer that cannot keep up loses messages, which Raft tolerates
 and repairs).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -84,6 +87,7 @@ class PeerLink:
             batch = encode_batch(transport.cluster_id, transport.self_id, messages)
             batch.client_address = transport.client_address
             batch.sender_name = transport.self_name
+            batch.peer_address = transport.peer_address_of_self
             self.sent_batches += 1
             yield batch
 
@@ -131,8 +135,11 @@ class PeerTransport:
         peers: dict[NodeId, PeerInfo],
         on_messages: Callable[[list[Message]], None],
         on_unreachable: Callable[[NodeId], None],
+        peer_address: str = "",
     ) -> None:
         self.self_name = self_name
+        self.peer_address_of_self = peer_address
+        self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
         self.self_id = self_id
         self.cluster_id = cluster_id
         self.client_address = client_address
@@ -140,6 +147,7 @@ class PeerTransport:
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
         self.links: dict[NodeId, PeerLink] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # links of removed peers, ending
 
     def start(self) -> None:
         for peer_id, info in self.peers.items():
@@ -170,12 +178,62 @@ class PeerTransport:
             if name:
                 info.name = name
 
+    def learn_sender(self, peer_id: NodeId, name: str, peer_address: str) -> bool:
+        """A batch from a node we have no address for: remember where it said it listens
+        and open a link back (a node just added hears from the leader before it knows the
+        membership). False when the sender gave no address."""
+        if peer_id in self.peers:
+            return True
+        if not peer_address or peer_id == self.self_id:
+            return False
+        self.peers[peer_id] = PeerInfo(name or f"n{peer_id}", peer_address)
+        self._link(peer_id, peer_address)
+        log.info("learned peer %s at %s", name or peer_id, peer_address)
+        return True
+
+    def set_peers(self, wanted: dict[NodeId, PeerInfo]) -> None:
+        """Follow the membership: open links to new members, re-point moved ones, close
+        links to removed ones. Client addresses already learned are kept when ``wanted``
+        has none. This node's own entry is kept as it is."""
+        for peer_id, info in wanted.items():
+            if peer_id == self.self_id:
+                continue
+            current = self.peers.get(peer_id)
+            if current is None:
+                self.peers[peer_id] = PeerInfo(info.name, info.peer_address, info.client_address)
+                self._link(peer_id, info.peer_address)
+                log.info("added peer %s at %s", info.name, info.peer_address)
+                continue
+            current.name = info.name or current.name
+            current.client_address = info.client_address or current.client_address
+            if current.peer_address != info.peer_address:
+                current.peer_address = info.peer_address
+                self._close_link(peer_id)
+                self._link(peer_id, info.peer_address)
+                log.info("peer %s moved to %s", info.name, info.peer_address)
+        for peer_id in [p for p in self.peers if p not in wanted and p != self.self_id]:
+            del self.peers[peer_id]
+            self.last_heard.pop(peer_id, None)
+            self._close_link(peer_id)
+            log.info("removed peer n%d", peer_id)
+
+    def _close_link(self, peer_id: NodeId) -> None:
+        link = self.links.pop(peer_id, None)
+        if link is not None and link.task is not None:
+            link.task.cancel()
+            self._closing.add(link.task)
+            link.task.add_done_callback(self._closing.discard)
+
+    def heard_from(self, peer_id: NodeId) -> None:
+        self.last_heard[peer_id] = time.monotonic()
+
     def peer_address(self, peer_id: NodeId) -> str | None:
         info = self.peers.get(peer_id)
         return info.peer_address if info else None
 
     async def stop(self) -> None:
         tasks = [link.task for link in self.links.values() if link.task is not None]
+        tasks += list(self._closing)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -198,9 +256,10 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
     def _accept(self, batch: raft_pb2.MessageBatch) -> list[Message]:
         messages = decode_batch(batch, self.transport.cluster_id)
         sender = getattr(batch, "from")
-        if sender not in self.transport.peers:
+        if not self.transport.learn_sender(sender, batch.sender_name, batch.peer_address):
             raise CodecError(f"n{sender} is not a known peer")
         self.transport.learn(sender, batch.sender_name, batch.client_address)
+        self.transport.heard_from(sender)
         return messages
 
     async def Stream(  # noqa: N802 -- gRPC method name

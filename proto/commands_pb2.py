@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equorumlog/proto/commands.proto\x12\x15quorumlog.commands.v1\"Y\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xc4\x01\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x42\x06\n\x04kind\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Commandb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equorumlog/proto/commands.proto\x12\x15quorumlog.commands.v1\"Y\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xc4\x01\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x42\x06\n\x04kind\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Command\"\\\n\rMemberAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,4 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMAND']._serialized_end=441
   _globals['_COMMANDBATCH']._serialized_start=443
   _globals['_COMMANDBATCH']._serialized_end=531
+  _globals['_MEMBERADDRESS']._serialized_start=533
+  _globals['_MEMBERADDRESS']._serialized_end=625
 # @@protoc_insertion_point(module_scope)

@@ -49,3 +49,15 @@ class CommandBatch(_message.Message):
     leader_time_ms: int
     commands: _containers.RepeatedCompositeFieldContainer[Command]
     def __init__(self, leader_time_ms: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+
+class MemberAddress(_message.Message):
+    __slots__ = ("name", "peer_address", "client_address", "learner")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    peer_address: str
+    client_address: str
+    learner: bool
+    def __init__(self, name: _Optional[str] = ..., peer_address: _Optional[str] = ..., client_address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...

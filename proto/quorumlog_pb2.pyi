@@ -183,19 +183,39 @@ class ClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "client_address", "peer_address", "voter")
+    __slots__ = ("id", "client_address", "peer_address", "voter", "learner")
     ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VOTER_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     client_address: str
     peer_address: str
     voter: bool
-    def __init__(self, id: _Optional[str] = ..., client_address: _Optional[str] = ..., peer_address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
+    learner: bool
+    def __init__(self, id: _Optional[str] = ..., client_address: _Optional[str] = ..., peer_address: _Optional[str] = ..., voter: _Optional[bool] = ..., learner: _Optional[bool] = ...) -> None: ...
+
+class FollowerProgress(_message.Message):
+    __slots__ = ("id", "match_index", "next_index", "state", "learner", "lag", "last_contact_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    NEXT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONTACT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    match_index: int
+    next_index: int
+    state: str
+    learner: bool
+    lag: int
+    last_contact_ms: int
+    def __init__(self, id: _Optional[str] = ..., match_index: _Optional[int] = ..., next_index: _Optional[int] = ..., state: _Optional[str] = ..., learner: _Optional[bool] = ..., lag: _Optional[int] = ..., last_contact_ms: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index")
+    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index", "followers")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +228,7 @@ class NodeStatus(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     role: str
@@ -220,4 +241,5 @@ class NodeStatus(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[Member]
     first_index: int
     snapshot_index: int
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ...) -> None: ...
+    followers: _containers.RepeatedCompositeFieldContainer[FollowerProgress]
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,12 @@ class Config:
     promote_max_lag: int = 1000
     check_quorum: bool = True
     pre_vote: bool = True
+    # When a follower's acknowledgement advances the commit index, etcd-style Raft sends every
+    # follower an append at once just to carry the new index (half of all appends when clients
+    # write one at a time). With ``lazy_commit`` the new index rides on the next append or
+    # heartbeat instead, or goes out when the application calls ``flush_commit`` (the node
+    # does so after a short delay). Safety is unchanged: only when followers learn it moves.
+    lazy_commit: bool = False
     logger: Callable[[str], None] | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -121,6 +127,7 @@ class Raft:
         self.votes: dict[NodeId, bool] = {}
         self.msgs: list[Message] = []
         self.msgs_after_append: list[Message] = []
+        self.commit_unsent = False  # lazy_commit: some follower has not heard the commit index
         self.read_states: list[ReadState] = []
         self.read_only = ReadOnly()
         self.pending_read_index: list[Message] = []
@@ -498,7 +505,7 @@ class Raft:
             return
         own = self.prs.get(self.id)
         if own is not None and own.maybe_update(index) and self._maybe_commit():
-            self._bcast_append()
+            self._commit_advanced()
 
     def _maybe_commit(self) -> bool:
         """Commit the largest index a quorum holds, if it is from our term (§5.4.2)."""
@@ -515,7 +522,22 @@ class Raft:
     def _committed_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term
 
+    def _commit_advanced(self) -> None:
+        """Tell followers about a new commit index: now, or lazily (see ``Config.lazy_commit``)."""
+        if self.config.lazy_commit:
+            self.commit_unsent = True
+        else:
+            self._bcast_append()
+
+    def flush_commit(self) -> bool:
+        """Lazy commit: send the commit index to every follower now if one has not heard it."""
+        if self.role != StateRole.LEADER or not self.commit_unsent:
+            return False
+        self._bcast_append()
+        return True
+
     def _bcast_append(self) -> None:
+        self.commit_unsent = False
         for node_id in self.prs:
             if node_id != self.id:
                 self._send_append(node_id)
@@ -619,13 +641,16 @@ class Raft:
                 progress.become_replicate()
         else:
             progress.inflights.free_le(m.index)
-        if self._maybe_commit():
+        committed = self._maybe_commit()
+        if committed and not self.config.lazy_commit:
             self._bcast_append()
-        elif was_paused:
-            self._send_append(m.frm)
         else:
-            while self._maybe_send_append(m.frm, send_if_empty=False):
-                pass
+            self.commit_unsent |= committed
+            if was_paused:
+                self._send_append(m.frm)
+            else:
+                while self._maybe_send_append(m.frm, send_if_empty=False):
+                    pass
         if m.frm == self.lead_transferee and progress.match == self.log.last_index():
             self._log(f"sent timeout-now to n{m.frm}: caught up")
             self._send(Message(MT.TIMEOUT_NOW, to=m.frm))
@@ -665,6 +690,7 @@ class Raft:
             self._send_snapshot_chunk(m.frm, progress)
 
     def _bcast_heartbeat(self, context: bytes) -> None:
+        self.commit_unsent = False  # heartbeats carry the commit index too
         for node_id, progress in self.prs.items():
             if node_id == self.id:
                 continue

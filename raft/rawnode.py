@@ -144,6 +144,10 @@ class RawNode:
     def transfer_leader(self, transferee: NodeId) -> None:
         self.raft.step(Message(MessageType.TRANSFER_LEADER, frm=transferee))
 
+    def flush_commit(self) -> bool:
+        """With ``Config.lazy_commit``: send the commit index to followers that lack it."""
+        return self.raft.flush_commit()
+
     def report_unreachable(self, node_id: NodeId) -> None:
         self.raft.step(Message(MessageType.UNREACHABLE, frm=node_id))
 

@@ -84,6 +84,16 @@ class LocalCluster:
             for i in range(1, size + 1)
         }
 
+    def add_member(self, name: str, extra_args: list[str] | None = None) -> NodeProcess:
+        """A new node entry with its own free ports, not started (e.g. one to ``--join``)."""
+        client_port, peer_port = free_ports(2)
+        node = NodeProcess(
+            name, f"127.0.0.1:{client_port}", f"127.0.0.1:{peer_port}", self.root / name,
+            self.root / f"{name}.log", extra_args=list(extra_args or []),
+        )
+        self.nodes[name] = node
+        return node
+
     @property
     def addresses(self) -> list[str]:
         return [node.client_addr for node in self.nodes.values()]

@@ -101,6 +101,7 @@ def test_deploy_folder_has_every_deliverable() -> None:
         "Dockerfile", "compose.yaml", "README.md",
         "kubernetes/statefulset.yaml", "kubernetes/services.yaml", "kubernetes/pdb.yaml",
         "systemd/quorumlog@.service", "systemd/n1.env", "systemd/n1.toml",
+        "grafana/quorumlog.json", "netns/netns.py",
     ]
     missing = [name for name in expected if not (DEPLOY / name).is_file()]
     assert not missing, f"missing in deploy/: {missing}"
@@ -603,5 +604,6 @@ def test_example_toml_loads_validates_and_names_peers_by_host() -> None:
 def test_readme_covers_each_deployment() -> None:
     text = (DEPLOY / "README.md").read_text()
     for needle in ("Dockerfile", "compose.yaml", "statefulset.yaml", "services.yaml",
-                   "pdb.yaml", "quorumlog@.service", "n1.env", "n1.toml", "quorumlog health"):
+                   "pdb.yaml", "quorumlog@.service", "n1.env", "n1.toml", "quorumlog health",
+                   "grafana/quorumlog.json", "netns/netns.py", "--join"):
         assert needle in text, f"deploy/README.md does not mention {needle}"

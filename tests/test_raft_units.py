@@ -298,3 +298,49 @@ def test_leader_recovers_a_follower_whose_disk_was_wiped() -> None:
     assert wiped.sm.applied_index == leader.sm.applied_index
     assert (wiped.sm.count, wiped.sm.digest) == (leader.sm.count, leader.sm.digest)
     assert cluster.node(1).raft.prs[3].match == cluster.node(1).raft.log.last_index()
+
+
+def _empty_appends(cluster: object, rounds: int = 10_000) -> int:
+    """Run ``cluster`` to quiescence, counting appends that carry no entries."""
+    from quorumlog.chaos.memcluster import MemCluster
+
+    assert isinstance(cluster, MemCluster)
+    empty = 0
+    for _ in range(rounds):
+        busy = False
+        for node_id in list(cluster.nodes):
+            busy |= cluster.process_ready(node_id)
+        in_flight = cluster.network.in_flight
+        empty += sum(1 for m in in_flight if m.type == MessageType.APP and not m.entries)
+        busy |= cluster.deliver_all() > 0
+        if not busy:
+            return empty
+    raise AssertionError("cluster did not settle")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_lazy_commit_rides_on_the_next_append_or_a_flush(lazy: bool) -> None:
+    """etcd-style: a new commit index goes out at once in empty appends. Lazy: no empty
+    append; followers learn it from the next append, a heartbeat or ``flush_commit``."""
+    from quorumlog.chaos.memcluster import MemCluster
+
+    cluster = MemCluster([1, 2, 3], seed=3, lazy_commit=lazy)
+    cluster.elect(1)
+    leader = cluster.node(1)
+    leader.flush_commit()
+    _empty_appends(cluster)
+    _, first = cluster.propose(1, b"a")
+    empty = _empty_appends(cluster)
+    assert leader.raft.log.committed == first
+    followers = [cluster.node(2).raft.log.committed, cluster.node(3).raft.log.committed]
+    if not lazy:
+        assert empty == 2 and followers == [first, first]
+        return
+    assert empty == 0 and max(followers) < first and leader.raft.commit_unsent
+    _, second = cluster.propose(1, b"b")  # the next append carries the earlier commit
+    assert _empty_appends(cluster) == 0
+    assert [cluster.node(2).raft.log.committed, cluster.node(3).raft.log.committed] == [first] * 2
+    assert leader.flush_commit() and not leader.flush_commit()  # once, then nothing unsent
+    _empty_appends(cluster)
+    assert [cluster.node(2).raft.log.committed, cluster.node(3).raft.log.committed] == [second] * 2
+    assert cluster.node(2).raft.flush_commit() is False  # followers never flush

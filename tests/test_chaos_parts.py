@@ -1,0 +1,165 @@
+"""Small pieces of the chaos run: outcome classification, routing, proxy wiring, progress,
+and the unsafe storage mode the canary relies on (kill -9 loses acknowledged writes)."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quorumlog.chaos.network import ChaosNetwork, client_proxy, peer_proxy
+from quorumlog.chaos.run import Progress
+from quorumlog.chaos.workload import Route, classify
+from quorumlog.client import errors
+from quorumlog.node.storage import RocksStorage
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    (errors.Unavailable("node n1: not the leader; leader is n2"), "refused"),
+    (errors.Unavailable("node n1: leadership changed; not written; no leader known"),
+     "refused"),
+    (errors.Unavailable("outcome unknown: leadership lost while the request was in flight"),
+     "unknown"),
+    (errors.Unavailable("failed to connect to all addresses; last error: connection refused"),
+     "refused"),
+    (errors.Unavailable("Socket closed"), "unknown"),
+    (errors.Unavailable("recvmsg:Connection reset by peer"), "unknown"),
+    (errors.DeadlineExceeded("Deadline Exceeded"), "unknown"),
+    (errors.InvalidArgument("partially overlap"), "final"),
+    (errors.ResourceExhausted("too big"), "final"),
+    (errors.Cancelled("cancelled"), "unknown"),
+])
+def test_classify_only_calls_certain_refusals_refused(error: errors.QuorumLogError,
+                                                      kind: str) -> None:
+    assert classify(error) == kind
+
+
+def test_route_follows_the_leader_id_and_never_a_real_address() -> None:
+    route = Route({"n1": "127.0.0.1:1", "n2": "127.0.0.1:2", "n3": "127.0.0.1:3"},
+                  random.Random(1))
+    hinted = errors.Unavailable("node n1: not the leader",
+                                metadata={errors.LEADER_ID_KEY: "n3",
+                                          errors.LEADER_ADDR_KEY: "127.0.0.1:9999"})
+    route.after_error("n1", hinted)
+    assert route.target == "n3"
+    assert "127.0.0.1:9999" not in route.addresses.values()
+    route.after_error("n3", errors.Unavailable("Socket closed"))
+    assert route.target == "n1"  # round robin after n3
+    unknown_leader = errors.Unavailable("x", metadata={errors.LEADER_ID_KEY: "n9"})
+    route.after_error("n1", unknown_leader)
+    assert route.target == "n2"
+
+
+class FakeToxiproxy:
+    """Records the calls ChaosNetwork makes; resolves listen ports deterministically."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.port = 20000
+
+    def create_proxy(self, name: str, upstream: str, listen: str) -> dict[str, Any]:
+        self.port += 1
+        self.calls.append(("create", name, upstream))
+        return {"name": name, "listen": f"127.0.0.1:{self.port}", "upstream": upstream}
+
+    def update_proxy(self, name: str, **fields: Any) -> dict[str, Any]:
+        self.calls.append(("update", name, fields))
+        return {}
+
+    def add_toxic(self, proxy: str, toxic_type: str, **fields: Any) -> dict[str, Any]:
+        self.calls.append(("toxic", proxy, toxic_type, fields["stream"]))
+        return {}
+
+
+def _network() -> tuple[ChaosNetwork, FakeToxiproxy]:
+    fake = FakeToxiproxy()
+    network = ChaosNetwork(fake,  # type: ignore[arg-type]
+                           {"n1": "127.0.0.1:1", "n2": "127.0.0.1:2", "n3": "127.0.0.1:3"},
+                           {"n1": "127.0.0.1:11", "n2": "127.0.0.1:12", "n3": "127.0.0.1:13"})
+    network.setup()
+    return network, fake
+
+
+def test_one_proxy_per_client_port_and_directed_peer_link() -> None:
+    network, fake = _network()
+    created = {call[1]: call[2] for call in fake.calls}
+    assert created[client_proxy("n2")] == "127.0.0.1:2"
+    assert created[peer_proxy("n1", "n2")] == "127.0.0.1:12"  # n1 -> n2 ends at n2
+    assert created[peer_proxy("n2", "n1")] == "127.0.0.1:11"
+    assert len(created) == 3 + 6
+    peers = network.peers_for("n1")
+    assert peers["n1"] == "127.0.0.1:11"  # itself: its real peer port
+    assert peers["n2"] == network.listen[peer_proxy("n1", "n2")]
+    assert peers["n3"] == network.listen[peer_proxy("n1", "n3")]
+    assert network.client_address("n3") == network.listen[client_proxy("n3")]
+
+
+def test_isolation_cuts_both_directions_and_asymmetry_one() -> None:
+    network, fake = _network()
+    fake.calls.clear()
+    network.cut(network.links_of("n2"))
+    cut = {call[1] for call in fake.calls if call[0] == "update"}
+    assert cut == {peer_proxy(a, b) for a, b in
+                   [("n1", "n2"), ("n2", "n1"), ("n3", "n2"), ("n2", "n3")]}
+    fake.calls.clear()
+    network.cut([("n1", "n3")])
+    assert fake.calls == [("update", peer_proxy("n1", "n3"), {"enabled": False})]
+    fake.calls.clear()
+    network.blackhole([("n1", "n3")])
+    assert sorted(fake.calls) == [("toxic", peer_proxy("n1", "n3"), "timeout", "downstream"),
+                                  ("toxic", peer_proxy("n1", "n3"), "timeout", "upstream")]
+
+
+def test_progress_rewrites_one_line_on_a_terminal_only() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    progress = Progress(terminal, 60)
+    progress.show(1.0, "ops 1")
+    progress.show(2.0, "ops 2")
+    progress.log(2.5, "fault start")
+    assert terminal.getvalue().count("\r") >= 3
+    assert "[   2.5s] fault start\n" in terminal.getvalue()
+    plain = io.StringIO()
+    progress = Progress(plain, 60)
+    for second in range(25):
+        progress.show(float(second), f"ops {second}")
+    assert plain.getvalue().splitlines() == ["ops 0", "ops 10", "ops 20"]
+
+
+_WRITER = textwrap.dedent("""
+    import os, sys
+    from quorumlog.node.storage import RocksStorage
+    from quorumlog.raft.types import Entry, HardState
+    storage = RocksStorage(sys.argv[1], unsafe_volatile=sys.argv[2] == "volatile")
+    batch = storage.batch()
+    batch.append([Entry(term=1, index=i) for i in range(1, 51)])
+    batch.set_hard_state(HardState(term=1, vote=0, commit=50))
+    storage.write(batch, sync=True)
+    if sys.argv[3] == "kill":
+        os.kill(os.getpid(), 9)
+    storage.close()
+""")
+
+
+@pytest.mark.parametrize(("mode", "ending", "survives"), [
+    ("volatile", "kill", False),  # the canary's node option: acknowledged, then gone
+    ("volatile", "close", True),  # a clean stop still flushes
+    ("safe", "kill", True),  # the default: a synced write survives kill -9
+])
+def test_unsafe_volatile_storage_loses_writes_on_kill_9(tmp_path: Path, mode: str,
+                                                       ending: str, survives: bool) -> None:
+    path = tmp_path / "db"
+    subprocess.run([sys.executable, "-c", _WRITER, str(path), mode, ending], timeout=60,
+                   check=False)
+    with RocksStorage(path) as storage:
+        assert (storage.last_index() == 50) is survives
+        assert (storage.initial_state()[0].commit == 50) is survives

@@ -1,0 +1,108 @@
+"""``quorumlog chaos run`` end to end, as CI runs it: real nodes, real proxies, real faults.
+
+Two runs, both as subprocesses in their own process group (so nothing they start can outlive
+the test, even on a timeout):
+
+- the fixed-seed run (about two minutes, every default fault the duration reaches) must pass,
+  write the three output files with the issue's JSON keys, agree with ``chaos check``, and
+  leave no process behind;
+- the canary (nodes acknowledging before anything is durable, then kill -9 of every node)
+  must fail with ``lost > 0``: a harness that cannot fail proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from quorumlog.chaos.faults import DEFAULT_FAULTS
+
+CLI = [sys.executable, "-c", "from quorumlog.client.cli import main; raise SystemExit(main())"]
+SEED = 1
+RESULT_KEYS = ("ops", "acked", "lost", "duplicates", "inconsistent_offsets", "gaps",
+               "stale_reads", "unexpected", "faults_injected", "verdict")
+
+
+def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``quorumlog ARGS`` in a new process group; kill the group if it overstays."""
+    process = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"quorumlog {' '.join(args)} overran {timeout}s\n{stdout}\n"
+                             f"{stderr}") from None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    _assert_group_gone(process.pid)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _assert_group_gone(group: int) -> None:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return
+    os.killpg(group, signal.SIGKILL)  # only what that run started: its own process group
+    raise AssertionError("the run left processes behind in its process group")
+
+
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"seed {SEED}, exit {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n" \
+           f"--- stderr\n{result.stderr[-4000:]}"
+
+
+def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(["chaos", "run", "--duration", "120", "--seed", str(SEED),
+                      "--out", str(out)], timeout=600)
+    assert result.returncode == 0, _explain(result)
+    data = json.loads((out / "result.json").read_text())
+    for key in RESULT_KEYS:
+        assert key in data, key
+    assert data["verdict"] == "pass", _explain(result)
+    for key in ("lost", "duplicates", "inconsistent_offsets", "gaps", "stale_reads",
+                "unexpected", "lost_on_node", "aborted_reads", "producer_reordering"):
+        assert data[key] == 0, (key, _explain(result))
+    assert data["converged"] is True
+    assert data["ops"] > 1000 and data["acked"] > 500, _explain(result)
+    assert data["elections"] >= 1
+    injected = [fault["fault"] for fault in data["availability"]["faults"]]
+    assert injected[-1] == "restart_all"
+    assert len(injected) >= 6, injected
+    assert set(injected[:-1]) <= set(DEFAULT_FAULTS)
+    assert data["run"]["seed"] == SEED
+    assert 0 < data["availability"]["success_rate"] <= 1
+    # the summary and the live progress went to stdout
+    assert "verdict: pass" in result.stdout
+    assert "ok/s" in result.stdout
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page
+    # ``chaos check`` on the recorded history reaches the same judgement
+    again = run_cli(["chaos", "check", str(out / "history.jsonl"), "--json"], timeout=120)
+    assert again.returncode == 0, again.stderr
+    rechecked = json.loads(again.stdout)
+    assert rechecked["verdict"] == "pass"
+    assert (rechecked["ops"], rechecked["acked"]) == (data["ops"], data["acked"])
+
+
+def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path) -> None:
+    out = tmp_path / "canary"
+    result = run_cli(["chaos", "run", "--canary", "--duration", "30", "--seed", str(SEED),
+                      "--out", str(out)], timeout=300)
+    assert result.returncode == 1, _explain(result)
+    data = json.loads((out / "result.json").read_text())
+    assert data["verdict"] == "fail"
+    assert data["lost"] > 0, _explain(result)
+    assert data["run"]["canary"] is True
+    assert "--unsafe-ack-before-fsync" in data["run"]["node_args"]
+    assert "kill_all" in [fault["fault"] for fault in data["availability"]["faults"]]
+    assert "the harness detects data loss" in result.stdout
