@@ -54,9 +54,8 @@ FAULT_KINDS: dict[str, FaultKind] = {kind.name: kind for kind in (
               (2.0, 3.0)),
     FaultKind("compaction", "blackhole a follower until the leader compacts its log past it",
               (30.0, 30.0)),  # the hold is a deadline; it ends as soon as compaction passes
-    FaultKind("membership", "remove a node from the cluster and add it back", (3.0, 5.0),
-              default=False, available=False,
-              why_unavailable="needs `cluster remove-node` / `add-node` (not built yet)"),
+    FaultKind("membership", "remove a follower from the cluster and add it back",
+              (3.0, 5.0)),
 )}
 
 DEFAULT_FAULTS: tuple[str, ...] = tuple(

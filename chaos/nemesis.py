@@ -21,11 +21,14 @@ from quorumlog.chaos.monitor import ClusterMonitor
 from quorumlog.chaos.network import STREAMS, ChaosNetwork
 from quorumlog.chaos.processes import ChaosNodes
 from quorumlog.chaos.workload import Recorder
+from quorumlog.client.errors import QuorumLogError
+from quorumlog.client.sdk import AsyncClient
 
 LEADER_TIMEOUT = 30.0  # seconds to wait for a leader before a fault
 RECOVER_TIMEOUT = 30.0  # seconds to wait for a leader and an acknowledged op after a heal
 SETTLE_SECONDS = 1.0  # quiet time between a recovery and the next fault
 CATCH_UP_TIMEOUT = 30.0
+MEMBERSHIP_DEADLINE = 30.0  # seconds for one remove / add call, retries included
 
 
 @dataclass
@@ -106,7 +109,7 @@ class Nemesis:
         if kind in ("isolate_leader", "kill_leader", "pause_leader", "pause_then_kill",
                     "client_timeout"):
             return leader
-        if kind in ("isolate_follower", "compaction"):
+        if kind in ("isolate_follower", "compaction", "membership"):
             return candidates_pick(followers, plan.pick)
         if kind == "kill_two":
             return f"{leader},{candidates_pick(followers, plan.pick)}"
@@ -247,6 +250,28 @@ class Nemesis:
                                 f"{follower_snapshot} -> {snapshot_index})")
         else:
             record.notes.append(f"{target} did not catch up within {CATCH_UP_TIMEOUT:.0f}s")
+
+    async def _fault_membership(self, plan: FaultPlan, record: FaultRecord,
+                                leader: str) -> None:
+        """Remove a follower from the configuration, hold, then add it back (learner first,
+        promoted once caught up) at the same addresses. Admin calls go to the nodes' real
+        client ports: this is the operator's hand, not the workload's traffic."""
+        target = record.target or leader
+        node = self.nodes.nodes[target]
+        admin = AsyncClient([other.client_addr for other in self.nodes.nodes.values()],
+                            deadline=MEMBERSHIP_DEADLINE)
+        try:
+            index = await admin.remove_node(target)
+            record.notes.append(f"removed {target} at index {index}")
+            await self._hold(plan.hold)
+            added = await admin.add_node(target, node.peer_addr, node.client_addr)
+            record.notes.append(
+                f"re-added {target}: learner at {added.learner_index}, voter at "
+                f"{added.voter_index}, caught up in {added.catch_up_seconds:.2f}s")
+        except QuorumLogError as error:
+            record.notes.append(f"membership change failed: {type(error).__name__}: {error}")
+        finally:
+            await admin.close()
 
     # -- the final phase ---------------------------------------------------------------------
     async def restart_all(self) -> FaultRecord:

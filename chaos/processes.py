@@ -2,8 +2,9 @@
 
 Owns: one ``quorumlog node`` subprocess per member (the command is
 ``quorumlog.client.cluster.node_command``, the one ``cluster up`` runs), each with its own
-``--peers`` map (other members reached through their peer-link proxies), data directory and
-log file, and the process faults as signals. Must never: touch the network proxies, judge
+``--peer-route`` map (other members dialled through its own peer-link proxies, whatever the
+replicated member records say), data directory and log file, and the process faults as
+signals. Must never: touch the network proxies, judge
 anything, or leave a process behind: ``stop_all`` (called from the run's ``finally``) ends
 every process it started, paused ones included.
 """
@@ -25,7 +26,7 @@ class ChaosNode:
     name: str
     client_addr: str  # the real client port (the monitor and final reads use it)
     peer_addr: str
-    peers: dict[str, str]  # this node's --peers map (proxies for the others)
+    peers: dict[str, str]  # how this node dials each member (proxies for the others)
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
@@ -48,13 +49,18 @@ class ChaosNodes:
         return sorted(self.nodes)
 
     def command(self, node: ChaosNode) -> list[str]:
-        members = [LocalNode(name, other.client_addr, node.peers[name], other.data_dir)
+        # Every node founds the cluster from the same real addresses (the member records are
+        # then identical everywhere) and dials the others through its own link proxies.
+        members = [LocalNode(name, other.client_addr, other.peer_addr, other.data_dir)
                    for name, other in sorted(self.nodes.items())]
+        routes = ",".join(f"{name}={address}" for name, address in sorted(node.peers.items())
+                          if name != node.name)
         local = LocalNode(node.name, node.client_addr, node.peer_addr, node.data_dir)
         # Each node (and each of its lives) gets its own election-timer seed: equal seeds
         # would make every node time out together and split the vote.
         timer_seed = abs(self.seed) * 10_000 + self.names.index(node.name) * 1000 + node.starts
-        return node_command(local, members, [*self.extra_args, "--seed", str(timer_seed)])
+        extra = [*self.extra_args, "--seed", str(timer_seed), "--peer-route", routes]
+        return node_command(local, members, extra)
 
     def start(self, name: str) -> None:
         node = self.nodes[name]

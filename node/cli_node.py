@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-addr", help="HOST:PORT for clients (e.g. 127.0.0.1:7001)")
     parser.add_argument("--peer-addr", help="HOST:PORT for other nodes (e.g. 127.0.0.1:7101)")
     parser.add_argument("--peers", help="every member: n1=HOST:PORT,n2=HOST:PORT,...")
+    parser.add_argument(
+        "--peer-route",
+        help="NAME=HOST:PORT,...: dial these members at these addresses (a proxy or NAT), "
+        "whatever the member records say; local to this node",
+    )
     parser.add_argument("--data-dir", type=Path, help="where this node keeps its RocksDB")
     parser.add_argument("--config", type=Path, help="a TOML file with the same settings")
     parser.add_argument("--cluster-id", type=int, help="refuse peers of another cluster")
@@ -62,6 +67,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     }
     if args.peers is not None:
         values["peers"] = parse_peers(args.peers)
+    if args.peer_route is not None:
+        values["peer_routes"] = parse_peers(args.peer_route, "--peer-route")
     values.update({key: value for key, value in flags.items() if value is not None})
     if args.unsafe_ack_before_fsync:
         values["unsafe_ack_before_fsync"] = True

@@ -42,18 +42,18 @@ def parse_address(text: str, what: str) -> str:
     return text
 
 
-def parse_peers(text: str) -> dict[str, str]:
+def parse_peers(text: str, flag: str = "--peers") -> dict[str, str]:
     """``n1=127.0.0.1:7101,n2=...`` -> {name: peer address}."""
     peers: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, address = item.partition("=")
         if not sep:
-            raise ConfigError(f"--peers: expected NAME=HOST:PORT, got {item!r}")
+            raise ConfigError(f"{flag}: expected NAME=HOST:PORT, got {item!r}")
         if not _NAME.match(name):
-            raise ConfigError(f"--peers: invalid node name {name!r}")
+            raise ConfigError(f"{flag}: invalid node name {name!r}")
         if name in peers:
-            raise ConfigError(f"--peers: node {name!r} listed twice")
-        peers[name] = parse_address(address, f"--peers {name}")
+            raise ConfigError(f"{flag}: node {name!r} listed twice")
+        peers[name] = parse_address(address, f"{flag} {name}")
     return peers
 
 
@@ -78,6 +78,10 @@ class NodeConfig:
     # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
     # a cluster; ``peers`` then lists members to contact first (may be empty).
     join: bool = False
+    # How THIS node dials the named members, whatever address the member records say (a
+    # proxy, a NAT address). Local only: never replicated. The chaos run uses it to put a
+    # proxy on every directed peer link.
+    peer_routes: dict[str, str] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -132,7 +136,9 @@ def load_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"--config: {path} is not valid TOML: {error}") from error
     values: dict[str, object] = {}
     for key, value in raw.items():
-        if key == "peers":
+        if key == "peer_routes" and isinstance(value, str):
+            values["peer_routes"] = parse_peers(value, "peer_routes")
+        elif key == "peers":
             if isinstance(value, str):
                 values["peers"] = parse_peers(value)
             elif isinstance(value, dict):

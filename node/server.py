@@ -147,6 +147,7 @@ class NodeServer:
             on_messages=self._deliver,
             on_unreachable=self._unreachable,
             peer_address=config.peer_addr,
+            routes=config.peer_routes,
         )
         self.transport = transport
         node = RaftNode(

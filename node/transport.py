@@ -136,8 +136,10 @@ class PeerTransport:
         on_messages: Callable[[list[Message]], None],
         on_unreachable: Callable[[NodeId], None],
         peer_address: str = "",
+        routes: dict[str, str] | None = None,
     ) -> None:
         self.self_name = self_name
+        self.routes = dict(routes or {})  # member name -> the address this node dials
         self.peer_address_of_self = peer_address
         self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
         self.self_id = self_id
@@ -155,6 +157,9 @@ class PeerTransport:
                 self._link(peer_id, info.peer_address)
 
     def _link(self, peer_id: NodeId, address: str) -> PeerLink:
+        info = self.peers.get(peer_id)
+        if info is not None and info.name in self.routes:
+            address = self.routes[info.name]  # --peer-route: this node dials it elsewhere
         link = PeerLink(self, peer_id, address)
         link.task = asyncio.get_running_loop().create_task(
             link.run(), name=f"peer-link-{peer_id}"

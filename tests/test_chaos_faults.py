@@ -19,13 +19,12 @@ from quorumlog.chaos.processes import ChaosNode, ChaosNodes
 
 ISSUE_FAULTS = {"isolate_leader", "isolate_follower", "asymmetric", "latency", "bandwidth",
                 "slicer", "client_reset", "client_timeout", "kill_leader", "kill_two",
-                "pause_leader", "pause_then_kill", "compaction"}
+                "pause_leader", "pause_then_kill", "compaction", "membership"}
 
 
-def test_default_list_covers_every_fault_of_the_issue_but_membership() -> None:
+def test_default_list_covers_every_fault_of_the_issue() -> None:
     assert set(DEFAULT_FAULTS) >= ISSUE_FAULTS
-    assert "membership" in FAULT_KINDS
-    assert "membership" not in DEFAULT_FAULTS
+    assert all(FAULT_KINDS[name].available for name in ISSUE_FAULTS)
 
 
 def test_every_schedulable_fault_has_a_nemesis_action() -> None:
@@ -48,11 +47,10 @@ def test_unknown_fault_is_named() -> None:
         parse_fault_list("latency,explode")
 
 
-def test_membership_is_refused_until_it_exists() -> None:
-    with pytest.raises(FaultListError, match=r"not available.*add-node"):
-        parse_fault_list("membership")
-    with pytest.raises(FaultListError):
-        FaultScheduler(1, ["membership"])
+def test_membership_can_be_scheduled_alone() -> None:
+    assert parse_fault_list("membership") == ("membership",)
+    plans = FaultScheduler(1, ["membership"])
+    assert next(iter(plans)).kind == "membership"
 
 
 def test_empty_list_is_refused() -> None:

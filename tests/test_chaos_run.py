@@ -106,3 +106,18 @@ def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path) -> None:
     assert "--unsafe-ack-before-fsync" in data["run"]["node_args"]
     assert "kill_all" in [fault["fault"] for fault in data["availability"]["faults"]]
     assert "the harness detects data loss" in result.stdout
+
+
+def test_membership_fault_removes_and_re_adds_a_follower(tmp_path: Path) -> None:
+    """Remove a follower, hold, add it back (learner, then voter once caught up); the isolate
+    that follows still cuts the re-added node's links (its peers dial it via --peer-route)."""
+    out = tmp_path / "membership"
+    result = run_cli(["chaos", "run", "--faults", "membership,isolate_follower",
+                      "--duration", "30", "--seed", "3", "--out", str(out)], timeout=300)
+    assert result.returncode == 0, _explain(result)
+    data = json.loads((out / "result.json").read_text())
+    assert data["verdict"] == "pass" and data["lost"] == 0, _explain(result)
+    membership = [fault for fault in data["run"]["faults"] if fault["fault"] == "membership"]
+    assert membership, _explain(result)
+    notes = " ".join(membership[0]["notes"])
+    assert "removed" in notes and "re-added" in notes and "voter at" in notes, notes

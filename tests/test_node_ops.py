@@ -109,3 +109,41 @@ def test_node_reads_its_settings_from_toml(tmp_path: Path) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
+
+
+def test_peer_route_flag_overrides_how_this_node_dials_members() -> None:
+    import argparse
+
+    from quorumlog.node.cli_node import add_arguments, config_from_args
+    from quorumlog.node.config import ConfigError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--id", "n1", "--client-addr", "127.0.0.1:7001", "--peer-addr", "127.0.0.1:7101",
+            "--peers", "n1=127.0.0.1:7101,n2=127.0.0.1:7102", "--data-dir", "/tmp/x"]
+    config = config_from_args(parser.parse_args([*base, "--peer-route", "n2=127.0.0.1:9999"]))
+    assert config.peer_routes == {"n2": "127.0.0.1:9999"}
+    assert config.peers["n2"] == "127.0.0.1:7102"  # the member record stays the real address
+    with pytest.raises(ConfigError, match="--peer-route: expected NAME=HOST:PORT"):
+        config_from_args(parser.parse_args([*base, "--peer-route", "n2"]))
+
+
+def test_transport_dials_a_routed_member_at_its_route() -> None:
+    import asyncio
+
+    from quorumlog.node.transport import PeerInfo, PeerTransport
+
+    async def links() -> dict[int, str]:
+        transport = PeerTransport(
+            self_name="n1", self_id=1, cluster_id=1, client_address="127.0.0.1:1",
+            peers={2: PeerInfo("n2", "127.0.0.1:7102"), 3: PeerInfo("n3", "127.0.0.1:7103")},
+            on_messages=lambda messages: None, on_unreachable=lambda peer: None,
+            routes={"n2": "127.0.0.1:9999"},
+        )
+        transport.start()
+        try:
+            return {peer: link.address for peer, link in transport.links.items()}
+        finally:
+            await transport.stop()
+
+    assert asyncio.run(links()) == {2: "127.0.0.1:9999", 3: "127.0.0.1:7103"}
