@@ -1,7 +1,7 @@
 """The chaos run's network: one Toxiproxy proxy per client port and per directed peer link.
 
 Owns: naming and creating the proxies (``client-n1`` in front of n1's client port;
-``peer-n1-n2`` carries everything n1 sends to n2, so n1's ``--peers`` map names it for n2),
+``peer-n1-n2`` carries everything n1 sends to n2, so n1's ``--peer-route`` names it for n2),
 their listen addresses, and the network faults as Toxiproxy calls: cutting a directed link
 (proxy disabled: connections refused), blackholing it (``timeout`` toxic: bytes vanish),
 toxics on every peer link or on client links, and healing everything (``POST /reset``).
@@ -57,10 +57,10 @@ class ChaosNetwork:
         """Where workers reach ``node``'s client port (through its proxy)."""
         return self.listen[client_proxy(node)]
 
-    def peers_for(self, node: str) -> dict[str, str]:
-        """``node``'s ``--peers`` map: itself at its real peer port, others via proxies."""
-        return {other: (self.real_peer[node] if other == node
-                        else self.listen[peer_proxy(node, other)]) for other in self.nodes}
+    def routes_for(self, node: str) -> dict[str, str]:
+        """``node``'s ``--peer-route`` map: every other member through ``node``'s proxy."""
+        return {other: self.listen[peer_proxy(node, other)]
+                for other in self.nodes if other != node}
 
     # -- faults ------------------------------------------------------------------------------
     def links_of(self, node: str) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ class ChaosNode:
     name: str
     client_addr: str  # the real client port (the monitor and final reads use it)
     peer_addr: str
-    peers: dict[str, str]  # how this node dials each member (proxies for the others)
+    routes: dict[str, str]  # its --peer-route: each other member through its own proxy
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
@@ -53,8 +53,7 @@ class ChaosNodes:
         # then identical everywhere) and dials the others through its own link proxies.
         members = [LocalNode(name, other.client_addr, other.peer_addr, other.data_dir)
                    for name, other in sorted(self.nodes.items())]
-        routes = ",".join(f"{name}={address}" for name, address in sorted(node.peers.items())
-                          if name != node.name)
+        routes = ",".join(f"{name}={address}" for name, address in sorted(node.routes.items()))
         local = LocalNode(node.name, node.client_addr, node.peer_addr, node.data_dir)
         # Each node (and each of its lives) gets its own election-timer seed: equal seeds
         # would make every node time out together and split the vote.

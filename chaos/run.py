@@ -171,7 +171,7 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
         network = ChaosNetwork(server.client(), real_client, real_peer)
         network.setup(lambda: f"127.0.0.1:{next(proxy_ports)}")
         nodes = ChaosNodes([
-            ChaosNode(name, real_client[name], real_peer[name], network.peers_for(name),
+            ChaosNode(name, real_client[name], real_peer[name], network.routes_for(name),
                       data / name, data / f"{name}.log") for name in names],
             node_args, options.seed)
         try:

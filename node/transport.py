@@ -273,11 +273,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.BatchAck],
     ) -> raft_pb2.BatchAck:
         async for batch in request_iterator:
-            try:
-                messages = self._accept(batch)
-            except CodecError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            self.transport.on_messages(messages)
+            await self._receive(batch, context)
         return raft_pb2.BatchAck()
 
     async def Send(  # noqa: N802 -- gRPC method name
@@ -285,12 +281,20 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         request: raft_pb2.MessageBatch,
         context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.BatchAck],
     ) -> raft_pb2.BatchAck:
+        await self._receive(request, context)
+        return raft_pb2.BatchAck()
+
+    async def _receive(
+        self,
+        batch: raft_pb2.MessageBatch,
+        context: grpc.aio.ServicerContext[raft_pb2.MessageBatch, raft_pb2.BatchAck],
+    ) -> None:
+        """Hand one batch to the Raft loop; a batch that does not decode aborts the call."""
         try:
-            messages = self._accept(request)
+            messages = self._accept(batch)
         except CodecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         self.transport.on_messages(messages)
-        return raft_pb2.BatchAck()
 
     async def FetchState(  # noqa: N802 -- gRPC method name
         self,

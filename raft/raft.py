@@ -522,12 +522,14 @@ class Raft:
     def _committed_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term
 
-    def _commit_advanced(self) -> None:
-        """Tell followers about a new commit index: now, or lazily (see ``Config.lazy_commit``)."""
+    def _commit_advanced(self) -> bool:
+        """Tell followers about a new commit index: now (True: every follower was sent an
+        append), or lazily (see ``Config.lazy_commit``)."""
         if self.config.lazy_commit:
             self.commit_unsent = True
-        else:
-            self._bcast_append()
+            return False
+        self._bcast_append()
+        return True
 
     def flush_commit(self) -> bool:
         """Lazy commit: send the commit index to every follower now if one has not heard it."""
@@ -641,11 +643,8 @@ class Raft:
                 progress.become_replicate()
         else:
             progress.inflights.free_le(m.index)
-        committed = self._maybe_commit()
-        if committed and not self.config.lazy_commit:
-            self._bcast_append()
-        else:
-            self.commit_unsent |= committed
+        broadcast = self._maybe_commit() and self._commit_advanced()
+        if not broadcast:
             if was_paused:
                 self._send_append(m.frm)
             else:
@@ -954,7 +953,7 @@ class Raft:
         if self.id not in self.voters:
             self._step_down_removed()
         elif self._maybe_commit():
-            self._bcast_append()
+            self._commit_advanced()
         return self.conf_state()
 
     def _step_down_removed(self) -> None:

@@ -93,10 +93,10 @@ def test_one_proxy_per_client_port_and_directed_peer_link() -> None:
     assert created[peer_proxy("n1", "n2")] == "127.0.0.1:12"  # n1 -> n2 ends at n2
     assert created[peer_proxy("n2", "n1")] == "127.0.0.1:11"
     assert len(created) == 3 + 6
-    peers = network.peers_for("n1")
-    assert peers["n1"] == "127.0.0.1:11"  # itself: its real peer port
-    assert peers["n2"] == network.listen[peer_proxy("n1", "n2")]
-    assert peers["n3"] == network.listen[peer_proxy("n1", "n3")]
+    assert network.routes_for("n1") == {  # the others, each through n1's own proxy
+        "n2": network.listen[peer_proxy("n1", "n2")],
+        "n3": network.listen[peer_proxy("n1", "n3")],
+    }
     assert network.client_address("n3") == network.listen[client_proxy("n3")]
 
 
