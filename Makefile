@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint up sim bench chaos proto clean
+.PHONY: install test lint up sim bench compare etcd chaos proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check raft node client chaos proto tests
+	$(VENV)/bin/ruff check raft node client chaos proto tests benchmarks examples
 	$(PY) tests/typecheck.py
 
 test: $(STAMP)
@@ -27,6 +27,15 @@ sim: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/quorumlog bench-core
+
+# Side by side with a 3-member etcd (installed with apt-get when missing); ratios quorumlog/etcd.
+compare: $(STAMP)
+	$(PY) -m benchmarks.compare_etcd
+
+# Debian's etcd-server, for the comparison and its test (tests/test_benchmarks.py); needs root.
+etcd:
+	command -v etcd >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y etcd-server; }
 
 # The chaos run CI does (tests/test_chaos_run.py); `make chaos DURATION=3600` for a soak.
 DURATION ?= 120

@@ -38,6 +38,9 @@ holds no records of it):
 - ``recovered_unknowns`` (not an error): a value never acknowledged, with at least one ``info``
   attempt, present in the reference final state.
 - ``convergence``: every node's ``records_hash`` of the session is equal.
+- Consumer groups (``lost_deliveries``, ``redelivered_after_complete``, ``delivery_order``,
+  ``zombie_settles_accepted``, ``concurrent_owners``): defined in
+  ``quorumlog.chaos.consumer_checker``; delivery figures go in the JSON's ``consumer``.
 
 Availability: success rate (ok / all operations); per fault window, the longest stretch with
 no ok completion from the fault's start until the first ok completion at or after its end
@@ -48,7 +51,8 @@ to the end of the history without faults; 0 when that stretch is empty).
 Verdict: ``fail`` on any safety anomaly (every kind above except recovered unknowns);
 otherwise ``inconclusive`` when the baseline throughput is below ``min_throughput``, fewer than
 ``min_acked`` appends were acknowledged, or acknowledged appends exist but no node wrote a final
-snapshot; otherwise ``pass``.
+snapshot, or some group received messages but has no ok final ``drain`` (lost deliveries
+unchecked); otherwise ``pass``.
 """
 
 from __future__ import annotations
@@ -59,13 +63,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from quorumlog.chaos.consumer_checker import CONSUMER_KINDS, ConsumerFigures, check_consumers
 from quorumlog.chaos.history import FinalEvent, History, NodeId, Operation, Record
 
 Anomaly = dict[str, object]
 
 SAFETY_KINDS: tuple[str, ...] = (
     "lost", "lost_on_node", "duplicates", "inconsistent_offsets", "gaps",
-    "producer_reordering", "stale_reads", "aborted_reads", "unexpected",
+    "producer_reordering", "stale_reads", "aborted_reads", "unexpected", *CONSUMER_KINDS,
 )
 REPORT_KINDS: tuple[str, ...] = (*SAFETY_KINDS, "recovered_unknowns")
 
@@ -121,6 +126,7 @@ class CheckResult:
     verdict: str
     reasons: list[str]
     config: CheckConfig
+    consumer: ConsumerFigures = field(default_factory=ConsumerFigures)
 
     def total(self, kind: str) -> int:
         if kind == "convergence":
@@ -149,6 +155,8 @@ class CheckResult:
         data["divergent_sessions"] = self.total("convergence")
         data["converged"] = self.converged
         data["faults_injected"] = self.faults_injected
+        data["deliveries"] = self.consumer.deliveries
+        data["consumer"] = self.consumer.to_json()
         data["availability"] = {
             "success_rate": self.availability.success_rate,
             "baseline_throughput": self.availability.baseline_throughput,
@@ -186,6 +194,11 @@ class CheckResult:
             f"faults injected {self.faults_injected}",
             "anomalies: " + ", ".join(
                 f"{kind} {self.total(kind)}" for kind in (*REPORT_KINDS, "convergence")),
+            f"consumers: {self.consumer.deliveries} deliveries in {self.consumer.receives} "
+            f"receives ({self.consumer.redeliveries} redeliveries), {self.consumer.completed} "
+            f"completed, {self.consumer.abandoned} abandoned, {self.consumer.dead_lettered} "
+            f"dead-lettered, {self.consumer.accepts} leases, "
+            f"{self.consumer.zombie_settles_refused} zombie settles refused",
             f"availability: success rate {self.availability.success_rate:.1%}, baseline "
             f"{self.availability.baseline_throughput:.1f} ops/s over "
             f"{self.availability.baseline_seconds:.1f} s",
@@ -229,6 +242,20 @@ def check(history: History, config: CheckConfig | None = None) -> CheckResult:
                              nodes)
         for name in sorted(set(by_session) | set(finals_by_session))
     }
+    acked_values: dict[str, dict[str, int]] = defaultdict(dict)
+    known_offsets: dict[str, set[int]] = defaultdict(set)
+    for op in history.operations:
+        if op.op == "append" and op.outcome == "ok" and op.session is not None:
+            for value, offset in zip(op.values, op.offsets, strict=True):
+                acked_values[op.session].setdefault(value, offset)
+                known_offsets[op.session].add(offset)
+    for final in history.finals:
+        known_offsets[final.session].update(offset for offset, _ in final.records or ())
+    consumer_found, figures = check_consumers(history.operations, acked_values, known_offsets)
+    for name, kinds in consumer_found.items():
+        report = sessions.setdefault(name, SessionReport(name))
+        for kind, entries in kinds.items():
+            report.anomalies[kind].extend(entries)
     ok_ops = sum(1 for op in history.operations if op.outcome == "ok")
     acked = sum(report.acked for report in sessions.values())
     availability = _availability(history)
@@ -236,7 +263,7 @@ def check(history: History, config: CheckConfig | None = None) -> CheckResult:
         ops=len(history.operations), ok_ops=ok_ops, acked=acked,
         acked_values=sum(report.acked_values for report in sessions.values()),
         faults_injected=len(history.faults), sessions=sessions, availability=availability,
-        verdict="pass", reasons=[], config=config,
+        verdict="pass", reasons=[], config=config, consumer=figures,
     )
     failures = [f"{result.total(kind)} {kind}" for kind in SAFETY_KINDS if result.total(kind)]
     if result.total("convergence"):
@@ -253,6 +280,9 @@ def check(history: History, config: CheckConfig | None = None) -> CheckResult:
         doubts.append(f"{acked} acknowledged appends, fewer than {config.min_acked}")
     if acked and not nodes:
         doubts.append("no final snapshots: lost values and convergence unchecked")
+    if figures.undrained_groups:
+        doubts.append("no final drain of group(s) " + ", ".join(figures.undrained_groups)
+                      + ": lost deliveries unchecked")
     if doubts:
         result.verdict = "inconclusive"
         result.reasons = doubts

@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runner = actions.add_parser(
         "run", help="run a 3-node cluster under seeded faults and check the history",
         description="start a local 3-node cluster behind Toxiproxy proxies, run producers and "
-                    "linearizable readers while injecting seeded faults, then check the "
-                    "history; writes DIR/history.jsonl, DIR/result.json, DIR/report.html")
+                    "linearizable readers and consumers while injecting seeded faults, then "
+                    "check the history; writes DIR/history.jsonl, DIR/result.json, "
+                    "DIR/report.html")
     runner.add_argument("--duration", metavar="SECONDS", default="120",
                         help="workload seconds, faults included (default 120; at least 30)")
     runner.add_argument("--seed", metavar="S", default="1", help="seed of the fault "
@@ -52,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runner.add_argument("--readers", metavar="N", default="2",
                         help="linearizable reader workers (2)")
     runner.add_argument("--sessions", metavar="N", default="8", help="sessions written (8)")
+    runner.add_argument("--consumers", metavar="N", default="2",
+                        help="consumer workers of one group, with leases (2; 0: none)")
     checker = actions.add_parser(
         "check", help="re-check a recorded history (JSON lines)",
         description="check a chaos history: safety anomalies, convergence, availability")
@@ -86,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     workload = WorkloadConfig(producers=_number("--producers", args.producers, int, 1),
                               readers=_number("--readers", args.readers, int, 0),
-                              sessions=_number("--sessions", args.sessions, int, 1))
+                              sessions=_number("--sessions", args.sessions, int, 1),
+                              consumers=_number("--consumers", args.consumers, int, 0))
     options = chaos_run.RunOptions(out=Path(args.out), duration=duration, seed=seed,
                                    faults=faults, canary=args.canary, workload=workload)
     try:

@@ -38,6 +38,32 @@ completion of its previous one)::
   list of ``[offset, value]``) and optionally ``end_offset`` (the session's next offset as of
   the read) for reads and consumes. ``error`` (free text) may be on any completion.
 
+Consumer-group operations (judged by ``quorumlog.chaos.consumer_checker``)::
+
+    {"type": "invoke", "process": "c0", "op": "create_group", "group": "g",
+     "max_deliveries": 4, "time": 1.0}
+    {"type": "invoke", "process": "c0", "op": "accept", "group": "g", "consumer": "c0",
+     "time": 2.0}
+    {"type": "ok", "process": "c0", "op": "accept", "session": "s3", "token": 7, "time": 2.1}
+    {"type": "invoke", "process": "c0", "op": "receive", "session": "s3", "group": "g",
+     "token": 7, "max_messages": 10, "time": 2.2}
+    {"type": "ok", "process": "c0", "op": "receive", "records": [[4, "p1-9"]],
+     "counts": [1], "time": 2.3}
+    {"type": "invoke", "process": "c0", "op": "settle", "session": "s3", "group": "g",
+     "token": 7, "settlements": [[4, 1, "complete"]], "time": 2.4}
+    {"type": "ok", "process": "c0", "op": "dead_letters", "records": [[5, "p2-3"]], ...}
+    {"type": "ok", "process": "drain", "op": "drain", "group": "g", "time": 90.0}
+
+- ``group``, ``token`` (the fencing token the call carries; on an ``accept`` completion, the
+  token granted), ``consumer`` (the lease owner's name), ``max_messages``, ``max_deliveries``
+  (of the group, on ``create_group``). ``renew``, ``release`` and ``set_state`` carry
+  ``session``, ``group`` and ``token``.
+- ``receive`` ``ok``: ``records`` delivered and ``counts``, their delivery counts (1 on the first
+  delivery). ``settle``: ``settlements``, a list of ``[offset, delivery_count, action]`` with
+  action ``complete``, ``abandon`` or ``dead_letter``. ``dead_letters`` ``ok``: ``records``, the
+  group's dead-lettered messages of the session (``[offset, value]``). ``drain`` ``ok``: the
+  final drain of ``group`` consumed everything left in every session.
+
 Faults::
 
     {"type": "fault", "fault": "partition", "target": "n1", "phase": "start", "time": 20.0}
@@ -73,11 +99,15 @@ from typing import IO, Literal, TypeAlias
 ProcessId: TypeAlias = int | str
 NodeId: TypeAlias = int | str
 Record: TypeAlias = tuple[int, str]
+Settled: TypeAlias = tuple[int, int, str]  # offset, delivery count, action
 Outcome: TypeAlias = Literal["ok", "fail", "info"]
 OpEventType: TypeAlias = Literal["invoke", "ok", "fail", "info"]
 
 OP_EVENT_TYPES: tuple[str, ...] = ("invoke", "ok", "fail", "info")
 CONSISTENCIES: tuple[str, ...] = ("linearizable", "follower")
+SETTLE_ACTIONS: tuple[str, ...] = ("complete", "abandon", "dead_letter")
+OBSERVING_OPS: tuple[str, ...] = ("read", "consume", "receive", "dead_letters")
+DRAIN_PROCESS = "drain"  # the process of the final consumer drain's operations
 
 
 class HistoryError(Exception):
@@ -116,6 +146,13 @@ class OpEvent:
     end_offset: int | None = None
     consistency: str | None = None
     error: str | None = None
+    group: str | None = None
+    token: int | None = None
+    consumer: str | None = None
+    counts: tuple[int, ...] | None = None
+    settlements: tuple[Settled, ...] | None = None
+    max_messages: int | None = None
+    max_deliveries: int | None = None
     line: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, object]:
@@ -132,6 +169,14 @@ class OpEvent:
             "end_offset": self.end_offset,
             "consistency": self.consistency,
             "error": self.error,
+            "group": self.group,
+            "token": self.token,
+            "consumer": self.consumer,
+            "counts": list(self.counts) if self.counts is not None else None,
+            "settlements": ([list(item) for item in self.settlements]
+                            if self.settlements is not None else None),
+            "max_messages": self.max_messages,
+            "max_deliveries": self.max_deliveries,
         }
         data.update({key: value for key, value in optional.items() if value is not None})
         data["time"] = self.time
@@ -210,6 +255,13 @@ class Operation:
     end_offset: int | None = None
     consistency: str = "linearizable"
     error: str | None = None
+    group: str | None = None
+    token: int | None = None
+    consumer: str | None = None
+    counts: tuple[int, ...] = ()  # delivery counts of ``records`` (ok receives)
+    settlements: tuple[Settled, ...] = ()
+    max_messages: int | None = None
+    max_deliveries: int | None = None
     line: int = 0  # the invocation's line
 
 
@@ -427,7 +479,8 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
         raise HistoryError(source, line, (
             f"completes at {completion.time}, before its invocation at {invocation.time} "
             f"(line {invocation.line})"))
-    for name in ("session", "values", "producer", "sequence", "from_offset", "consistency"):
+    for name in ("session", "values", "producer", "sequence", "from_offset", "consistency",
+                 "group", "token", "consumer", "settlements"):
         invoked = getattr(invocation, name)
         completed = getattr(completion, name)
         if completed is not None and invoked is not None and completed != invoked:
@@ -448,8 +501,13 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
         if len(offsets) != len(values):
             raise HistoryError(source, line, (
                 f"ok append carries {len(offsets)} offsets for {len(values)} values"))
-    if completion.type == "ok" and invocation.op in ("read", "consume"):
+    counts: tuple[int, ...] = ()
+    if completion.type == "ok" and invocation.op in OBSERVING_OPS:
         records = completion.records or ()
+        counts = completion.counts or ()
+        if counts and len(counts) != len(records):
+            raise HistoryError(source, line, (
+                f"ok {invocation.op} carries {len(counts)} counts for {len(records)} records"))
     session = pick("session")
     producer = pick("producer")
     sequence = pick("sequence")
@@ -460,6 +518,18 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
     assert sequence is None or isinstance(sequence, int)
     assert from_offset is None or isinstance(from_offset, int)
     assert consistency is None or isinstance(consistency, str)
+    group = pick("group")
+    token = pick("token")
+    consumer = pick("consumer")
+    settlements = pick("settlements") or ()
+    max_messages = pick("max_messages")
+    max_deliveries = pick("max_deliveries")
+    assert group is None or isinstance(group, str)
+    assert token is None or isinstance(token, int)
+    assert consumer is None or isinstance(consumer, str)
+    assert isinstance(settlements, tuple)
+    assert max_messages is None or isinstance(max_messages, int)
+    assert max_deliveries is None or isinstance(max_deliveries, int)
     outcome: Outcome = (
         "ok" if completion.type == "ok" else "fail" if completion.type == "fail" else "info")
     return Operation(
@@ -468,7 +538,8 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
         values=values, producer=producer, sequence=sequence, offsets=offsets,
         records=records, from_offset=from_offset or 0, end_offset=completion.end_offset,
         consistency=consistency or "linearizable", error=completion.error,
-        line=invocation.line,
+        group=group, token=token, consumer=consumer, counts=counts, settlements=settlements,
+        max_messages=max_messages, max_deliveries=max_deliveries, line=invocation.line,
     )
 
 
@@ -479,7 +550,9 @@ def _never_completed(invocation: OpEvent) -> Operation:
         values=invocation.values or (), producer=invocation.producer,
         sequence=invocation.sequence, from_offset=invocation.from_offset or 0,
         consistency=invocation.consistency or "linearizable", error="never completed",
-        line=invocation.line,
+        group=invocation.group, token=invocation.token, consumer=invocation.consumer,
+        settlements=invocation.settlements or (), max_messages=invocation.max_messages,
+        max_deliveries=invocation.max_deliveries, line=invocation.line,
     )
 
 
@@ -563,6 +636,23 @@ class _Fields:
             raise self.fail(f'"{plural}" must be a list of offsets, got {items!r}')
         return tuple(self._count(plural, item) for item in items)
 
+    def settlements(self) -> tuple[Settled, ...] | None:
+        if not self.has("settlements"):
+            return None
+        items = self.data["settlements"]
+        if not isinstance(items, list):
+            raise self.fail(f'"settlements" must be a list, got {items!r}')
+        found: list[Settled] = []
+        for index, item in enumerate(items):
+            if (not isinstance(item, list) or len(item) != 3
+                    or any(isinstance(part, bool) or not isinstance(part, int) or part < 0
+                           for part in item[:2]) or item[2] not in SETTLE_ACTIONS):
+                raise self.fail(f'"settlements"[{index}] must be [offset, delivery_count, '
+                                f"action] with action one of {', '.join(SETTLE_ACTIONS)}, "
+                                f"got {item!r}")
+            found.append((item[0], item[1], item[2]))
+        return tuple(found)
+
     def records(self) -> tuple[Record, ...] | None:
         if not self.has("records"):
             return None
@@ -641,5 +731,12 @@ def _parse_op_event(fields: _Fields, kind: str) -> OpEvent:
         end_offset=fields.count("end_offset"),
         consistency=consistency,
         error=str(error) if error is not None else None,
+        group=fields.text("group"),
+        token=fields.count("token"),
+        consumer=fields.text("consumer"),
+        counts=fields.counts("counts", "count"),
+        settlements=fields.settlements(),
+        max_messages=fields.count("max_messages"),
+        max_deliveries=fields.count("max_deliveries"),
         line=fields.line,
     )

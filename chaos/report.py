@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from quorumlog.chaos.history import FaultWindow, History
+from quorumlog.chaos.history import DRAIN_PROCESS, FaultWindow, History
 
 WIDTH = 1000
 LEFT = 60
@@ -33,6 +33,7 @@ class Bucket:
     failed: int  # fail + info
     latency_p50_ms: float | None
     latency_max_ms: float | None
+    deliveries: int = 0  # messages delivered to the workload's consumers (not the drain)
 
 
 def timeline(history: History, bucket_seconds: float | None = None) -> list[Bucket]:
@@ -43,6 +44,7 @@ def timeline(history: History, bucket_seconds: float | None = None) -> list[Buck
     count = max(1, math.ceil(span / width))
     oks = [0] * count
     failed = [0] * count
+    delivered = [0] * count
     latencies: list[list[float]] = [[] for _ in range(count)]
     for op in history.operations:
         if op.complete_time is None:
@@ -50,6 +52,8 @@ def timeline(history: History, bucket_seconds: float | None = None) -> list[Buck
         index = min(count - 1, int((op.complete_time - start) / width))
         if op.outcome == "ok":
             oks[index] += 1
+            if op.op == "receive" and op.process != DRAIN_PROCESS:
+                delivered[index] += len(op.records)
             latencies[index].append((op.complete_time - op.invoke_time) * 1000.0)
         else:
             failed[index] += 1
@@ -59,7 +63,7 @@ def timeline(history: History, bucket_seconds: float | None = None) -> list[Buck
         buckets.append(Bucket(
             start=start + index * width, ok=oks[index], failed=failed[index],
             latency_p50_ms=values[len(values) // 2] if values else None,
-            latency_max_ms=values[-1] if values else None))
+            latency_max_ms=values[-1] if values else None, deliveries=delivered[index]))
     return buckets
 
 
@@ -82,7 +86,9 @@ def timeline_svg(history: History, faults: Sequence[FaultWindow]) -> str:
 
     top_throughput = TOP
     top_latency = TOP + PANEL + GAP
-    max_rate = max((max(b.ok, b.failed) / width_seconds for b in buckets), default=1.0) or 1.0
+    max_rate = max((max(b.ok, b.failed, b.deliveries) / width_seconds for b in buckets),
+                   default=1.0) or 1.0
+    consuming = any(b.deliveries for b in buckets)
     max_latency = max((b.latency_max_ms or 0.0 for b in buckets), default=1.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
              f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">']
@@ -122,14 +128,19 @@ def timeline_svg(history: History, faults: Sequence[FaultWindow]) -> str:
     parts.append(_polyline([(x_of(b.start + middle), rate_y(b.ok)) for b in buckets], "#1f6fb2"))
     parts.append(_polyline([(x_of(b.start + middle), rate_y(b.failed)) for b in buckets],
                            "#c0392b"))
+    if consuming:
+        parts.append(_polyline([(x_of(b.start + middle), rate_y(b.deliveries))
+                                for b in buckets], "#2e7d32"))
     parts.append(_polyline([(x_of(b.start + middle), latency_y(b.latency_p50_ms))
                             for b in buckets if b.latency_p50_ms is not None], "#1f6fb2"))
     parts.append(_polyline([(x_of(b.start + middle), latency_y(b.latency_max_ms))
                             for b in buckets if b.latency_max_ms is not None], "#e67e22"))
     legend_y = height - 6
-    for offset, (colour, text) in enumerate((("#1f6fb2", "ok ops/s, p50 latency"),
-                                             ("#c0392b", "fail + unknown ops/s"),
-                                             ("#e67e22", "max latency"))):
+    legend = [("#1f6fb2", "ok ops/s, p50 latency"), ("#c0392b", "fail + unknown ops/s"),
+              ("#e67e22", "max latency")]
+    if consuming:
+        legend.append(("#2e7d32", "consumer deliveries/s"))
+    for offset, (colour, text) in enumerate(legend):
         x = LEFT + offset * 220
         parts.append(f'<rect x="{x}" y="{legend_y - 9}" width="10" height="10" '
                      f'fill="{colour}"/><text x="{x + 14}" y="{legend_y}">{text}</text>')
@@ -167,7 +178,9 @@ def render_report(history: History, result: Mapping[str, object], title: str) ->
     totals = [(key, result.get(key)) for key in (
         "ops", "ok_ops", "acked", "lost", "lost_on_node", "duplicates", "inconsistent_offsets",
         "gaps", "producer_reordering", "stale_reads", "aborted_reads", "unexpected",
-        "recovered_unknowns", "divergent_sessions", "faults_injected", "elections")]
+        "recovered_unknowns", "divergent_sessions", "faults_injected", "elections",
+        "deliveries", "lost_deliveries", "redelivered_after_complete", "delivery_order",
+        "zombie_settles_accepted", "concurrent_owners")]
     availability = result.get("availability")
     fault_rows: list[list[object]] = []
     success_rate = None

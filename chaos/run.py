@@ -5,9 +5,10 @@ Owns: the run's sequence and its output files. Start a Toxiproxy server (a real
 peer link (``quorumlog.chaos.network``), a 3-node cluster behind them
 (``quorumlog.chaos.processes``), the monitor and the workload; after a fault-free baseline,
 inject seeded faults (``quorumlog.chaos.nemesis``) until the duration is nearly used; then
-heal, restart every node, stop the workload, wait for convergence, record every node's final
-records (``quorumlog.chaos.finals``), judge the history (``quorumlog.chaos.checker``) and
-write ``DIR/history.jsonl``, ``DIR/result.json`` and ``DIR/report.html``
+heal, restart every node, stop the workload, wait for convergence, drain the consumer group
+(``quorumlog.chaos.consumers``), record every node's final records
+(``quorumlog.chaos.finals``), judge the history (``quorumlog.chaos.checker``) and write
+``DIR/history.jsonl``, ``DIR/result.json`` and ``DIR/report.html``
 (``quorumlog.chaos.report``). Prints a live progress line and a human summary.
 Must never: judge anything itself (beyond adding harness failures, such as a node that could
 not be read at the end, as ``fail`` reasons), listen anywhere but 127.0.0.1, or leave a
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from quorumlog.chaos.checker import CheckConfig, check
+from quorumlog.chaos.consumers import drain
 from quorumlog.chaos.faults import DEFAULT_FAULTS, FaultScheduler
 from quorumlog.chaos.finals import write_finals
 from quorumlog.chaos.history import HistoryWriter, read_history
@@ -221,6 +223,12 @@ async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNod
         progress.log(clock(), "workload stopped; waiting for every node to converge")
         if not await monitor.wait_for(monitor.converged, CONVERGE_TIMEOUT):
             problems.append(f"nodes did not converge within {CONVERGE_TIMEOUT:.0f}s")
+        if options.workload.consumers:
+            progress.log(clock(), "draining the consumer group")
+            left = await drain(
+                recorder, {name: node.client_addr for name, node in nodes.nodes.items()},
+                options.workload, seed=options.seed, sessions=workload.sessions())
+            problems += [f"final consumer drain incomplete: {text}" for text in left]
         unreadable = await write_finals(
             writer, clock(), {name: node.client_addr for name, node in nodes.nodes.items()},
             monitor.leader, workload.sessions())

@@ -1,4 +1,5 @@
-"""The chaos run's workload: producers and linearizable readers, every operation recorded.
+"""The chaos run's workload: producers, linearizable readers and consumers (those in
+``quorumlog.chaos.consumers``), every operation recorded.
 
 Owns: the worker tasks (one operation in flight per worker), their seeded choices (session,
 values, read offsets), routing through the client-port proxies (following the leader id a
@@ -45,6 +46,17 @@ class WorkloadConfig:
     read_window: int = 5  # a read starts this many offsets before the end it saw last
     read_limit: int = 20
     max_ops_per_worker: int = 2_000_000  # a hard bound on every worker loop
+    # consumers (``quorumlog.chaos.consumers``): one group over every session
+    consumers: int = 2
+    group: str = "chaos"
+    lease_ms: int = 4000  # short, so a lease lost in a fault lapses within the run
+    lock_ms: int = 4000
+    max_deliveries: int = 5
+    receive_max: int = 20  # messages per receive, drawn 1..receive_max
+    abandon_rate: float = 0.08  # per message: abandoned (redelivered first)
+    dead_letter_rate: float = 0.01  # per message: dead-lettered
+    zombie_rate: float = 0.04  # per batch: a deliberately stale settle after a takeover
+    batches_per_lease: int = 4  # then renew or release (rotating through sessions)
 
     def session_name(self, index: int) -> str:
         return f"s{index}"
@@ -147,7 +159,7 @@ class Attempts:
 
 
 class Worker:
-    def __init__(self, process: int, recorder: Recorder, addresses: dict[str, str],
+    def __init__(self, process: ProcessId, recorder: Recorder, addresses: dict[str, str],
                  config: WorkloadConfig, seed: int) -> None:
         self.process = process
         self.recorder = recorder
@@ -167,9 +179,10 @@ class Worker:
     async def step(self) -> None:
         raise NotImplementedError
 
-    async def attempt(self, call: Callable[[NodeConnection, float], Awaitable[T]],
-                      ) -> tuple[T | None, Attempts]:
-        """Try ``call`` on the target node until success, a final error or the deadline."""
+    async def attempt(self, call: Callable[[NodeConnection, float], Awaitable[T]], *,
+                      retry_unknown: bool = True) -> tuple[T | None, Attempts]:
+        """Try ``call`` on the target node until success, a final error or the deadline
+        (``retry_unknown`` false: or the first attempt of unknown outcome)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + self.config.op_deadline
         unknown = False
@@ -189,6 +202,8 @@ class Worker:
                 unknown = unknown or kind == "unknown"
                 tried.add(target)
                 self.route.after_error(target, error)
+                if unknown and not retry_unknown:
+                    return None, Attempts("info", last_error, unknown)
                 if self.route.target in tried and len(tried) >= len(self.route.names):
                     tried.clear()
                     pause = min(backoff * (0.5 + self.rng.random()), max(0.0, end - loop.time()))
@@ -291,6 +306,8 @@ class Reader(Worker):
 
 @dataclass
 class Workload:
+    """Every worker of a run; consumers come from ``quorumlog.chaos.consumers``."""
+
     recorder: Recorder
     addresses: dict[str, str]  # node -> client proxy address
     config: WorkloadConfig
@@ -302,12 +319,17 @@ class Workload:
         return [self.config.session_name(index) for index in range(self.config.sessions)]
 
     def start(self) -> None:
+        from quorumlog.chaos.consumers import Consumer  # noqa: PLC0415 -- it builds on Worker
+
         loop = asyncio.get_running_loop()
         workers: list[Worker] = [
             Producer(index, self.recorder, self.addresses, self.config, self.seed)
             for index in range(self.config.producers)]
         workers += [Reader(self.config.producers + index, self.recorder, self.addresses,
                            self.config, self.seed) for index in range(self.config.readers)]
+        first = self.config.producers + self.config.readers
+        workers += [Consumer(first + index, self.recorder, self.addresses, self.config,
+                             self.seed) for index in range(self.config.consumers)]
         self.tasks = [loop.create_task(worker.run(self.stop), name=f"chaos-worker-{index}")
                       for index, worker in enumerate(workers)]
 

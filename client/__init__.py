@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Record,
         SessionInfo,
     )
+    from quorumlog.client.tls import ClientSecurity
 
 _EXPORTS = {
     "AppendResult": "quorumlog.client.sdk",
@@ -37,12 +38,14 @@ _EXPORTS = {
     "SessionInfo": "quorumlog.client.sdk",
     "QuorumLogError": "quorumlog.client.errors",
     "RetryPolicy": "quorumlog.client.retry",
+    "ClientSecurity": "quorumlog.client.tls",
 }
 
 __all__ = [
     "AppendResult",
     "AsyncClient",
     "Client",
+    "ClientSecurity",
     "ClusterStatus",
     "Consistency",
     "NodeStatus",

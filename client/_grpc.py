@@ -16,7 +16,15 @@ from typing import Any, cast
 import grpc
 
 from quorumlog.client import errors
-from quorumlog.proto import admin_pb2, admin_pb2_grpc, quorumlog_pb2_grpc
+from quorumlog.client.append_stream import AppendStream, StreamFailed
+from quorumlog.client.tls import ClientSecurity, aio_channel
+from quorumlog.proto import (
+    acl_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    consumer_pb2_grpc,
+    quorumlog_pb2_grpc,
+)
 from quorumlog.proto import quorumlog_pb2 as pb
 
 # Reconnect quickly to a restarted node (grpc's default backoff grows to 120 s), and never
@@ -85,13 +93,18 @@ class NodeConnection:
     must be awaited on the same loop.
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, security: ClientSecurity | None = None) -> None:
         self.address = address
-        self._channel: Any = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel: Any = aio_channel(address, security, CHANNEL_OPTIONS)
         self._stub: Any = quorumlog_pb2_grpc.QuorumLogStub(  # type: ignore[no-untyped-call]
             self._channel
         )
         self._admin: Any = admin_pb2_grpc.AdminStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
+        self._append_stream = AppendStream(self._stub, address, error_from_rpc)
+        self._acl: Any = acl_pb2_grpc.AclStub(self._channel)  # type: ignore[no-untyped-call]
+        self._consumer: Any = consumer_pb2_grpc.ConsumerStub(  # type: ignore[no-untyped-call]
             self._channel
         )
 
@@ -109,6 +122,15 @@ class NodeConnection:
     async def append_batch(
         self, request: pb.AppendBatchRequest, timeout: float | None
     ) -> pb.AppendBatchResponse:
+        """On the node's AppendStream (falls back to unary AppendBatch on older servers)."""
+        stream = self._append_stream
+        if stream.supported:
+            try:
+                return await stream.append_batch(request, timeout)
+            except StreamFailed as failure:
+                if not isinstance(failure.error, errors.Unimplemented | errors.Internal):
+                    raise failure.error from None
+                # no AppendStream on this server (grpc may report that as INTERNAL): unary
         response = await self._unary(self._stub.AppendBatch, request, timeout)
         return cast(pb.AppendBatchResponse, response)
 
@@ -174,9 +196,18 @@ class NodeConnection:
         finally:
             call.cancel()
 
+    async def acl(self, method: str, request: object, timeout: float | None) -> object:
+        """One ``quorumlog.v1.Acl`` call by method name (``Grant``, ``Revoke``, ...)."""
+        return await self._unary(getattr(self._acl, method), request, timeout)
+
+    async def consumer(self, method: str, request: object, timeout: float | None) -> object:
+        """One ``quorumlog.v1.Consumer`` call by method name (``Receive``, ``Settle``, ...)."""
+        return await self._unary(getattr(self._consumer, method), request, timeout)
+
     def subscribe(self, request: pb.SubscribeRequest) -> StreamReader:
         """Start a Subscribe stream (no deadline: it follows the tail until cancelled)."""
         return StreamReader(self._stub.Subscribe(request, wait_for_ready=False), self.address)
 
     async def close(self) -> None:
+        await self._append_stream.close()
         await self._channel.close()

@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -48,6 +48,7 @@ from quorumlog.client import cli_common, errors
 from quorumlog.client.cli import CliError
 from quorumlog.client.cluster import LocalNode, leader_of, node_command
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.client.tls import ClientSecurity
 
 RESERVOIR_SIZE = 100_000
 STOP_TIMEOUT = 10.0  # seconds a node gets after SIGTERM before SIGKILL
@@ -92,9 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "temporary directory, removed afterwards)")
     parser.add_argument("--node-arg", action="append", default=[],
                         help="with --local: extra flag for every node (repeatable)")
+    parser.add_argument("--rate", metavar="MSGS_PER_S", default=None,
+                        help="open loop: offer this many messages/s in total, each call "
+                        "timed from its scheduled start (default: as fast as possible)")
     parser.add_argument("--progress", action="store_true",
                         help="show the progress bar even when stderr is not a terminal")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    cli_common.add_security_arguments(parser)  # with --local: the nodes use --tls-dir too
 
 
 def _seconds(name: str, text: str | None, default: float, *, positive: bool = True,
@@ -123,6 +128,8 @@ class Settings:
     ready_timeout: float
     seed: int | None
     progress: bool
+    security: ClientSecurity | None = None  # --tls-dir / --token
+    rate: float | None = None  # --rate: offered messages/s (open loop), None: closed loop
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -157,7 +164,19 @@ def settings_of(args: argparse.Namespace) -> Settings:
         ready_timeout=_seconds("--ready-timeout", args.ready_timeout, 30.0, maximum=3600.0),
         seed=seed,
         progress=bool(args.progress) or sys.stderr.isatty(),
+        security=cli_common.security_of(args),
+        rate=None if args.rate is None else _rate(args.rate),
     )
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CliError(f"--rate must be a number of messages per second, got {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 10_000_000:
+        raise CliError(f"--rate must be positive and at most 10000000, got {text!r}")
+    return value
 
 
 # -- latency -----------------------------------------------------------------------------------
@@ -312,24 +331,30 @@ class LocalBenchCluster:
     root: Path
     temporary: bool
     pids: list[int] = field(default_factory=list)
+    security: ClientSecurity | None = None  # how leader probes connect (--tls-dir)
 
     @property
     def client_addrs(self) -> list[str]:
         return [member.client_addr for member in self.members]
 
     def start(self, extra: list[str]) -> None:
-        for member, metrics_addr in zip(self.members, self.metrics_addrs, strict=True):
-            member.data_dir.mkdir(parents=True, exist_ok=True)
-            with open(member.data_dir / "node.log", "ab") as log:
-                member.process = subprocess.Popen(
-                    node_command(member, self.members,
-                                 ["--metrics-addr", metrics_addr, *extra]),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            self.pids.append(member.process.pid)
+        for member in self.members:
+            self.start_member(member, extra)
+
+    def start_member(self, member: LocalNode, extra: list[str]) -> subprocess.Popen[bytes]:
+        """Start (or restart, on its data) one member; its log is appended to."""
+        metrics_addr = self.metrics_addrs[self.members.index(member)]
+        member.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(member.data_dir / "node.log", "ab") as log:
+            member.process = subprocess.Popen(
+                node_command(member, self.members, ["--metrics-addr", metrics_addr, *extra]),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.pids.append(member.process.pid)
+        return member.process
 
     def _last_log_line(self, member: LocalNode) -> str:
         with contextlib.suppress(OSError):
@@ -351,7 +376,7 @@ class LocalBenchCluster:
                         + (f": {last}" if last else ""),
                         code=1,
                     )
-            leader = leader_of(self.members, timeout=0.5)
+            leader = leader_of(self.members, timeout=0.5, security=self.security)
             if leader is not None:
                 return leader
             if time.monotonic() >= deadline:
@@ -364,22 +389,27 @@ class LocalBenchCluster:
 
     def stop(self) -> None:
         """SIGTERM every node, SIGKILL those still running after STOP_TIMEOUT; reap all."""
-        running = [m.process for m in self.members if m.process is not None]
-        for process in running:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGCONT)
-                    process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in running:
-            try:
-                process.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                process.wait()
+        stop_processes([m.process for m in self.members if m.process is not None])
         if self.temporary:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]],
+                   timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM each running process, SIGKILL those alive after ``timeout``; reap all."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
 
 
 def plan_local(nodes: int, data_dir: Path | None) -> LocalBenchCluster:
@@ -400,7 +430,7 @@ def plan_local(nodes: int, data_dir: Path | None) -> LocalBenchCluster:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, so cleanup runs as it does on Ctrl-C."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -436,6 +466,115 @@ def _progress_line(elapsed: float, total: float, totals: Totals, warmup: float) 
             f"{totals.messages} msgs  {rate:,.0f} msgs/s{errors_text}")
 
 
+@dataclass
+class Measured:
+    """What :func:`drive` counted over the measured interval."""
+
+    totals: Totals
+    reservoir: Reservoir
+    elapsed: float
+    per_call: int
+
+    def summary(self, size: int) -> dict[str, Any]:
+        """The rate and latency keys every bench report shares."""
+        totals, elapsed = self.totals, self.elapsed
+        return {
+            "messages": totals.messages,
+            "appends": totals.appends,
+            "messages_per_second": round(totals.messages / elapsed, 1),
+            "mb_per_second": round(totals.messages * size / elapsed / 1e6, 3),
+            "appends_per_second": round(totals.appends / elapsed, 1),
+            "latency_ms": self.reservoir.percentiles(),
+            "errors": dict(sorted(totals.errors.items())),
+            "duration_s": round(elapsed, 3),
+        }
+
+
+async def drive(
+    call: Callable[[str], Awaitable[object]],
+    keys: list[str],
+    settings: Settings,
+    *,
+    failures: tuple[type[BaseException], ...],
+    at_measure_start: Callable[[], Awaitable[None]] | None = None,
+) -> Measured:
+    """C workers, each awaiting ``call(key)`` (one call in flight, keys round-robin) until
+    ``warmup`` + ``duration`` is over; ``failures`` are counted by type name, not raised.
+    ``at_measure_start`` runs once as measuring begins (a metrics scrape). With
+    ``settings.rate`` each worker starts its calls on a fixed schedule (staggered between
+    workers) and a call's latency counts from its scheduled start, so a backlog shows up in
+    the latency instead of silently lowering the offered load (coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    reservoir = Reservoir(RESERVOIR_SIZE, random.Random(settings.seed))
+    totals = Totals()
+    if settings.warmup <= 0 and at_measure_start is not None:
+        await at_measure_start()
+    started = loop.time()
+    measure_start = started + settings.warmup
+    end = measure_start + settings.duration
+
+    interval = None if settings.rate is None else (
+        settings.concurrency * settings.batch / settings.rate)  # between one worker's calls
+
+    async def worker(index: int) -> None:
+        turn = index
+        scheduled = started + (0.0 if interval is None else interval * index
+                               / settings.concurrency)
+        # Bounded by time (``end``) and, as a backstop, by count.
+        for _ in range(10**9):
+            now = loop.time()
+            if interval is not None:
+                if scheduled > now:
+                    await asyncio.sleep(scheduled - now)  # the open-loop schedule
+                now = scheduled
+                scheduled += interval
+            if now >= end or loop.time() >= end:  # a backlog never outlasts the run
+                return
+            key = keys[turn % len(keys)]
+            turn += 1
+            begun = time.perf_counter() - (loop.time() - now)  # from the scheduled start
+            try:
+                await call(key)
+            except failures as error:
+                if now >= measure_start:
+                    totals.errors[type(error).__name__] += 1
+                await asyncio.sleep(ERROR_PAUSE)
+                continue
+            if now >= measure_start:
+                reservoir.add(time.perf_counter() - begun)
+                totals.appends += 1
+                totals.messages += settings.batch
+
+    async def progress() -> None:
+        total = settings.warmup + settings.duration
+        for _ in range(10**7):
+            elapsed = loop.time() - started
+            sys.stderr.write(_progress_line(elapsed, total, totals, settings.warmup))
+            sys.stderr.flush()
+            if elapsed >= total:
+                return
+            await asyncio.sleep(min(PROGRESS_INTERVAL, max(0.01, total - elapsed)))
+
+    workers = [asyncio.create_task(worker(i)) for i in range(settings.concurrency)]
+    progress_task = asyncio.create_task(progress()) if settings.progress else None
+    try:
+        if settings.warmup > 0 and at_measure_start is not None:
+            await asyncio.sleep(settings.warmup)  # the warmup phase itself
+            await at_measure_start()
+        await asyncio.gather(*workers)
+        finished = loop.time()
+    finally:
+        for task in workers:
+            task.cancel()
+        if progress_task is not None:
+            progress_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress_task
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+    return Measured(totals, reservoir, max(finished - measure_start, 1e-9), settings.batch)
+
+
 async def run_load(
     addresses: list[str],
     settings: Settings,
@@ -444,11 +583,10 @@ async def run_load(
     rng = random.Random(settings.seed)
     payloads = [rng.randbytes(settings.size) for _ in range(settings.batch)]
     sessions = [f"bench-{i}" for i in range(settings.sessions)]
-    reservoir = Reservoir(RESERVOIR_SIZE, rng)
-    totals = Totals()
-    loop = asyncio.get_running_loop()
 
-    async with AsyncClient(addresses, deadline=settings.deadline, seed=settings.seed) as client:
+    async with AsyncClient(
+        addresses, deadline=settings.deadline, seed=settings.seed, security=settings.security
+    ) as client:
         # Preflight: a clear error instead of C timed-out appends when nothing answers.
         status = await client.cluster_status(deadline=min(settings.deadline, 5.0))
         if not status.reachable:
@@ -458,73 +596,20 @@ async def run_load(
                 + (f" ({first})" if first is not None else ""),
                 code=1,
             )
-        started = loop.time()
-        measure_start = started + settings.warmup
-        end = measure_start + settings.duration
         before: list[dict[str, float] | None] = []
-        if settings.warmup <= 0 and metrics_addrs:
-            before = await asyncio.to_thread(scrape_all, metrics_addrs)
-        measuring = settings.warmup <= 0
 
-        async def worker(index: int) -> None:
-            turn = index
-            # Bounded by time (``end``) and, as a backstop, by count.
-            for _ in range(10**9):
-                now = loop.time()
-                if now >= end:
-                    return
-                session = sessions[turn % len(sessions)]
-                turn += 1
-                begun = time.perf_counter()
-                try:
-                    await client.append(session, *payloads)
-                except errors.QuorumLogError as error:
-                    if begun_in_measure(now):
-                        totals.errors[type(error).__name__] += 1
-                    await asyncio.sleep(ERROR_PAUSE)
-                    continue
-                if begun_in_measure(now):
-                    reservoir.add(time.perf_counter() - begun)
-                    totals.appends += 1
-                    totals.messages += settings.batch
+        async def scrape_before() -> None:
+            before[:] = await asyncio.to_thread(scrape_all, metrics_addrs)
 
-        def begun_in_measure(now: float) -> bool:
-            return now >= measure_start
+        async def append(session: str) -> None:
+            await client.append(session, *payloads)
 
-        async def progress() -> None:
-            total = settings.warmup + settings.duration
-            for _ in range(10**7):
-                elapsed = loop.time() - started
-                sys.stderr.write(_progress_line(elapsed, total, totals, settings.warmup))
-                sys.stderr.flush()
-                if elapsed >= total:
-                    return
-                await asyncio.sleep(min(PROGRESS_INTERVAL, max(0.01, total - elapsed)))
+        measured = await drive(
+            append, sessions, settings, failures=(errors.QuorumLogError,),
+            at_measure_start=scrape_before if metrics_addrs else None,
+        )
+        after = await asyncio.to_thread(scrape_all, metrics_addrs) if metrics_addrs else []
 
-        workers = [asyncio.create_task(worker(i)) for i in range(settings.concurrency)]
-        progress_task = asyncio.create_task(progress()) if settings.progress else None
-        try:
-            if not measuring:
-                await asyncio.sleep(settings.warmup)  # the warmup phase itself
-                if metrics_addrs:
-                    before = await asyncio.to_thread(scrape_all, metrics_addrs)
-            await asyncio.gather(*workers)
-            finished = loop.time()
-            if metrics_addrs:
-                after = await asyncio.to_thread(scrape_all, metrics_addrs)
-            else:
-                after = []
-        finally:
-            for task in workers:
-                task.cancel()
-            if progress_task is not None:
-                progress_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await progress_task
-                sys.stderr.write("\r\033[K")
-                sys.stderr.flush()
-
-    elapsed = max(finished - measure_start, 1e-9)
     figures: dict[str, float | None] = {
         "entries_per_fsync": None, "entries_per_append_entries": None,
         "follower_entries_per_fsync": None, "empty_append_entries_fraction": None,
@@ -533,19 +618,13 @@ async def run_load(
     if before and after:
         figures = node_figures(before, after)
     return {
-        "messages": totals.messages,
-        "appends": totals.appends,
-        "messages_per_second": round(totals.messages / elapsed, 1),
-        "mb_per_second": round(totals.messages * settings.size / elapsed / 1e6, 3),
-        "appends_per_second": round(totals.appends / elapsed, 1),
-        "latency_ms": reservoir.percentiles(),
-        "errors": dict(sorted(totals.errors.items())),
-        "duration_s": round(elapsed, 3),
+        **measured.summary(settings.size),
         "warmup_s": settings.warmup,
         "concurrency": settings.concurrency,
         "batch": settings.batch,
         "size": settings.size,
         "sessions": settings.sessions,
+        "rate": settings.rate,
         **figures,
     }
 
@@ -593,7 +672,7 @@ def run(args: argparse.Namespace) -> int:
         local_nodes = cli_common.integer("--local", args.local, minimum=1, default=3)
         if local_nodes > MAX_LOCAL_NODES:
             raise CliError(f"--local must be at most {MAX_LOCAL_NODES}, got {local_nodes}")
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         if local_nodes is None:
             addresses = [a.strip() for a in cli_common.cluster_addresses(args).split(",")
                          if a.strip()]
@@ -603,7 +682,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             cluster = plan_local(local_nodes, args.data_dir)
             try:
-                cluster.start(list(args.node_arg))
+                cluster.security = settings.security
+                tls = ["--tls-dir", str(args.tls_dir)] if args.tls_dir else []
+                cluster.start([*args.node_arg, *tls])
                 leader = cluster.wait_leader(settings.ready_timeout)
                 report = _run_async(cluster.client_addrs, settings, cluster.metrics_addrs)
                 dead = cluster.dead()

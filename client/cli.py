@@ -32,11 +32,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "read": ("quorumlog.client.cmd_read", "read messages of a session from an offset"),
     "tail": ("quorumlog.client.cmd_tail", "follow a session, printing messages as committed"),
     "sessions": ("quorumlog.client.cmd_sessions", "list sessions"),
+    "consume": (
+        "quorumlog.client.cmd_consume",
+        "receive messages of a session for a consumer group (peek-lock, then complete)",
+    ),
+    "dlq": ("quorumlog.client.cmd_dlq", "list or resubmit a session's dead letters"),
+    "bench-consume": (
+        "quorumlog.client.bench_consume",
+        "consume throughput: peek-lock + complete, one group over many sessions",
+    ),
     "chaos": ("quorumlog.chaos.cli_chaos", "chaos run (faults + checked history) / chaos check"),
     "health": ("quorumlog.client.cmd_health", "check one node's gRPC health service"),
     "bench": ("quorumlog.client.bench", "load-test a cluster (or --local N) and report rates"),
     "backup": ("quorumlog.client.cmd_backup", "write a consistent backup of a running cluster"),
     "restore": ("quorumlog.node.cli_restore", "seed a new node's data directory from a backup"),
+    "certs": ("quorumlog.client.cmd_certs", "create development TLS certificates / sign tokens"),
+    "acl": ("quorumlog.client.cmd_acl", "grant, revoke, list access rules; enable enforcement"),
 }
 
 

@@ -1,8 +1,10 @@
 """Shared pieces of the data-plane CLI commands (status, append, read, tail, sessions).
 
-Owns: the ``--cluster``/``--deadline``/``--json`` flags, validating numbers without argparse's
-two-line usage errors, turning SDK errors into one clear :class:`CliError` line, and
-rendering message bytes as text/JSON. Must never: retry or talk to grpc (the SDK does that).
+Owns: the ``--cluster``/``--deadline``/``--json`` flags, the security flags every client command
+shares (``--tls-dir``, ``--tls-client``, ``--token``; README "Security"), validating numbers
+without argparse's two-line usage errors, turning SDK errors into one clear :class:`CliError`
+line, and rendering message bytes as text/JSON. Must never: retry or talk to grpc (the SDK
+does that).
 
 Binary data: a message that is valid UTF-8 is printed as that text. Otherwise text output
 shows it with ``\\xNN`` escapes, and JSON gives ``"data"`` with the same escapes plus
@@ -23,6 +25,7 @@ from typing import Any
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
 from quorumlog.client.sdk import Client, Record
+from quorumlog.client.tls import TLS_DIR_ENV, TOKEN_ENV, ClientSecurity, security_from
 
 DEFAULT_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 CLUSTER_ENV = "QUORUMLOG_CLUSTER"
@@ -48,6 +51,42 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, json_flag: bool = T
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON")
+    add_security_arguments(parser)
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls-dir``, ``--tls-client`` and ``--token`` (read back with :func:`security_of`)."""
+    group = parser.add_argument_group("security")
+    group.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        default=None,
+        help=f"mutual TLS with DIR/ca.pem and DIR/client.pem (default: ${TLS_DIR_ENV}; "
+        "none: plaintext)",
+    )
+    group.add_argument(
+        "--tls-client",
+        metavar="PRINCIPAL",
+        default=None,
+        help="use DIR/client-PRINCIPAL.pem instead of DIR/client.pem",
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=None,
+        help=f"bearer token to send (default: ${TOKEN_ENV}); see quorumlog certs token",
+    )
+
+
+def security_of(args: argparse.Namespace) -> ClientSecurity | None:
+    """The TLS material and token the security flags ask for; None: plaintext."""
+    try:
+        return security_from(
+            getattr(args, "tls_dir", None), getattr(args, "tls_client", None),
+            getattr(args, "token", None),
+        )
+    except errors.QuorumLogError as error:
+        raise CliError(error.message, EXIT_USAGE) from None
 
 
 def cluster_addresses(args: argparse.Namespace) -> str:
@@ -93,7 +132,7 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     addresses = cluster_addresses(args)
     deadline = deadline_of(args)
     with cli_errors(addresses, deadline):
-        client = Client(addresses, deadline=deadline)
+        client = Client(addresses, deadline=deadline, security=security_of(args))
         try:
             yield client
         finally:

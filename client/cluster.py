@@ -21,8 +21,9 @@ from types import FrameType
 
 import grpc
 
-from quorumlog.client import cmd_membership
+from quorumlog.client import cmd_membership, errors
 from quorumlog.client.cli import CliError
+from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
 
@@ -64,11 +65,13 @@ def node_command(node: LocalNode, members: list[LocalNode], extra: list[str]) ->
     ]
 
 
-def leader_of(members: list[LocalNode], timeout: float = 1.0) -> str | None:
+def leader_of(
+    members: list[LocalNode], timeout: float = 1.0, security: ClientSecurity | None = None
+) -> str | None:
     """The leader name as reported by any reachable node, or None."""
     for member in members:
         try:
-            with grpc.insecure_channel(member.client_addr) as channel:
+            with sync_channel(member.client_addr, security) as channel:
                 stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
                 status = stub.ClusterStatus(quorumlog_pb2.ClusterStatusRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -86,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--base-port", type=int, default=7001, help="first client port (7001)")
     up.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to elect")
     up.add_argument("--node-arg", action="append", default=[], help="extra flag for nodes")
+    up.add_argument(
+        "--tls-dir", type=Path, default=None,
+        help="mutual TLS on every node from DIR (quorumlog certs init DIR); default plaintext",
+    )
     cmd_membership.add_arguments(sub)
 
 
@@ -108,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster_command != "up":
         return cmd_membership.run(args)
     members = plan(args.nodes, args.base_port, args.data_dir)
+    node_args = list(args.node_arg)
+    security = None
+    if args.tls_dir is not None:
+        node_args += ["--tls-dir", str(args.tls_dir)]
+        try:
+            security = ClientSecurity.from_dir(args.tls_dir)
+        except errors.QuorumLogError as error:
+            raise CliError(error.message) from None
     stop_requested: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -121,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         for member in members:
             member.data_dir.mkdir(parents=True, exist_ok=True)
             member.process = subprocess.Popen(
-                node_command(member, members, args.node_arg),
+                node_command(member, members, node_args),
                 stdout=subprocess.DEVNULL,
                 stderr=open(member.data_dir / "node.log", "ab"),  # noqa: SIM115
             )
@@ -142,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                     f"see {first.data_dir / 'node.log'}",
                     code=1,
                 )
-            leader = leader_of(members)
+            leader = leader_of(members, security=security)
             if leader is not None:
                 break
             time.sleep(0.2)  # polling interval while the cluster elects a leader

@@ -19,7 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli_common import deadline_of
+from quorumlog.client.cli_common import add_security_arguments, deadline_of, security_of
+from quorumlog.client.tls import sync_channel
 
 ADDRESS_ENV = "QUORUMLOG_HEALTH_ADDR"
 DEFAULT_ADDRESS = "127.0.0.1:7001"
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"give up after this many seconds (default {DEFAULT_DEADLINE:g})",
     )
+    add_security_arguments(parser)
 
 
 def address_of(args: argparse.Namespace) -> str:
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     deadline = deadline_of(args, DEFAULT_DEADLINE)
     service: str = args.service
     shown = f"{address} service {service!r}"
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, security_of(args)) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,

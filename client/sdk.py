@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import random
 import threading
 import uuid
@@ -40,11 +41,14 @@ from typing import Any, Self, TypeVar
 
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection, StreamReader
+from quorumlog.client.acl import AclOperations, SyncAclOperations
 from quorumlog.client.admin import AddNodeResult, BackupResult, Operations
+from quorumlog.client.consumer import ConsumerOperations, SyncConsumerOperations
 from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
 from quorumlog.client.retry import RetryPolicy, is_retryable
+from quorumlog.client.tls import ClientSecurity
 from quorumlog.proto import quorumlog_pb2 as pb
 
 T = TypeVar("T")
@@ -241,8 +245,9 @@ class AsyncClient:
     ``max_batch_messages``, ``max_batch_bytes``: coalescing of concurrent appends to one
     session. Batches of different sessions that are ready together travel in one AppendBatch
     RPC (at most one round in flight per client; see ``outbox.py``). ``seed``: makes retry
-    jitter reproducible. Use as ``async with`` or call :meth:`close`. All methods must run on
-    one event loop.
+    jitter reproducible. ``security``: mutual TLS material and/or a bearer token
+    (``ClientSecurity.from_dir(tls_dir)``; README "Security"); None: plaintext. Use as
+    ``async with`` or call :meth:`close`. All methods must run on one event loop.
     """
 
     def __init__(
@@ -256,6 +261,7 @@ class AsyncClient:
         max_batch_bytes: int = 1024 * 1024,
         retry: RetryPolicy | None = None,
         seed: int | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         if deadline <= 0:
             raise errors.InvalidArgument("deadline must be positive")
@@ -266,9 +272,15 @@ class AsyncClient:
         self._limits = BatchLimits(linger_ms / 1000.0, max_batch_messages, max_batch_bytes)
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
-        self._router = Router(parse_addresses(addresses), policy=self._retry, rng=self._rng)
+        self._router = Router(
+            parse_addresses(addresses), policy=self._retry, rng=self._rng,
+            connect=functools.partial(NodeConnection, security=security),
+        )
         self._outbox = AppendOutbox(self._router)
         self._operations = Operations(self._router, self._end)
+        self.acl = AclOperations(self._router, self._end)  # grant / revoke / list rules
+        # groups, receive / settle, leases, state, dead letters (quorumlog.client.consumer)
+        self.consumer = ConsumerOperations(self._router, self._end)
         self._producers: dict[str, SessionProducer] = {}
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -717,6 +729,7 @@ class Client:
         max_batch_bytes: int = 1024 * 1024,
         retry: RetryPolicy | None = None,
         seed: int | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         self._async = AsyncClient(
             addresses,
@@ -727,9 +740,12 @@ class Client:
             max_batch_bytes=max_batch_bytes,
             retry=retry,
             seed=seed,
+            security=security,
         )
         self._loop = _LoopThread()
         self._closed = False
+        self.acl = SyncAclOperations(self._async.acl, self._run)  # grant / revoke / list
+        self.consumer = SyncConsumerOperations(self._async.consumer, self._run)
 
     def __enter__(self) -> Self:
         return self

@@ -65,11 +65,12 @@ class NodeConfig:
     peers: dict[str, str]
     data_dir: Path
     cluster_id: int = 1
-    tick_ms: int = 100
+    tick_ms: int = 50
     election_tick: int = 10
     heartbeat_tick: int = 1
     snapshot_every: int = 50_000
     snapshot_keep: int = 10_000
+    snapshot_bytes: int = 64 << 20  # also snapshot after this many bytes of entries
     max_entry_bytes: int = 4 << 20
     metrics_addr: str | None = None
     log_level: str = "info"
@@ -82,6 +83,15 @@ class NodeConfig:
     # proxy, a NAT address). Local only: never replicated. The chaos run uses it to put a
     # proxy on every directed peer link.
     peer_routes: dict[str, str] = field(default_factory=dict)
+    # Security (README "Security"): mutual TLS on both ports from this directory's CA and
+    # node certificate; without it, plaintext, allowed on loopback addresses only unless
+    # ``plaintext`` asks for it explicitly.
+    tls_dir: Path | None = None
+    plaintext: bool = False
+    peer_allow: list[str] = field(default_factory=list)  # more node names the peer port takes
+    token_key: Path | None = None  # verifies bearer tokens (HMAC secret or Ed25519 public key)
+    rate_limit: float = 0.0  # requests/s per principal on this node; 0: unlimited
+    audit_log: Path | None = None  # manage operations, one JSON line each (also on the log)
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -107,6 +117,23 @@ class NodeConfig:
             raise ConfigError("timing: need tick_ms > 0 and election_tick > heartbeat_tick")
         if self.snapshot_every <= 0 or not 0 <= self.snapshot_keep < self.snapshot_every:
             raise ConfigError("snapshots: need snapshot_every > snapshot_keep >= 0")
+        if self.snapshot_bytes <= 0:
+            raise ConfigError("snapshots: need snapshot_bytes > 0")
+        self._validate_security()
+
+    def _validate_security(self) -> None:
+        from quorumlog.node.tls import is_loopback  # noqa: PLC0415 -- grpc only when needed
+
+        if self.rate_limit < 0:
+            raise ConfigError("--rate-limit must be >= 0 requests/s")
+        if self.tls_dir is not None or self.plaintext:
+            return
+        for flag, address in (("--client-addr", self.client_addr), ("--peer-addr", self.peer_addr)):
+            if not is_loopback(address):
+                raise ConfigError(
+                    f"{flag} {address} is not a loopback address: give --tls-dir DIR for "
+                    "mutual TLS, or --plaintext to serve it unencrypted on purpose"
+                )
 
 
 _TOML_KEYS = {
@@ -120,10 +147,17 @@ _TOML_KEYS = {
     "heartbeat_tick": "heartbeat_tick",
     "snapshot_every": "snapshot_every",
     "snapshot_keep": "snapshot_keep",
+    "snapshot_bytes": "snapshot_bytes",
     "metrics_addr": "metrics_addr",
     "log_level": "log_level",
     "join": "join",
+    "tls_dir": "tls_dir",
+    "plaintext": "plaintext",
+    "token_key": "token_key",
+    "rate_limit": "rate_limit",
+    "audit_log": "audit_log",
 }
+_TOML_PATHS = {"data_dir", "tls_dir", "token_key", "audit_log"}
 
 
 def load_toml(path: Path) -> dict[str, object]:
@@ -136,7 +170,10 @@ def load_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"--config: {path} is not valid TOML: {error}") from error
     values: dict[str, object] = {}
     for key, value in raw.items():
-        if key == "peer_routes" and isinstance(value, str):
+        if key == "peer_allow" and isinstance(value, list | str):
+            names = value.split(",") if isinstance(value, str) else value
+            values["peer_allow"] = [str(name).strip() for name in names if str(name).strip()]
+        elif key == "peer_routes" and isinstance(value, str):
             values["peer_routes"] = parse_peers(value, "peer_routes")
         elif key == "peers":
             if isinstance(value, str):
@@ -147,7 +184,7 @@ def load_toml(path: Path) -> dict[str, object]:
             else:
                 raise ConfigError("--config: peers must be a table or a NAME=ADDR,... string")
         elif key in _TOML_KEYS:
-            values[_TOML_KEYS[key]] = Path(str(value)) if key == "data_dir" else value
+            values[_TOML_KEYS[key]] = Path(str(value)) if key in _TOML_PATHS else value
         else:
             raise ConfigError(f"--config: unknown setting {key!r}")
     return values

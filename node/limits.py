@@ -33,6 +33,7 @@ class ErrorCode(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     ALREADY_EXISTS = "ALREADY_EXISTS"  # membership: the id or an address is taken
     FAILED_PRECONDITION = "FAILED_PRECONDITION"  # membership: not allowed in this configuration
+    PERMISSION_DENIED = "PERMISSION_DENIED"  # acl: the principal may not (quorumlog.node.acl)
 
 
 class InvalidInput(Exception):

@@ -12,6 +12,7 @@ vouches for is durable, or block the event loop on disk I/O of the log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -38,6 +39,11 @@ log = logging.getLogger("quorumlog.node")
 # client writing one message at a time sends its next append sooner than this, so followers
 # learn each commit without a message of its own (half the leader's appends, measured).
 COMMIT_FLUSH_SECONDS = 0.002
+
+# With ``snapshot_bytes`` set, a snapshot is also taken after that many bytes of entries, and
+# the log kept behind it for slow followers is cut to about this many times that size.
+KEEP_BYTES_FACTOR = 4
+_BYTE_MARKS_KEPT = 65536  # (index, cumulative bytes) per persisted Ready, for compaction
 
 
 class StateMachine(Protocol):
@@ -122,6 +128,7 @@ class RaftNode:
         snapshot_every: int,
         snapshot_keep: int,
         max_entry_bytes: int,
+        snapshot_bytes: int | None = None,
         seed: int | None = None,
         unsafe_ack_before_fsync: bool = False,
         on_role_change: Callable[[StateRole, NodeId, int], None] | None = None,
@@ -136,6 +143,15 @@ class RaftNode:
         self.tick_seconds = tick_seconds
         self.snapshot_every = snapshot_every
         self.snapshot_keep = snapshot_keep
+        # Big entries (batched appends) reach any byte size in few entries: without a byte
+        # bound the whole log stayed, and a restart read all of it (replay_conf_changes reads
+        # snapshot..applied): 10M messages, 13-49 s to serve again on a busy 2-core machine,
+        # 2.8-7.7 s with this bound (benchmarks/large_state.py).
+        self.snapshot_bytes = snapshot_bytes
+        self._log_bytes = 0  # data bytes of entries persisted since this process started
+        self._log_bytes_at_snapshot = 0
+        self._byte_marks: collections.deque[tuple[int, int]] = collections.deque(
+            maxlen=_BYTE_MARKS_KEPT)
         self.max_entry_bytes = max_entry_bytes
         self.unsafe_ack_before_fsync = unsafe_ack_before_fsync
         self.on_role_change = on_role_change
@@ -420,6 +436,9 @@ class RaftNode:
                 if len(metrics.entries_per_sync) > 4096:
                     del metrics.entries_per_sync[:2048]
             metrics.entries_persisted += len(rd.entries)
+            if rd.entries:
+                self._log_bytes += sum(len(entry.data) for entry in rd.entries)
+                self._byte_marks.append((rd.entries[-1].index, self._log_bytes))
         if rd.persisted_messages and not self.unsafe_ack_before_fsync:
             self._send(rd.persisted_messages)
             self._count_sent(rd.persisted_messages)
@@ -504,16 +523,33 @@ class RaftNode:
 
     def _maybe_compact(self) -> None:
         applied = self.raw.raft.log.applied
-        snapshot_index = self.storage.snapshot().metadata.index
-        if applied - snapshot_index < self.snapshot_every:
+        snapshot_index = self.storage.snapshot_index()  # every Ready: no RocksDB read
+        by_bytes = self.snapshot_bytes is not None and (
+            self._log_bytes - self._log_bytes_at_snapshot >= self.snapshot_bytes)
+        if applied - snapshot_index < self.snapshot_every and not by_bytes:
+            return
+        if applied <= snapshot_index:
             return
         # The snapshot is a marker: the state itself lives in RocksDB and is streamed to a
         # follower that needs it (FetchState), so creating one copies nothing.
         self.storage.create_snapshot(applied, self.raw.raft.conf_state(), b"")
-        compact_to = applied - self.snapshot_keep
+        self._log_bytes_at_snapshot = self._log_bytes
+        compact_to = max(applied - self.snapshot_keep, self._keep_bytes_from(applied))
         if compact_to >= self.storage.first_index():
             self.storage.compact(compact_to)
         log.info("n%d snapshot at %d, log compacted to %d", self.id, applied, compact_to)
+
+    def _keep_bytes_from(self, applied: int) -> int:
+        """The highest index up to which compacting still leaves at least
+        KEEP_BYTES_FACTOR * snapshot_bytes of log (0 when the log is not that long)."""
+        if self.snapshot_bytes is None:
+            return 0
+        keep = KEEP_BYTES_FACTOR * self.snapshot_bytes
+        marks = self._byte_marks
+        compact_to = 0
+        while marks and marks[0][0] <= applied and self._log_bytes - marks[0][1] >= keep:
+            compact_to = marks.popleft()[0]
+        return compact_to
 
     async def _restore(self, min_index: int) -> None:
         """Replace the state machine with a peer's state at or after ``min_index``."""

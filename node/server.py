@@ -24,15 +24,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from quorumlog.node import membership
+from quorumlog.node.acl_service import AclService
 from quorumlog.node.admin import AdminService
 from quorumlog.node.config import NodeConfig, raft_id
+from quorumlog.node.consumer_service import ConsumerService
 from quorumlog.node.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.raft_node import RaftNode
+from quorumlog.node.security import NodeSecurity
 from quorumlog.node.service import QuorumLogService
 from quorumlog.node.state_machine import SessionStateMachine
 from quorumlog.node.storage import RocksStorage
+from quorumlog.node.tls import peer_channel
 from quorumlog.node.transport import CHANNEL_OPTIONS, PeerInfo, PeerServicer, PeerTransport
-from quorumlog.proto import admin_pb2_grpc, quorumlog_pb2_grpc, raft_pb2, raft_pb2_grpc
+from quorumlog.proto import (
+    acl_pb2_grpc,
+    admin_pb2_grpc,
+    consumer_pb2_grpc,
+    quorumlog_pb2_grpc,
+    raft_pb2,
+    raft_pb2_grpc,
+)
 from quorumlog.raft.types import Message, NodeId, StateRole
 
 log = logging.getLogger("quorumlog.server")
@@ -88,6 +99,8 @@ class NodeServer:
         self.health = health.aio.HealthServicer()
         self.metrics = NodeMetricsExporter(config.name, lambda: self.node)
         self.started_at = time.time()
+        self.security = NodeSecurity(config)
+        self.consumer_service: ConsumerService | None = None
 
     def _names(self) -> dict[NodeId, str]:
         names = {raft_id(name): name for name in self.config.peers}
@@ -148,6 +161,7 @@ class NodeServer:
             on_unreachable=self._unreachable,
             peer_address=config.peer_addr,
             routes=config.peer_routes,
+            tls=self.security.tls,
         )
         self.transport = transport
         node = RaftNode(
@@ -162,6 +176,7 @@ class NodeServer:
             heartbeat_tick=config.heartbeat_tick,
             snapshot_every=config.snapshot_every,
             snapshot_keep=config.snapshot_keep,
+            snapshot_bytes=config.snapshot_bytes,
             max_entry_bytes=config.max_entry_bytes,
             seed=config.seed,
             unsafe_ack_before_fsync=config.unsafe_ack_before_fsync,
@@ -170,27 +185,47 @@ class NodeServer:
         )
         self.node = node
 
-        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.peer_server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=self.security.peer_interceptors(self._allowed_peers),
+        )
         raft_pb2_grpc.add_RaftPeerServicer_to_server(  # type: ignore[no-untyped-call]
             PeerServicer(transport, self._export_state), self.peer_server
         )
-        self._bind(self.peer_server, config.peer_addr, "--peer-addr")
+        self.security.bind(self.peer_server, config.peer_addr, "--peer-addr")
 
         self.client_server = grpc.aio.server(
             options=SERVER_OPTIONS,
-            interceptors=[LatencyInterceptor(self.metrics.request_seconds)],
+            interceptors=[
+                LatencyInterceptor(self.metrics.request_seconds),
+                *self.security.client_interceptors(state_machine.acl),
+            ],
         )
-        service = QuorumLogService(node, state_machine, transport, config)
+        request_seconds = self.metrics.request_seconds
+        service = QuorumLogService(
+            node, state_machine, transport, config,
+            observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
+                seconds
+            ),
+        )
         quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
             service, self.client_server
         )
         admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
             AdminService(service), self.client_server
         )
+        acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
+            AclService(service), self.client_server
+        )
+        self.consumer_service = ConsumerService(service)
+        consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
+            self.consumer_service, self.client_server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.client_server)
-        self._bind(self.client_server, config.client_addr, "--client-addr")
+        self.security.bind(self.client_server, config.client_addr, "--client-addr")
 
         node.start()
+        self.consumer_service.start()
         transport.start()
         await self.peer_server.start()
         await self.client_server.start()
@@ -211,14 +246,16 @@ class NodeServer:
         if self.node is not None:
             self.node.report_unreachable(peer)
 
-    @staticmethod
-    def _bind(server: grpc.aio.Server, address: str, flag: str) -> None:
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise OSError(f"{flag} {address}: cannot listen ({error})") from error
-        if port == 0:
-            raise OSError(f"{flag} {address}: cannot listen (address in use?)")
+    def _allowed_peers(self) -> set[str] | None:
+        """Node names the peer port takes (with TLS): the members, ``--peers`` and
+        ``--peer-allow``; while this node has no member records (it waits to be added),
+        any node certificate of the cluster's CA (None), since it knows no members yet."""
+        records = self.state_machine.members() if self.state_machine is not None else {}
+        if not records:
+            return None
+        return {record.name for record in records.values()} | set(self.config.peers) | set(
+            self.config.peer_allow
+        )
 
     def _on_role_change(self, role: StateRole, leader_id: NodeId, term: int) -> None:
         names = self._names()
@@ -245,7 +282,8 @@ class NodeServer:
         address = transport.peer_address(peer) if transport else None
         if address is None:
             raise RuntimeError(f"no address for n{peer}")
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        name = transport.peers[peer].name if transport and peer in transport.peers else ""
+        async with peer_channel(address, self.security.tls, name, CHANNEL_OPTIONS) as channel:
             stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
             request = raft_pb2.FetchStateRequest(
                 cluster_id=self.config.cluster_id, min_index=min_index
@@ -258,6 +296,8 @@ class NodeServer:
             await self.health.enter_graceful_shutdown()
         if self.client_server is not None:
             await self.client_server.stop(grace)
+        if self.consumer_service is not None:
+            await self.consumer_service.stop()
         if self.node is not None:
             await self.node.stop()
         if self.transport is not None:

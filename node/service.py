@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
 
 from quorumlog.node import limits
 from quorumlog.node.config import NodeConfig
+from quorumlog.node.guard import current_principal, may_append
 from quorumlog.node.limits import InvalidInput
 from quorumlog.node.membership import follower_progress
 from quorumlog.node.raft_node import CommandFailed, NotLeader, OutcomeUnknown, RaftNode
@@ -57,6 +58,19 @@ def _failed_outcome(
     return quorumlog_pb2.AppendOutcome(code=code, message=error.message)
 
 
+class BatchRefused(Exception):
+    """An append batch failed as a whole: the status of the call (AppendBatch) or the in-band
+    answer of one AppendStream request, with the leader hint as metadata."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.metadata = metadata
+
+
 class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     def __init__(
         self,
@@ -65,15 +79,21 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
         transport: PeerTransport,
         config: NodeConfig,
         node_limits: limits.Limits = limits.DEFAULT_LIMITS,
+        *,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.node = node
+        # (method, status code name, seconds) of each request a stream carries; unary calls
+        # are timed by metrics.LatencyInterceptor
+        self._observe = observe
         self.state_machine = state_machine
         self.transport = transport
         self.config = config
         self.limits = node_limits
 
     # -- errors ----------------------------------------------------------------------------------
-    async def _not_leader(self, context: Context, detail: str) -> NoReturn:
+    def _not_leader_refusal(self, detail: str) -> BatchRefused:
+        """UNAVAILABLE naming the leader (metadata and message) when this node knows it."""
         leader = self.node.leader_id
         info = self.transport.peers.get(leader) if leader != NONE else None
         metadata: list[tuple[str, str]] = []
@@ -81,9 +101,21 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             metadata.append((LEADER_ID_KEY, info.name))
             if info.client_address:
                 metadata.append((LEADER_ADDR_KEY, info.client_address))
-        context.set_trailing_metadata(tuple(metadata))
         hint = f"; leader is {info.name}" if metadata and info is not None else "; no leader known"
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.config.name}: {detail}{hint}")
+        return BatchRefused(
+            grpc.StatusCode.UNAVAILABLE,
+            f"node {self.config.name}: {detail}{hint}",
+            tuple(metadata),
+        )
+
+    async def _not_leader(self, context: Context, detail: str) -> NoReturn:
+        await self._abort(context, self._not_leader_refusal(detail))
+
+    @staticmethod
+    async def _abort(context: Context, refusal: BatchRefused) -> NoReturn:
+        if refusal.metadata:
+            context.set_trailing_metadata(refusal.metadata)
+        await context.abort(refusal.code, refusal.message)
 
     @staticmethod
     async def _invalid(
@@ -160,6 +192,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
                 session=request.session,
                 messages=request.messages,
                 producer_id=request.producer_id,
+                principal=current_principal.get(),  # the producer's owner (node/acl.py)
                 sequence=request.sequence,
             )
         )
@@ -176,6 +209,66 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def AppendBatch(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.AppendBatchRequest, context: Context
     ) -> quorumlog_pb2.AppendBatchResponse:
+        try:
+            return await self._append_batch(request, _remaining(context))
+        except BatchRefused as refusal:
+            await self._abort(context, refusal)
+
+    async def AppendStream(  # noqa: N802 -- gRPC method name
+        self,
+        request_iterator: AsyncIterator[quorumlog_pb2.AppendStreamRequest],
+        context: Context,
+    ) -> AsyncIterator[quorumlog_pb2.AppendStreamResponse]:
+        """AppendBatch calls on one stream: each request is served as it arrives (pipelined,
+        answered by id), a refusal is answered in-band, and the stream ends after the client
+        half-closes and every request has been answered."""
+        answers: asyncio.Queue[quorumlog_pb2.AppendStreamResponse | None] = asyncio.Queue()
+        serving: set[asyncio.Task[None]] = set()
+
+        async def serve(request: quorumlog_pb2.AppendStreamRequest) -> None:
+            timeout = request.timeout_ms / 1000 if request.timeout_ms else DEFAULT_TIMEOUT
+            answer = quorumlog_pb2.AppendStreamResponse(id=request.id)
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                answer.batch.CopyFrom(
+                    await self._append_batch(request.batch, min(timeout, _remaining(context)))
+                )
+            except BatchRefused as refusal:
+                code = refusal.code.name
+                answer.code = refusal.code.value[0]
+                answer.message = refusal.message
+                hint = dict(refusal.metadata)
+                answer.leader_id = hint.get(LEADER_ID_KEY, "")
+                answer.leader_addr = hint.get(LEADER_ADDR_KEY, "")
+            if self._observe is not None:
+                self._observe("AppendStream", code, time.perf_counter() - started)
+            answers.put_nowait(answer)
+
+        async def receive() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(serve(request))
+                    serving.add(task)
+                    task.add_done_callback(serving.discard)
+                while serving:
+                    await asyncio.wait(set(serving))
+            finally:
+                answers.put_nowait(None)
+
+        receiver = asyncio.create_task(receive())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await receiver  # re-raises a failed read
+        finally:
+            receiver.cancel()
+            for task in list(serving):
+                task.cancel()  # the client left: its submitted appends still commit
+
+    async def _append_batch(
+        self, request: quorumlog_pb2.AppendBatchRequest, timeout: float
+    ) -> quorumlog_pb2.AppendBatchResponse:
         """Several appends in one call: one outcome each, in order.
 
         Each append is validated like ``Append``; an invalid one gets its own outcome and is
@@ -183,15 +276,17 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
         one entry (split only by ``max_entry_bytes``). An apply-time error is that append's
         outcome. If any append's outcome is unknown (leadership lost, deadline) the whole
         call fails UNAVAILABLE / DEADLINE_EXCEEDED and the client retries the whole batch:
-        producer dedup makes that exactly-once.
+        producer dedup makes that exactly-once. A failure of the whole call raises
+        :class:`BatchRefused`.
         """
         appends = request.appends
         try:
             total = sum(len(message) for item in appends for message in item.messages)
             limits.check_batch(len(appends), total, self.limits)
         except InvalidInput as error:
-            await self._invalid(context, error)
+            raise BatchRefused(grpc.StatusCode[error.code.value], error.message) from None
         outcomes: list[quorumlog_pb2.AppendOutcome | None] = [None] * len(appends)
+        principal = current_principal.get()  # the producers' owner (node/acl.py)
         submitted: list[tuple[int, asyncio.Future[Any]]] = []
         commands: list[tuple[int, commands_pb2.Command, int]] = []
         for position, item in enumerate(appends):
@@ -200,6 +295,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
                     item.session, list(item.messages), item.producer_id, item.sequence,
                     self.limits,
                 )
+                may_append(self.state_machine.acl, item.session)  # ACL, per append
             except InvalidInput as error:
                 outcomes[position] = _failed_outcome(error)
                 continue
@@ -208,34 +304,35 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
                     session=item.session,
                     messages=item.messages,
                     producer_id=item.producer_id,
+                    principal=principal,
                     sequence=item.sequence,
                 )
             )
             commands.append((position, command, size))
         if commands:
             if self.node.role != StateRole.LEADER:
-                await self._not_leader(context, "not the leader")
+                raise self._not_leader_refusal("not the leader")
             # Submitted in one go (no await in between): one group commit, one entry.
             submitted = [
                 (position, self.node.submit(command, size)) for position, command, size in commands
             ]
             futures = [future for _, future in submitted]
             try:
-                _, pending = await asyncio.wait(futures, timeout=_remaining(context))
+                _, pending = await asyncio.wait(futures, timeout=timeout)
             finally:
                 for future in futures:
                     future.cancel()  # no-op when done; an unproposed one is never proposed
             if pending:
-                await context.abort(
+                raise BatchRefused(
                     grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline; retry"
                 )
             failures = [future.exception() for future in futures]  # marks them retrieved
             for failure in failures:
                 if isinstance(failure, NotLeader):
-                    await self._not_leader(context, str(failure))
+                    raise self._not_leader_refusal(str(failure))
             for failure in failures:
                 if failure is not None and not isinstance(failure, CommandFailed):
-                    await context.abort(
+                    raise BatchRefused(
                         grpc.StatusCode.UNAVAILABLE, f"outcome unknown: {failure}; retry"
                     )
             for (position, future), failure in zip(submitted, failures, strict=True):

@@ -1,12 +1,14 @@
 """The session state machine: committed Raft entries in, sessions of ordered messages out.
 
-Owns: every key of the node's RocksDB under ``a/``, ``S/``, ``n/``, ``p/`` and ``s/`` (the Raft
-storage owns ``m/`` and ``l/``; see ``quorumlog.node.storage``), applying committed entries to
-them (membership change entries update the member records), the local reads the client service
-answers from, and streaming the whole state out and in for snapshots. Must never: read a clock,
-draw randomness or consult anything node-local while applying (the same committed entries give
-the same bytes on every replica; time comes from ``CommandBatch.leader_time_ms``), keep
-per-session or per-message data in Python memory beyond one ``apply`` call except a bounded
+Owns: every key of the node's RocksDB under ``a/``, ``S/``, ``n/``, ``p/`` and ``s/``, and
+through ``quorumlog.node.acl`` those under ``A/`` (access rules, producer owners) (the Raft
+storage owns ``m/`` and ``l/``; see ``quorumlog.node.storage``; consumer groups, leases and dead
+letters live under ``C/``, applied by ``quorumlog.node.consumer_state``), applying committed
+entries to them (membership change entries update the member records), the local reads the
+client service answers from, and streaming the whole state out and in for snapshots. Must never:
+read a clock, draw randomness or consult anything node-local while applying (the same committed
+entries give the same bytes on every replica; time comes from ``CommandBatch.leader_time_ms``),
+keep per-session or per-message data in Python memory beyond one ``apply`` call except a bounded
 cache of recent sessions' metadata (memory does not grow with what is stored), or write keys
 outside its five prefixes. ``apply`` and ``import_state`` must not run concurrently with each
 other; reads may run beside ``apply`` (a read that races a trim or delete answers
@@ -38,6 +40,8 @@ key                            value
 ``p/<sid><producer UTF-8>``    idempotent producer state: up to ``PRODUCER_BATCHES_KEPT``
                                ``>QIQ`` (first sequence, message count, first offset) of its
                                latest appends, oldest first
+``C/...``                      consumer groups, cursors, peek-locks, leases, dead letters and
+                               session state: ``quorumlog.node.consumer_state`` documents them
 =============================  ================================================================
 
 Count of a session = next - first; retained bytes = the two cumulative totals' difference.
@@ -67,11 +71,12 @@ producer's high-water mark (the end of its latest append) is new; gaps are allow
 from __future__ import annotations
 
 import contextlib
+import heapq
 import shutil
 import struct
 import tempfile
 import weakref
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +84,13 @@ from typing import NamedTuple, NoReturn
 
 import rocksdict
 
+from quorumlog.node.acl import ACL_PREFIX, APPEND, AclResult, AclStore
+from quorumlog.node.consumer_state import (
+    CONSUMER_PREFIX,
+    ConsumerBatch,
+    ConsumerResult,
+    ConsumerState,
+)
 from quorumlog.node.limits import (
     DEFAULT_LIMITS,
     ErrorCode,
@@ -102,10 +114,13 @@ APPLIED_KEY = b"a/applied"
 IMPORTING_KEY = b"a/importing"
 # Every prefix this module owns, in key order.
 STATE_PREFIXES = (
-    SESSION_PREFIX, APPLIED_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX
+    ACL_PREFIX, CONSUMER_PREFIX, SESSION_PREFIX, APPLIED_PREFIX, MEMBER_PREFIX,
+    PRODUCER_PREFIX, MESSAGE_PREFIX,
 )
 # What a snapshot carries as key/value pairs (the applied index travels in its header).
-_EXPORTED_PREFIXES = (SESSION_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX)
+_EXPORTED_PREFIXES = (
+    ACL_PREFIX, CONSUMER_PREFIX, SESSION_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX
+)
 
 # Part of the replicated format: changing it changes what a retry is answered.
 PRODUCER_BATCHES_KEPT = 16
@@ -228,7 +243,9 @@ class CommandError:
     message: str
 
 
-CommandResult = AppendResult | TrimResult | DeleteResult | CommandError
+CommandResult = (
+    AppendResult | TrimResult | DeleteResult | AclResult | ConsumerResult | CommandError
+)
 
 
 @dataclass(slots=True)  # not frozen: built per command on the hot path
@@ -375,10 +392,17 @@ class _ApplyBatch:
     """The write batch of one ``apply`` call, plus what it changed so far (read-your-writes
     inside the call). Lives only for the call: its size is bounded by the entries applied."""
 
-    __slots__ = ("appended", "cache", "db", "deleted", "dirty_metas", "metas", "raw", "rings")
+    __slots__ = (
+        "appended", "bindings", "cache", "consumer", "consumers", "db", "deleted", "dirty_metas",
+        "metas", "raw", "rings",
+    )
 
-    def __init__(self, db: rocksdict.Rdict, cache: dict[bytes, _Meta | None]) -> None:
+    def __init__(
+        self, db: rocksdict.Rdict, cache: dict[bytes, _Meta | None], consumers: ConsumerState
+    ) -> None:
         self.db = db
+        self.consumers = consumers
+        self.consumer: ConsumerBatch | None = None  # the consumer keys' overlay, when used
         self.cache = cache  # written state only: never mutated here (copied on first use)
         self.raw = rocksdict.WriteBatch(raw_mode=True)
         self.metas: dict[bytes, _Meta | None] = {}
@@ -388,6 +412,7 @@ class _ApplyBatch:
         # Appends of this call per session, for a trim inside the same call:
         # (first offset, cumulative bytes before it, payloads).
         self.appended: dict[bytes, list[tuple[int, int, list[bytes]]]] = {}
+        self.bindings: dict[bytes, bytes] = {}  # producer -> principal bound in this call
 
     def meta(self, session: bytes) -> _Meta | None:
         try:
@@ -402,6 +427,51 @@ class _ApplyBatch:
             meta = None if cached is None else cached.copy()
         self.metas[session] = meta
         return meta
+
+    # -- what consumer_state reads (its ``SessionView``) ---------------------------------
+    def meta_range(self, session: bytes) -> tuple[int, int] | None:
+        meta = self.meta(session)
+        return None if meta is None else (meta.first, meta.next)
+
+    def total_bytes(self, session: bytes) -> int:
+        meta = self.meta(session)
+        return 0 if meta is None else meta.end_bytes
+
+    def last_append(self, session: bytes) -> int:
+        meta = self.meta(session)
+        return 0 if meta is None else meta.last_append_ms
+
+    def live_sessions(self, start: bytes, upper: bytes) -> Iterator[bytes]:
+        """Names of the sessions whose ``S/<name>`` keys fall in [start, upper), in order, as
+        of this point of the call (stored ones merged with those this call created or
+        deleted), so a listing never depends on how entries were grouped into calls."""
+        created = sorted(
+            name for name, meta in self.metas.items()
+            if meta is not None and start <= SESSION_PREFIX + name < upper
+        )
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(upper)
+        iterator = self.db.iter(options)
+        iterator.seek(start)
+
+        def stored() -> Iterator[bytes]:
+            while iterator.valid():
+                key: bytes = iterator.key()
+                yield key[len(SESSION_PREFIX) :]
+                iterator.next()
+
+        previous = None
+        for name in heapq.merge(stored(), created):
+            if name != previous and self.meta(name) is not None:
+                yield name
+            previous = name
+
+    def payload(self, session: bytes, offset: int) -> bytes | None:
+        for first, _, payloads in self.appended.get(session, ()):
+            if first <= offset < first + len(payloads):
+                return payloads[offset - first]
+        value: bytes | None = self.db.get(message_key(session, offset))
+        return None if value is None else value[8:]
 
     def update_cache(self) -> None:
         """After the batch is written: remember what this call left (bounded)."""
@@ -434,6 +504,7 @@ class _ApplyBatch:
         return cumulative_bytes
 
     def delete_session(self, session: bytes) -> None:
+        self.consumers.on_delete(self, session)
         raw = self.raw
         raw.delete(SESSION_PREFIX + session)
         messages = message_prefix(session)
@@ -451,6 +522,8 @@ class _ApplyBatch:
         """Queue the changed metadata and producer states (after every range delete of the
         call, so they win over them) and the applied index."""
         put = self.raw.put
+        if self.consumer is not None:
+            self.consumer.flush(self.raw)
         for session in sorted(self.dirty_metas):
             meta = self.metas[session]
             if meta is not None:
@@ -472,6 +545,8 @@ class SessionStateMachine:
         self._write_options = storage.write_options(sync=False)
         self._sync_write_options = storage.write_options(sync=True)
         self._meta_cache: dict[bytes, _Meta | None] = {}
+        self.acl = AclStore(self._db)
+        self.consumers = ConsumerState(self._db, limits)
         self._applied = self._load_applied()
         self._import_incomplete = self._db.get(IMPORTING_KEY) is not None
 
@@ -490,7 +565,7 @@ class SessionStateMachine:
         if self._import_incomplete:
             raise IncompleteImport("the state is partial (interrupted import); import again")
         applied = self._applied
-        batch = _ApplyBatch(self._db, self._meta_cache)
+        batch = _ApplyBatch(self._db, self._meta_cache, self.consumers)
         results: list[EntryResult] = []
         for entry in entries:
             index = entry.index
@@ -584,6 +659,16 @@ class SessionStateMachine:
             return self._trim(batch, command.trim)
         if kind == "delete_session":
             return self._delete(batch, command.delete_session)
+        if kind == "consumer":
+            try:
+                return self.consumers.apply(batch, self, command.consumer, now)
+            except InvalidInput as refused:  # refused before changing anything
+                return CommandError(refused.code, refused.message)
+        if kind == "acl":
+            try:
+                return self.acl.apply(batch.raw, command.acl)
+            except InvalidInput as invalid:
+                return CommandError(invalid.code, invalid.message)
         return CommandError(ErrorCode.INVALID_ARGUMENT, "unknown or empty command")
 
     def _append(
@@ -598,6 +683,9 @@ class SessionStateMachine:
             )
         except InvalidInput as invalid:
             return CommandError(invalid.code, invalid.message)
+        refusal = self._authorize_append(batch, session, producer_bytes, command.principal)
+        if refusal is not None:
+            return refusal
         count = len(messages)
         ring: _Ring | None = None
         if producer_bytes:
@@ -607,6 +695,11 @@ class SessionStateMachine:
                 if verdict is not None:
                     return verdict
         meta = batch.meta(session_bytes)
+        if meta is not None:
+            try:
+                self.consumers.on_append(batch, session_bytes, meta.next, now)
+            except InvalidInput as refused:  # a closed session
+                return CommandError(refused.code, refused.message)
         if meta is None:
             meta = _Meta(0, 0, 0, 0, now, now)
             batch.metas[session_bytes] = meta
@@ -634,6 +727,22 @@ class SessionStateMachine:
             batch.rings[(session_bytes, producer_bytes)] = ring
             put(producer_key(session_bytes, producer_bytes), _encode_ring(ring))
         return AppendResult(session, first, count, False)
+
+    def _authorize_append(
+        self, batch: _ApplyBatch, session: str, producer: bytes, principal: str
+    ) -> CommandError | None:
+        """The ACL's ``append`` rule and the producer id's owner, at apply time so a rule
+        changed after the leader's check still decides (``quorumlog.node.acl``)."""
+        if not self.acl.allows(principal, APPEND, session):
+            return CommandError(
+                ErrorCode.PERMISSION_DENIED,
+                f"principal {principal!r} may not append to session {session!r}",
+            )
+        if producer:
+            refused = self.acl.bind_producer(batch.raw, batch.bindings, producer, principal)
+            if refused is not None:
+                return CommandError(refused.code, refused.message)
+        return None
 
     def _trim(self, batch: _ApplyBatch, command: commands_pb2.TrimCommand) -> CommandResult:
         session = command.session
@@ -677,6 +786,27 @@ class SessionStateMachine:
             return CommandError(ErrorCode.NOT_FOUND, f"session {session!r} not found")
         batch.delete_session(session_bytes)
         return DeleteResult(session)
+
+    # -- session writes consumer_state asks for (its ``SessionOps``) -----------------------
+    def append_messages(
+        self, batch: _ApplyBatch, session: str, messages: list[bytes], now: int, principal: str
+    ) -> tuple[int, int]:
+        """Append inside this apply call as ``principal``; (first offset, count) or
+        ``InvalidInput``."""
+        command = commands_pb2.AppendCommand(
+            session=session, messages=messages, principal=principal
+        )
+        result = self._append(batch, command, now)
+        if isinstance(result, CommandError):
+            raise InvalidInput(result.code, result.message)
+        assert isinstance(result, AppendResult)
+        return result.first_offset, result.count
+
+    def trim_before(self, batch: _ApplyBatch, session: str, before: int) -> None:
+        self._trim(batch, commands_pb2.TrimCommand(session=session, before_offset=before))
+
+    def delete(self, batch: _ApplyBatch, session: str) -> None:
+        batch.delete_session(session.encode("utf-8"))
 
     # -- reads (local applied state) -----------------------------------------------------
     def describe(self, session: str) -> SessionInfo:
@@ -782,6 +912,7 @@ class SessionStateMachine:
         raw.put(IMPORTING_KEY, b"")
         self._meta_cache.clear()
         self._db.write(raw, self._write_options)
+        self.acl.invalidate()
         self._import_incomplete = True
         self._applied = 0
         raw = rocksdict.WriteBatch(raw_mode=True)
@@ -809,6 +940,8 @@ class SessionStateMachine:
         self._db.write(raw, self._sync_write_options)
         self._applied = applied
         self._import_incomplete = False
+        self.acl.invalidate()
+        self.consumers.invalidate()
 
     # -- internals -----------------------------------------------------------------------
     def _load_applied(self) -> int:

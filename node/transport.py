@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 
 from quorumlog.node.codec import CodecError, decode_batch, encode_batch
+from quorumlog.node.tls import NodeTls, peer_channel
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId
 
@@ -95,7 +96,10 @@ class PeerLink:
         backoff = 0.05
         while True:
             self.generation += 1
-            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            info = self.transport.peers.get(self.peer_id)
+            channel = peer_channel(
+                self.address, self.transport.tls, info.name if info else "", CHANNEL_OPTIONS
+            )
             call = None
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
@@ -137,7 +141,9 @@ class PeerTransport:
         on_unreachable: Callable[[NodeId], None],
         peer_address: str = "",
         routes: dict[str, str] | None = None,
+        tls: NodeTls | None = None,
     ) -> None:
+        self.tls = tls  # mutual TLS to peers (their certificate must name them); None: plain
         self.self_name = self_name
         self.routes = dict(routes or {})  # member name -> the address this node dials
         self.peer_address_of_self = peer_address

@@ -22,25 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from quorumlog.proto import consumer_commands_pb2 as quorumlog_dot_proto_dot_consumer__commands__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equorumlog/proto/commands.proto\x12\x15quorumlog.commands.v1\"Y\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xc4\x01\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x42\x06\n\x04kind\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Command\"\\\n\rMemberAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equorumlog/proto/commands.proto\x12\x15quorumlog.commands.v1\x1a\'quorumlog/proto/consumer_commands.proto\"l\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x11\n\tprincipal\x18\x0f \x01(\t\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\":\n\x07\x41\x63lRule\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04verb\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"\x98\x01\n\nAclCommand\x12/\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x30\n\x06revoke\x18\x02 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x11\n\x07\x65nabled\x18\x03 \x01(\x08H\x00\x12\n\n\x02\x62y\x18\x04 \x01(\tB\x08\n\x06\x63hange\"\xb2\x02\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x12\x30\n\x03\x61\x63l\x18\x1e \x01(\x0b\x32!.quorumlog.commands.v1.AclCommandH\x00\x12:\n\x08\x63onsumer\x18\x14 \x01(\x0b\x32&.quorumlog.commands.v1.ConsumerCommandH\x00\x42\x06\n\x04kind\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Command\"\\\n\rMemberAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorumlog.proto.commands_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPENDCOMMAND']._serialized_start=57
-  _globals['_APPENDCOMMAND']._serialized_end=146
-  _globals['_TRIMCOMMAND']._serialized_start=148
-  _globals['_TRIMCOMMAND']._serialized_end=201
-  _globals['_DELETESESSIONCOMMAND']._serialized_start=203
-  _globals['_DELETESESSIONCOMMAND']._serialized_end=242
-  _globals['_COMMAND']._serialized_start=245
-  _globals['_COMMAND']._serialized_end=441
-  _globals['_COMMANDBATCH']._serialized_start=443
-  _globals['_COMMANDBATCH']._serialized_end=531
-  _globals['_MEMBERADDRESS']._serialized_start=533
-  _globals['_MEMBERADDRESS']._serialized_end=625
+  _globals['_APPENDCOMMAND']._serialized_start=98
+  _globals['_APPENDCOMMAND']._serialized_end=206
+  _globals['_TRIMCOMMAND']._serialized_start=208
+  _globals['_TRIMCOMMAND']._serialized_end=261
+  _globals['_DELETESESSIONCOMMAND']._serialized_start=263
+  _globals['_DELETESESSIONCOMMAND']._serialized_end=302
+  _globals['_ACLRULE']._serialized_start=304
+  _globals['_ACLRULE']._serialized_end=362
+  _globals['_ACLCOMMAND']._serialized_start=365
+  _globals['_ACLCOMMAND']._serialized_end=517
+  _globals['_COMMAND']._serialized_start=520
+  _globals['_COMMAND']._serialized_end=826
+  _globals['_COMMANDBATCH']._serialized_start=828
+  _globals['_COMMANDBATCH']._serialized_end=916
+  _globals['_MEMBERADDRESS']._serialized_start=918
+  _globals['_MEMBERADDRESS']._serialized_end=1010
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from quorumlog.proto import consumer_commands_pb2 as _consumer_commands_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AppendCommand(_message.Message):
-    __slots__ = ("session", "messages", "producer_id", "sequence")
+    __slots__ = ("session", "messages", "producer_id", "sequence", "principal")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     session: str
     messages: _containers.RepeatedScalarFieldContainer[bytes]
     producer_id: str
     sequence: int
-    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    principal: str
+    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class TrimCommand(_message.Message):
     __slots__ = ("session", "before_offset")
@@ -32,15 +35,41 @@ class DeleteSessionCommand(_message.Message):
     session: str
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
+class AclRule(_message.Message):
+    __slots__ = ("principal", "verb", "prefix")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    VERB_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    verb: str
+    prefix: str
+    def __init__(self, principal: _Optional[str] = ..., verb: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class AclCommand(_message.Message):
+    __slots__ = ("grant", "revoke", "enabled", "by")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    grant: AclRule
+    revoke: AclRule
+    enabled: bool
+    by: str
+    def __init__(self, grant: _Optional[_Union[AclRule, _Mapping]] = ..., revoke: _Optional[_Union[AclRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., by: _Optional[str] = ...) -> None: ...
+
 class Command(_message.Message):
-    __slots__ = ("append", "trim", "delete_session")
+    __slots__ = ("append", "trim", "delete_session", "acl", "consumer")
     APPEND_FIELD_NUMBER: _ClassVar[int]
     TRIM_FIELD_NUMBER: _ClassVar[int]
     DELETE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    ACL_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
     append: AppendCommand
     trim: TrimCommand
     delete_session: DeleteSessionCommand
-    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ...) -> None: ...
+    acl: AclCommand
+    consumer: _consumer_commands_pb2.ConsumerCommand
+    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ...) -> None: ...
 
 class CommandBatch(_message.Message):
     __slots__ = ("leader_time_ms", "commands")

@@ -62,6 +62,32 @@ class AppendBatchResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[AppendOutcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[AppendOutcome, _Mapping]]] = ...) -> None: ...
 
+class AppendStreamRequest(_message.Message):
+    __slots__ = ("id", "batch", "timeout_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    batch: AppendBatchRequest
+    timeout_ms: int
+    def __init__(self, id: _Optional[int] = ..., batch: _Optional[_Union[AppendBatchRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class AppendStreamResponse(_message.Message):
+    __slots__ = ("id", "batch", "code", "message", "leader_id", "leader_addr")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    batch: AppendBatchResponse
+    code: int
+    message: str
+    leader_id: str
+    leader_addr: str
+    def __init__(self, id: _Optional[int] = ..., batch: _Optional[_Union[AppendBatchResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_addr: _Optional[str] = ...) -> None: ...
+
 class ReadRequest(_message.Message):
     __slots__ = ("session", "from_offset", "max_count", "max_bytes", "consistency")
     SESSION_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class QuorumLogStub:
                 request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
                 _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/quorumlog.v1.QuorumLog/AppendStream',
+                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.FromString,
+                _registered_method=True)
 
 
 class QuorumLogServicer:
@@ -138,6 +143,12 @@ class QuorumLogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuorumLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +196,11 @@ def add_QuorumLogServicer_to_server(servicer, server):
                     servicer.AppendBatch,
                     request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.FromString,
                     response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
+                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.FromString,
+                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +446,33 @@ class QuorumLog:
             '/quorumlog.v1.QuorumLog/AppendBatch',
             quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
             quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/quorumlog.v1.QuorumLog/AppendStream',
+            quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
+            quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,11 +23,13 @@ import grpc
 
 from quorumlog.client.bench import free_ports
 from quorumlog.client.cluster import LocalNode, node_command
+from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
-__all__ = ["LocalCluster", "NodeProcess", "free_ports", "running_cluster", "wait_until"]
+__all__ = ["LocalCluster", "NodeProcess", "free_ports", "running", "running_cluster", "wait_until"]
 
 T = TypeVar("T")
+C = TypeVar("C", bound="LocalCluster")
 
 
 def wait_until(
@@ -71,6 +73,7 @@ class LocalCluster:
         extra_args: list[str] | None = None,
     ) -> None:
         self.root = root
+        self.security: ClientSecurity | None = None  # how status probes connect (TLS)
         ports = free_ports(2 * size)
         self.nodes = {
             f"n{i}": NodeProcess(
@@ -148,7 +151,7 @@ class LocalCluster:
                     node.process.wait()
 
     def status(self, name: str, timeout: float = 1.0) -> quorumlog_pb2.NodeStatus:
-        with grpc.insecure_channel(self.nodes[name].client_addr) as channel:
+        with sync_channel(self.nodes[name].client_addr, self.security) as channel:
             stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
             status: quorumlog_pb2.NodeStatus = stub.ClusterStatus(
                 quorumlog_pb2.ClusterStatusRequest(), timeout=timeout
@@ -180,11 +183,15 @@ class LocalCluster:
         return "\n".join(parts)
 
 
-@contextlib.contextmanager
 def running_cluster(
     root: Path, size: int = 3, extra_args: list[str] | None = None
-) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(root, size, extra_args)
+) -> contextlib.AbstractContextManager[LocalCluster]:
+    return running(LocalCluster(root, size, extra_args))
+
+
+@contextlib.contextmanager
+def running(cluster: C) -> Iterator[C]:
+    """``cluster`` started, with a leader; its logs printed on failure; stopped after."""
     try:
         cluster.start()
         cluster.wait_leader()

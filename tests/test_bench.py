@@ -67,6 +67,7 @@ def test_local_run_reports_and_stops_its_nodes() -> None:
         (["--size", "-1"], "--size"),
         (["--cluster", "127.0.0.1:1", "--local", "3"], "either --cluster or --local"),
         (["--duration", "soon"], "--duration"),
+        (["--rate", "0"], "--rate"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:

@@ -5,7 +5,8 @@ the test, even on a timeout):
 
 - the fixed-seed run (about two minutes, every default fault the duration reaches) must pass,
   write the three output files with the issue's JSON keys, agree with ``chaos check``, and
-  leave no process behind;
+  leave no process behind; its consumers must have delivered, been drained and judged clean,
+  and the same history with one delivery taken out must fail with ``lost_deliveries``;
 - the canary (nodes acknowledging before anything is durable, then kill -9 of every node)
   must fail with ``lost > 0``: a harness that cannot fail proves nothing.
 """
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from quorumlog.chaos.faults import DEFAULT_FAULTS
+from quorumlog.chaos.history import read_history
 
 CLI = [sys.executable, "-c", "from quorumlog.client.cli import main; raise SystemExit(main())"]
 SEED = 1
@@ -92,6 +94,61 @@ def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
     rechecked = json.loads(again.stdout)
     assert rechecked["verdict"] == "pass"
     assert (rechecked["ops"], rechecked["acked"]) == (data["ops"], data["acked"])
+    _assert_consumers_checked(data, out / "history.jsonl", result)
+
+
+CONSUMER_KINDS = ("lost_deliveries", "redelivered_after_complete", "delivery_order",
+                  "zombie_settles_accepted", "concurrent_owners")
+
+
+def _assert_consumers_checked(data: dict[str, object], history: Path,
+                              result: subprocess.CompletedProcess[str]) -> None:
+    """The consumers ran, were drained and judged clean; and the consumer checker can fail on
+    this very history once one delivery is taken out of it and the zombies' refused settles
+    are turned into successes (its canary)."""
+    for kind in CONSUMER_KINDS:
+        assert data[kind] == 0, (kind, _explain(result))
+    consumer = data["consumer"]
+    assert isinstance(consumer, dict)
+    assert isinstance(data["deliveries"], int) and data["deliveries"] > 100, consumer
+    assert consumer["drained_groups"] == ["chaos"] and not consumer["undrained_groups"]
+    assert consumer["completed"] > 0 and consumer["abandoned"] > 0, consumer
+    assert consumer["accepts"] > 0 and consumer["zombie_settles_refused"] > 0, consumer
+    assert data["run"]["workload"]["consumers"] == 2  # type: ignore[index]
+    assert "consumer deliveries/s" in (history.parent / "report.html").read_text()
+    lines = history.read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    dead = {tuple(record) for event in events
+            if event.get("op") == "dead_letters" and event["type"] == "ok"
+            for record in event.get("records", [])}
+    seen: dict[tuple[int, str], list[int]] = {}  # delivered (offset, value) -> lines
+    for number, event in enumerate(events):
+        if event.get("op") == "receive" and event["type"] == "ok":
+            for record in event["records"]:
+                seen.setdefault(tuple(record), []).append(number)
+    acked = {(offset, value) for op in read_history(history).operations
+             if op.op == "append" and op.outcome == "ok"
+             for value, offset in zip(op.values, op.offsets, strict=True)}
+    victim = next(key for key, where in seen.items()
+                  if len(where) == 1 and key not in dead and key in acked)
+    number = seen[victim][0]
+    event = events[number]
+    keep = [index for index, record in enumerate(event["records"])
+            if tuple(record) != victim]
+    event["records"] = [event["records"][index] for index in keep]
+    event["counts"] = [event["counts"][index] for index in keep]
+    lines[number] = json.dumps(event)
+    for index, event in enumerate(events):
+        if (event.get("op") == "settle" and event["type"] == "fail"
+                and "stale" in str(event.get("error"))):
+            lines[index] = json.dumps({**event, "type": "ok", "error": None})
+    tampered = history.parent / "history-without-one-delivery.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    canary = run_cli(["chaos", "check", str(tampered), "--json"], timeout=120)
+    assert canary.returncode == 1, canary.stderr
+    judged = json.loads(canary.stdout)
+    assert judged["verdict"] == "fail" and judged["lost_deliveries"] >= 1, victim
+    assert judged["zombie_settles_accepted"] >= 1, judged["consumer"]
 
 
 def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path) -> None:

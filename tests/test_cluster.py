@@ -595,26 +595,40 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: LocalClust
         assert data_of(api) == data_before
 
         # DEADLINE_EXCEEDED: with both followers paused the leader can neither confirm a read
-        # point nor commit (asked at once, before CheckQuorum makes it step down after 1-2 s).
-        others = [name for name in cluster.nodes if name != leader]
-        for name in others:
-            cluster.kill(name, signal.SIGSTOP)
-        try:
-            api.fails(
-                "Read", pb.ReadRequest(session="kept", from_offset=3),
-                grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3,
-            )
-            retried = pb.AppendRequest(
-                session="unknown-outcome", messages=[b"once"], producer_id="p1", sequence=0
-            )
-            api.fails("Append", retried, grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)
-            api.fails(
-                "AppendBatch", pb.AppendBatchRequest(appends=[retried]),
-                grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3,
-            )
-        finally:
-            for name in others:
-                cluster.resume(name)
+        # point nor commit. Each call is made right after pausing them, before CheckQuorum
+        # makes the leader step down (one election timeout, 0.5-1 s); on a loaded machine it
+        # can step down first (UNAVAILABLE: not the leader / outcome unknown), and then the
+        # pause is tried again once a leader is back.
+        retried = pb.AppendRequest(
+            session="unknown-outcome", messages=[b"once"], producer_id="p1", sequence=0
+        )
+        for method, request in (
+            ("Read", pb.ReadRequest(session="kept", from_offset=3)),
+            ("Append", retried),
+            ("AppendBatch", pb.AppendBatchRequest(appends=[retried])),
+        ):
+            def deadline_exceeded(method: str = method, request: object = request) -> bool:
+                current = cluster.wait_leader()
+                leader_api = Api(cluster.nodes[current].client_addr)
+                others = [name for name in cluster.nodes if name != current]
+                for name in others:
+                    cluster.kill(name, signal.SIGSTOP)
+                try:
+                    with pytest.raises(grpc.RpcError) as caught:
+                        getattr(leader_api.stub, method)(request, timeout=0.3)
+                finally:
+                    for name in others:
+                        cluster.resume(name)
+                    leader_api.close()
+                error = caught.value
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    return False  # it stepped down before the deadline: pause again
+                assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (
+                    f"{method}: {error.code()} {error.details()}"
+                )
+                return True
+
+            wait_until(deadline_exceeded, SETTLE, f"{method} to exceed its deadline")
         # A read-only timeout changed nothing; the append's outcome was unknown, and resending
         # the same (producer, sequence) writes it exactly once whichever way it went.
         with Client(cluster.addresses, deadline=DEADLINE, seed=2) as client:

@@ -39,8 +39,9 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
             with pytest.raises(NotFound):
                 client.describe_session("no-such-session")
         text = _metrics(metrics_addr)
-        # the SDK sends appends as AppendBatch (client-wide coalescing)
-        assert 'quorumlog_request_seconds_count{code="OK",method="AppendBatch"}' in text, text
+        # the SDK sends appends as AppendBatch requests on one AppendStream call; each
+        # request the stream carries is timed like a unary call
+        assert 'quorumlog_request_seconds_count{code="OK",method="AppendStream"}' in text, text
         assert 'code="NOT_FOUND",method="DescribeSession"' in text, text
         with grpc.insecure_channel(node.client_addr) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

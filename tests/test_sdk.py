@@ -48,7 +48,13 @@ def test_backoff_is_seeded_exponential_and_capped() -> None:
     for attempt, delay in enumerate(first):
         base = min(1.0, 0.1 * 2**attempt)
         assert base / 2 <= delay <= base
-    assert RetryPolicy(jitter=0.0, initial_backoff=0.2).backoff(0, random.Random()) == 0.2
+    assert RetryPolicy(jitter=0.0, initial_backoff=0.2, max_backoff=1.0).backoff(
+        0, random.Random()
+    ) == 0.2
+    # the default cap stays well below an election timeout (0.5-1 s): a new leader is
+    # noticed within a fraction of the failover
+    assert RetryPolicy(jitter=0.0).backoff(20, random.Random()) == RetryPolicy().max_backoff
+    assert RetryPolicy().max_backoff <= 0.1
 
 
 def test_status_codes_map_to_typed_errors_keeping_message() -> None:

@@ -1,0 +1,452 @@
+"""Consuming in the SDK: consumer groups, peek-lock receive and settle, session leases with
+fencing tokens, session state, dead letters and session policies.
+
+Owns: building ``quorumlog.v1.Consumer`` requests, running each through the client's
+:class:`Router` (leader found and followed, UNAVAILABLE retried until the deadline, a refusal
+raised at once as a typed error), and the plain dataclasses results come back as. Must never:
+decide delivery, expiry or ownership (the replicated state does, at the leader's time) or hold
+messages between calls.
+
+Retries: a receive retried after an unknown outcome may have locked messages nobody got; they
+are redelivered when their lock expires (at-least-once). A settle retried after an unknown
+outcome may answer ``FailedPrecondition`` ("holds no lock") when the first try did settle. An
+accept retried by the same consumer name gets the same lease and token back.
+
+Example::
+
+    async with AsyncClient(addresses) as client:
+        await client.consumer.create_group("billing")
+        batch = await client.consumer.receive("orders-42", "billing", max_messages=100)
+        ...  # process batch.messages in order
+        await client.consumer.complete(batch.messages)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from quorumlog.client._grpc import NodeConnection
+from quorumlog.client.leader import Router
+from quorumlog.proto import consumer_pb2 as cpb
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class ReceiveMode(enum.IntEnum):
+    PEEK_LOCK = cpb.PEEK_LOCK  # locked until settled or the lock expires (at-least-once)
+    RECEIVE_AND_DELETE = cpb.RECEIVE_AND_DELETE  # settled as delivered (at-most-once)
+
+
+class Action(enum.IntEnum):
+    COMPLETE = cpb.COMPLETE
+    ABANDON = cpb.ABANDON  # redelivered (after a delay), before any later message
+    DEAD_LETTER = cpb.DEAD_LETTER  # moved to the session's dead-letter log
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    session: str
+    group: str
+    offset: int
+    data: bytes
+    delivery_count: int  # 1 on the first delivery
+    locked_until_ms: int  # leader time; 0 in receive-and-delete mode
+    token: int  # the fencing token it was received under (0: no lease)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    session: str
+    group: str
+    messages: list[ReceivedMessage]
+    token: int
+    backlog: int  # messages of the group not settled yet, after this receive
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    offset: int
+    delivery_count: int
+    action: Action = Action.COMPLETE
+    delay_ms: int = 0
+    reason: str = ""
+
+    @classmethod
+    def of(cls, message: ReceivedMessage, action: Action = Action.COMPLETE, *,
+           delay_ms: int = 0, reason: str = "") -> Settlement:
+        return cls(message.offset, message.delivery_count, action, delay_ms, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """Compare-and-set: ``expected_version`` is the version read (0: never written)."""
+
+    expected_version: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    completed: int
+    abandoned: int
+    dead_lettered: int
+    state_version: int  # the new version when a state write went with the settle
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    session: str  # "" from accept_next when no session was available
+    group: str
+    consumer: str
+    token: int  # fencing token: grows with each new owner
+    expires_ms: int  # leader time
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    session: str
+    version: int  # 0: never written
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    sequence: int
+    offset: int
+    group: str
+    reason: str
+    delivery_count: int
+    dead_lettered_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group: str
+    lock_ms: int
+    max_deliveries: int
+    created_ms: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    group: str
+    owner: str  # "" when no live lease
+    lease_expires_ms: int
+    token: int
+    backlog: int  # lag: messages not settled by the group
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSessionStatus:
+    session: str
+    groups: list[GroupStatus] = field(default_factory=list)
+    dead_letters: int = 0
+    closed: bool = False
+
+
+def _lease(response: cpb.Lease) -> Lease:
+    return Lease(response.session, response.group, response.consumer, response.token,
+                 response.expires_ms)
+
+
+class ConsumerOperations:
+    """The consumer calls of one :class:`~quorumlog.client.AsyncClient` (shares its Router)."""
+
+    def __init__(self, router: Router, end_of: Callable[[float | None], float]) -> None:
+        self._router = router
+        self._end_of = end_of
+
+    async def _call(
+        self, method: str, request: object, deadline: float | None, *, extra: float = 0.0,
+        follow_leader: bool = True,
+    ) -> Any:
+        async def attempt(node: NodeConnection, timeout: float) -> object:
+            return await node.consumer(method, request, timeout + extra)
+
+        return await self._router.call(
+            attempt, end=self._end_of(deadline) + extra, follow_leader=follow_leader,
+            what=f"consumer {method}",
+        )
+
+    # -- groups ----------------------------------------------------------------------------------
+    async def create_group(
+        self, group: str, *, lock_ms: int = 0, max_deliveries: int = 0, exist_ok: bool = True,
+        deadline: float | None = None,
+    ) -> GroupInfo:
+        """Create a consumer group (its settings apply to every session it reads);
+        ``exist_ok``: an existing group is returned unchanged."""
+        request = cpb.CreateGroupRequest(
+            group=group, lock_ms=lock_ms, max_deliveries=max_deliveries, exist_ok=exist_ok
+        )
+        r = cast(cpb.GroupInfo, await self._call("CreateGroup", request, deadline))
+        return GroupInfo(r.group, r.lock_ms, r.max_deliveries, r.created_ms, r.created)
+
+    # -- receive and settle ----------------------------------------------------------------------
+    async def receive(
+        self, session: str, group: str, *, max_messages: int = 100, max_bytes: int = 0,
+        token: int = 0, mode: ReceiveMode = ReceiveMode.PEEK_LOCK, lock_ms: int = 0,
+        wait_ms: int = 0, redeliver_in_flight: bool = False, deadline: float | None = None,
+    ) -> Received:
+        """Up to ``max_messages`` of ``session`` for ``group``, in order: redeliveries first,
+        then new ones. ``wait_ms``: wait that long for one when none is ready.
+        ``redeliver_in_flight`` (with the lease's ``token``, when everything received so far
+        is settled): messages still locked, whose receive's answer was lost, come again."""
+        request = cpb.ReceiveRequest(
+            session=session, group=group, token=token, max_messages=max_messages,
+            max_bytes=max_bytes, mode=int(mode),  # type: ignore[arg-type]
+            lock_ms=lock_ms, wait_ms=wait_ms, redeliver_in_flight=redeliver_in_flight,
+        )
+        r = cast(cpb.ReceiveResponse, await self._call(
+            "Receive", request, deadline, extra=wait_ms / 1000
+        ))
+        return Received(
+            session, group,
+            [
+                ReceivedMessage(session, group, m.offset, m.data, m.delivery_count,
+                                m.locked_until_ms, r.token)
+                for m in r.messages
+            ],
+            r.token, r.backlog,
+        )
+
+    async def settle(
+        self, session: str, group: str, settlements: Sequence[Settlement], *, token: int = 0,
+        state: StateWrite | None = None, deadline: float | None = None,
+    ) -> SettleResult:
+        """Settle many messages (and write the session state) atomically: all or nothing."""
+        request = cpb.SettleRequest(
+            session=session, group=group, token=token,
+            settlements=[
+                cpb.Settlement(offset=s.offset, delivery_count=s.delivery_count,
+                               action=int(s.action),  # type: ignore[arg-type]
+                               delay_ms=s.delay_ms, reason=s.reason)
+                for s in settlements
+            ],
+        )
+        if state is not None:
+            request.state.CopyFrom(
+                cpb.StateWrite(expected_version=state.expected_version, data=state.data)
+            )
+        r = cast(cpb.SettleResponse, await self._call("Settle", request, deadline))
+        return SettleResult(r.completed, r.abandoned, r.dead_lettered, r.state_version)
+
+    async def _settle_all(
+        self, messages: Iterable[ReceivedMessage], action: Action, delay_ms: int, reason: str,
+        *, state: StateWrite | None, deadline: float | None,
+    ) -> SettleResult:
+        by_target: dict[tuple[str, str, int], list[Settlement]] = {}
+        for message in messages:
+            by_target.setdefault((message.session, message.group, message.token), []).append(
+                Settlement.of(message, action, delay_ms=delay_ms, reason=reason)
+            )
+        if state is not None and len(by_target) > 1:
+            raise ValueError("a state write settles messages of one session only")
+        totals = [0, 0, 0, 0]
+        for (session, group, token), settlements in by_target.items():
+            result = await self.settle(
+                session, group, settlements, token=token, state=state, deadline=deadline
+            )
+            for position, value in enumerate(
+                (result.completed, result.abandoned, result.dead_lettered, result.state_version)
+            ):
+                totals[position] += value
+        return SettleResult(*totals)
+
+    async def complete(
+        self, messages: Iterable[ReceivedMessage], *, state: StateWrite | None = None,
+        deadline: float | None = None,
+    ) -> SettleResult:
+        return await self._settle_all(
+            messages, Action.COMPLETE, 0, "", state=state, deadline=deadline
+        )
+
+    async def abandon(
+        self, messages: Iterable[ReceivedMessage], *, delay_ms: int = 0,
+        deadline: float | None = None,
+    ) -> SettleResult:
+        return await self._settle_all(
+            messages, Action.ABANDON, delay_ms, "", state=None, deadline=deadline
+        )
+
+    async def dead_letter(
+        self, messages: Iterable[ReceivedMessage], reason: str, *, deadline: float | None = None
+    ) -> SettleResult:
+        return await self._settle_all(
+            messages, Action.DEAD_LETTER, 0, reason, state=None, deadline=deadline
+        )
+
+    # -- leases ----------------------------------------------------------------------------------
+    async def accept(
+        self, session: str, group: str, consumer: str, *, lease_ms: int = 0,
+        deadline: float | None = None,
+    ) -> Lease:
+        """Own ``session`` for ``group`` (FailedPrecondition while another consumer does)."""
+        request = cpb.AcceptSessionRequest(
+            session=session, group=group, consumer=consumer, lease_ms=lease_ms
+        )
+        return _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
+
+    async def accept_next(
+        self, group: str, consumer: str, *, prefix: str = "", lease_ms: int = 0,
+        deadline: float | None = None,
+    ) -> Lease | None:
+        """Own the next session with messages for ``group`` and no owner; None if none."""
+        request = cpb.AcceptSessionRequest(
+            group=group, consumer=consumer, lease_ms=lease_ms, prefix=prefix
+        )
+        lease = _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
+        return lease if lease.session else None
+
+    async def renew(
+        self, lease: Lease, *, lease_ms: int = 0, deadline: float | None = None
+    ) -> Lease:
+        request = cpb.RenewLeaseRequest(
+            session=lease.session, group=lease.group, token=lease.token, lease_ms=lease_ms
+        )
+        return _lease(cast(cpb.Lease, await self._call("RenewLease", request, deadline)))
+
+    async def release(self, lease: Lease, *, deadline: float | None = None) -> None:
+        request = cpb.ReleaseSessionRequest(
+            session=lease.session, group=lease.group, token=lease.token
+        )
+        await self._call("ReleaseSession", request, deadline)
+
+    # -- state -----------------------------------------------------------------------------------
+    async def get_state(self, session: str, *, deadline: float | None = None) -> SessionState:
+        request = cpb.GetStateRequest(session=session)
+        r = cast(cpb.SessionState, await self._call("GetState", request, deadline))
+        return SessionState(session, r.version, r.data)
+
+    async def set_state(
+        self, session: str, group: str, data: bytes, *, expected_version: int, token: int = 0,
+        deadline: float | None = None,
+    ) -> SessionState:
+        request = cpb.SetStateRequest(
+            session=session, group=group, token=token,
+            state=cpb.StateWrite(expected_version=expected_version, data=data),
+        )
+        r = cast(cpb.SessionState, await self._call("SetState", request, deadline))
+        return SessionState(session, r.version, r.data)
+
+    # -- dead letters and policies ---------------------------------------------------------------
+    async def dead_letters(
+        self, session: str, *, from_sequence: int = 0, limit: int = 0,
+        deadline: float | None = None,
+    ) -> list[DeadLetter]:
+        """The session's dead letters from ``from_sequence`` (every page; at most ``limit``)."""
+        found: list[DeadLetter] = []
+        while True:
+            request = cpb.ListDeadLettersRequest(
+                session=session, from_sequence=from_sequence,
+                limit=min(1000, limit - len(found)) if limit else 0,
+            )
+            r = cast(cpb.ListDeadLettersResponse,
+                     await self._call("ListDeadLetters", request, deadline))
+            found.extend(
+                DeadLetter(d.sequence, d.offset, d.group, d.reason, d.delivery_count,
+                           d.dead_lettered_ms, d.data)
+                for d in r.dead_letters
+            )
+            if not r.truncated or not r.dead_letters or (limit and len(found) >= limit):
+                return found
+            from_sequence = r.dead_letters[-1].sequence + 1
+
+    async def resubmit(
+        self, session: str, sequences: Sequence[int] = (), *, deadline: float | None = None
+    ) -> tuple[list[int], int]:
+        """Append dead letters (all when ``sequences`` is empty; up to 1000 per call) to the
+        session again; (their new offsets, dead letters still held)."""
+        request = cpb.ResubmitDeadLettersRequest(session=session, sequences=list(sequences))
+        r = cast(cpb.ResubmitDeadLettersResponse,
+                 await self._call("ResubmitDeadLetters", request, deadline))
+        return list(r.offsets), r.remaining
+
+    async def configure_session(
+        self, session: str, *, session_ttl_ms: int = 0, message_ttl_ms: int = 0,
+        retention_ms: int = 0, retention_bytes: int = 0, deadline: float | None = None,
+    ) -> None:
+        """Set the session's TTLs and retention (0: none); replaces earlier settings."""
+        request = cpb.ConfigureSessionRequest(
+            session=session, session_ttl_ms=session_ttl_ms, message_ttl_ms=message_ttl_ms,
+            retention_ms=retention_ms, retention_bytes=retention_bytes,
+        )
+        await self._call("ConfigureSession", request, deadline)
+
+    async def close_session(self, session: str, *, deadline: float | None = None) -> None:
+        """No more appends to ``session`` (FailedPrecondition); consumers may drain it."""
+        await self._call("CloseSession", cpb.CloseSessionRequest(session=session), deadline)
+
+    async def sessions(
+        self, prefix: str = "", *, session: str = "", deadline: float | None = None
+    ) -> list[ConsumerSessionStatus]:
+        """Owner, lease expiry, lag and in-flight count per group, and dead letters, of every
+        session whose name starts with ``prefix`` (or of ``session`` alone)."""
+        found: list[ConsumerSessionStatus] = []
+        start_after = ""
+        while True:
+            request = cpb.ListConsumerSessionsRequest(
+                prefix=prefix, session=session, start_after=start_after, limit=1000
+            )
+            r = cast(cpb.ListConsumerSessionsResponse,
+                     await self._call("ListConsumerSessions", request, deadline))
+            found.extend(
+                ConsumerSessionStatus(
+                    s.session,
+                    [GroupStatus(g.group, g.owner, g.lease_expires_ms, g.token, g.backlog,
+                                 g.in_flight) for g in s.groups],
+                    s.dead_letters, s.closed,
+                )
+                for s in r.sessions
+            )
+            if not r.truncated or not r.sessions:
+                return found
+            start_after = r.sessions[-1].session
+
+
+def _blocking(
+    method: Callable[Concatenate[ConsumerOperations, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncConsumerOperations, P], T]:
+    """``method`` of :class:`ConsumerOperations`, run to completion on the client's loop."""
+
+    def call(self: SyncConsumerOperations, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(method(self._operations, *args, **kwargs))
+        return result
+
+    call.__doc__ = method.__doc__
+    return call
+
+
+class SyncConsumerOperations:
+    """The blocking twin of :class:`ConsumerOperations` on a :class:`~quorumlog.client.Client`:
+    every method has the same name, arguments and result."""
+
+    def __init__(
+        self, operations: ConsumerOperations, run: Callable[[Coroutine[Any, Any, Any]], Any]
+    ) -> None:
+        self._operations = operations
+        self._run = run
+
+    create_group = _blocking(ConsumerOperations.create_group)
+    receive = _blocking(ConsumerOperations.receive)
+    settle = _blocking(ConsumerOperations.settle)
+    complete = _blocking(ConsumerOperations.complete)
+    abandon = _blocking(ConsumerOperations.abandon)
+    dead_letter = _blocking(ConsumerOperations.dead_letter)
+    accept = _blocking(ConsumerOperations.accept)
+    accept_next = _blocking(ConsumerOperations.accept_next)
+    renew = _blocking(ConsumerOperations.renew)
+    release = _blocking(ConsumerOperations.release)
+    get_state = _blocking(ConsumerOperations.get_state)
+    set_state = _blocking(ConsumerOperations.set_state)
+    dead_letters = _blocking(ConsumerOperations.dead_letters)
+    resubmit = _blocking(ConsumerOperations.resubmit)
+    configure_session = _blocking(ConsumerOperations.configure_session)
+    close_session = _blocking(ConsumerOperations.close_session)
+    sessions = _blocking(ConsumerOperations.sessions)
