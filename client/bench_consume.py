@@ -1,7 +1,7 @@
 """``quorumlog bench-consume``: end-to-end consume throughput with peek-lock and complete.
 
 Usage: ``quorumlog bench-consume [--cluster ADDRS | --local N] [--sessions S] [--messages M]
-[--batch B] [--size BYTES] [--json]``.
+[--batch B] [--size BYTES] [--json] [--tls-dir DIR]``.
 
 Owns: filling S sessions (``bench-consume-<run>-<i>``) with M messages of SIZE bytes each,
 then consuming them all with ONE consumer group: one worker per session accepts the session
@@ -25,6 +25,7 @@ from quorumlog.client import cli_common
 from quorumlog.client.bench import plan_local
 from quorumlog.client.cli import CliError
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.client.tls import ClientSecurity
 
 FILL_BATCH = 1000
 
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", metavar="SECONDS", default=None,
                         help="give up after this long (default 300)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    cli_common.add_security_arguments(parser)  # with --local: the nodes use --tls-dir too
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     timeout = cli_common.integer("--timeout", args.timeout, minimum=1, default=300)
     if args.cluster and args.local:
         raise CliError("give --cluster or --local, not both")
+    security = cli_common.security_of(args)
     local = None
     addresses: list[str] = []
     if args.cluster:
@@ -62,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
         local = plan_local(cli_common.integer("--local", args.local, minimum=1, default=3), None)
     try:
         if local is not None:
-            local.start([])
+            local.security = security
+            local.start(["--tls-dir", str(args.tls_dir)] if args.tls_dir else [])
             local.wait_leader(60.0)
             addresses = local.client_addrs
         report = asyncio.run(asyncio.wait_for(
-            consume(addresses, sessions, messages, batch, size), timeout
+            consume(addresses, sessions, messages, batch, size, security=security), timeout
         ))
     except TimeoutError:
         raise CliError(f"bench-consume did not finish within {timeout} s", 1) from None
@@ -86,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def consume(
-    addresses: list[str], sessions: int, messages: int, batch: int, size: int
+    addresses: list[str], sessions: int, messages: int, batch: int, size: int,
+    *, security: ClientSecurity | None = None,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     names = [f"bench-consume-{run_id}-{i}" for i in range(sessions)]
     group = f"bench-{run_id}"
     payload = b"x" * size
-    async with AsyncClient(addresses, deadline=60.0) as client:
+    async with AsyncClient(addresses, deadline=60.0, security=security) as client:
         await client.consumer.create_group(group, lock_ms=60_000)
 
         async def fill(name: str) -> None:

@@ -172,6 +172,15 @@ def test_cluster_up_and_every_client_command_over_tls(tmp_path: Path) -> None:
         assert health.returncode == 0, health.stderr
         backup = _run("backup", "--out", str(tmp_path / "b.qlbackup"), *tls)
         assert backup.returncode == 0 and (tmp_path / "b.qlbackup").stat().st_size > 0
+        consumed = _run("consume", "orders-1", "--group", "tls-g", "--max", "2", *tls, "--json")
+        assert consumed.returncode == 0, consumed.stderr
+        assert [m["data"] for m in json.loads(consumed.stdout)["messages"]] == ["created", "paid"]
+        dead = _run("dlq", "list", "orders-1", *tls, "--json")
+        assert dead.returncode == 0 and json.loads(dead.stdout)["dead_letters"] == [], dead.stderr
+        bench = _run("bench-consume", "--sessions", "2", "--messages", "20", "--batch", "10",
+                     "--cluster", cluster, "--tls-dir", str(directory), "--json")
+        assert bench.returncode == 0, bench.stderr
+        assert json.loads(bench.stdout)["messages"] == 40
         leader = next(row["id"] for row in json.loads(status.stdout) if row["role"] == "leader")
         target = "n2" if leader != "n2" else "n3"
         moved = _run("cluster", "transfer-leader", target, *tls)
