@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from quorumlog.chaos.checker import CheckConfig, check
-from quorumlog.chaos.consumers import drain
+from quorumlog.chaos.consumers import DRAIN_DEADLINE, drain
 from quorumlog.chaos.faults import DEFAULT_FAULTS, FaultScheduler
 from quorumlog.chaos.finals import write_finals
 from quorumlog.chaos.history import HistoryWriter, read_history
@@ -225,9 +225,11 @@ async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNod
             problems.append(f"nodes did not converge within {CONVERGE_TIMEOUT:.0f}s")
         if options.workload.consumers:
             progress.log(clock(), "draining the consumer group")
+            # A long soak can leave a long backlog: the drain may take a tenth of the run.
             left = await drain(
                 recorder, {name: node.client_addr for name, node in nodes.nodes.items()},
-                options.workload, seed=options.seed, sessions=workload.sessions())
+                options.workload, seed=options.seed, sessions=workload.sessions(),
+                deadline=max(DRAIN_DEADLINE, options.duration / 10))
             problems += [f"final consumer drain incomplete: {text}" for text in left]
         unreadable = await write_finals(
             writer, clock(), {name: node.client_addr for name, node in nodes.nodes.items()},
