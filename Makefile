@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint up sim bench compare etcd chaos proto clean
+.PHONY: install test testdeps lint up sim bench compare etcd chaos proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check raft node client chaos proto tests benchmarks examples
 	$(PY) tests/typecheck.py
 
-test: $(STAMP)
+test: $(STAMP) testdeps
 	$(MAKE) lint
 	$(VENV)/bin/pytest -n auto tests
 
@@ -36,6 +36,12 @@ compare: $(STAMP)
 etcd:
 	command -v etcd >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y etcd-server; }
+
+# What the suite needs beyond Python, so no test has a reason to skip: etcd for the
+# side-by-side test, iproute2 (`ip netns`) for the multi-host test (tests/test_netns.py).
+testdeps: etcd
+	command -v ip >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y iproute2; }
 
 # The chaos run CI does (tests/test_chaos_run.py); `make chaos DURATION=3600` for a soak.
 DURATION ?= 120
