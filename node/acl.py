@@ -113,16 +113,24 @@ def check_rule(rule: commands_pb2.AclRule) -> Rule:
     return Rule(principal, rule.verb, rule.prefix)
 
 
+OWNER_CACHE = 4096  # producer bindings kept in memory (one point read saved per append)
+
+
 class AclStore:
     """The ``A/`` keys of one RocksDB, with the rules cached until the next change."""
 
     def __init__(self, db: rocksdict.Rdict) -> None:
         self._db = db
         self._state: AclState | None = None
+        # Producer bindings read from the applied state. A binding is never changed or
+        # deleted once written, so a cached owner stays true until an import replaces the
+        # whole state; bounded, so memory does not grow with the producers ever seen.
+        self._owners: dict[bytes, bytes] = {}
 
     def invalidate(self) -> None:
-        """Forget the cached rules (after an import replaced the state)."""
+        """Forget the cached rules and bindings (after an import replaced the state)."""
         self._state = None
+        self._owners.clear()
 
     def state(self) -> AclState:
         state = self._state
@@ -185,9 +193,15 @@ class AclStore:
     ) -> InvalidInput | None:
         """Bind ``producer`` to ``principal`` on first use; the refusal when another
         principal owns it. ``pending`` holds the bindings of this apply call."""
-        owner = pending.get(producer)
+        owner = pending.get(producer)  # b"" is the anonymous principal: compare with None
+        if owner is None:
+            owner = self._owners.get(producer)
         if owner is None:
             owner = self._db.get(BINDING_PREFIX + producer)
+            if owner is not None:
+                if len(self._owners) >= OWNER_CACHE:
+                    self._owners.clear()
+                self._owners[producer] = owner
         wanted = principal.encode()
         if owner is None:
             raw.put(BINDING_PREFIX + producer, wanted)

@@ -164,6 +164,25 @@ def test_acl_state_travels_in_snapshots(machines: tuple[_Machine, _Machine]) -> 
     assert isinstance(refused, CommandError) and refused.code is ErrorCode.PERMISSION_DENIED
 
 
+def test_an_import_replaces_cached_producer_bindings(
+    machines: tuple[_Machine, _Machine],
+) -> None:
+    stale, source = machines
+    # `stale` binds "p" to alice and reads it back (the binding is now cached in memory) ...
+    stale.apply([_entry(1, _append("s", b"a", "alice", "p", 0))])
+    assert isinstance(stale.apply([_entry(2, _append("s", b"b", "alice", "p", 1))])[0],
+                      AppendResult)
+    # ... then installs a snapshot in which "p" belongs to bob: bob's append must pass.
+    source.apply([_entry(1, _append("t", b"x", "bob", "p", 0))])
+    with source.sm.export_state() as export:
+        stale.sm.import_state(list(export))
+    results = stale.apply([_entry(2, _append("t", b"y", "bob", "p", 1)),
+                           _entry(3, _append("t", b"z", "alice", "p", 2))])
+    assert isinstance(results[0], AppendResult)
+    assert isinstance(results[1], CommandError)
+    assert results[1].code is ErrorCode.PERMISSION_DENIED
+
+
 def test_anonymous_producer_binding_without_acls(machines: tuple[_Machine, _Machine]) -> None:
     machine, _ = machines
     first, spoof, again = machine.apply([_entry(
