@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import rocksdict
 from google.protobuf.message import Message
 
-from quorumlog.node.limits import ErrorCode, InvalidInput, _check_name
+from quorumlog.node.limits import ErrorCode, InvalidInput, check_name
 from quorumlog.proto import consumer_commands_pb2, consumer_pb2
 
 CONSUMER_PREFIX = b"C/"
@@ -92,11 +92,11 @@ def invalid(message: str) -> InvalidInput:
 
 
 def check_group(group: str) -> bytes:
-    return _check_name("group", group, 1, MAX_GROUP_BYTES)
+    return check_name("group", group, 1, MAX_GROUP_BYTES)
 
 
 def check_consumer(consumer: str) -> bytes:
-    return _check_name("consumer name", consumer, 1, MAX_CONSUMER_BYTES)
+    return check_name("consumer name", consumer, 1, MAX_CONSUMER_BYTES)
 
 
 def check_duration(what: str, value: int) -> None:

@@ -73,7 +73,7 @@ DEFAULT_LIMITS = Limits()
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _check_name(what: str, name: str, min_bytes: int, max_bytes: int) -> bytes:
+def check_name(what: str, name: str, min_bytes: int, max_bytes: int) -> bytes:
     if not name and min_bytes == 0:
         return b""
     try:
@@ -99,12 +99,12 @@ def _check_name(what: str, name: str, min_bytes: int, max_bytes: int) -> bytes:
 
 def check_session_id(session: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The session id's UTF-8 bytes: 1..``max_session_id_bytes``, no control characters."""
-    return _check_name("session id", session, 1, limits.max_session_id_bytes)
+    return check_name("session id", session, 1, limits.max_session_id_bytes)
 
 
 def check_producer_id(producer_id: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The producer id's UTF-8 bytes: 0..``max_producer_id_bytes`` (empty: no dedup)."""
-    return _check_name("producer id", producer_id, 0, limits.max_producer_id_bytes)
+    return check_name("producer id", producer_id, 0, limits.max_producer_id_bytes)
 
 
 def check_messages(messages: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> int:
