@@ -442,6 +442,11 @@ class RaftNode:
         if rd.persisted_messages and not self.unsafe_ack_before_fsync:
             self._send(rd.persisted_messages)
             self._count_sent(rd.persisted_messages)
+            if rd.committed_entries:
+                # A follower's acknowledgement is what the leader waits for; applying first
+                # would hold it back by the apply's duration. Let the peer link hand it to
+                # gRPC, then apply while it travels.
+                await asyncio.sleep(0)
         if rd.snapshot is not None or (self.needs_restore and rd.committed_entries):
             await self._restore(max(rd.snapshot.metadata.index if rd.snapshot else 0,
                                     self.storage.snapshot().metadata.index))
