@@ -128,6 +128,10 @@ PRODUCER_BATCHES_KEPT = 16
 # Session metadata of recently applied sessions kept between apply calls (values as written;
 # cleared whole when full, so memory stays bounded whatever the number of sessions).
 META_CACHE_SIZE = 4096
+# Producer rings (encoded, at most PRODUCER_BATCHES_KEPT * 20 bytes each) kept between apply
+# calls, so a steady producer's dedup state is not read from RocksDB on every append; cleared
+# whole when full (about 3 MB at most), when a call deleted a session, and on an import.
+RING_CACHE_SIZE = 8192
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 _IMPORT_BATCH_BYTES = 4 << 20
@@ -370,16 +374,25 @@ class _Meta:
 
 
 _Ring = list[tuple[int, int, int]]  # (first sequence, count, first offset), oldest first
+# Rings stay encoded (the ``p/`` value) on the apply path: an append reads only the newest
+# batch and pushes one, so the whole ring is decoded only to judge a retry.
+_RING_KEPT_BYTES = (PRODUCER_BATCHES_KEPT - 1) * _PRODUCER_BATCH.size
+
+
+def _checked_ring(value: bytes) -> bytes:
+    if not value or len(value) % _PRODUCER_BATCH.size:
+        raise StateCorrupted(f"producer state of {len(value)} bytes")
+    return value
 
 
 def _decode_ring(value: bytes) -> _Ring:
-    if len(value) % _PRODUCER_BATCH.size:
-        raise StateCorrupted(f"producer state of {len(value)} bytes")
-    return list(_PRODUCER_BATCH.iter_unpack(value))
+    return list(_PRODUCER_BATCH.iter_unpack(_checked_ring(value)))
 
 
-def _encode_ring(ring: _Ring) -> bytes:
-    return b"".join(_PRODUCER_BATCH.pack(*batch) for batch in ring)
+def _push_ring(value: bytes | None, sequence: int, count: int, first: int) -> bytes:
+    """The ring after one more batch: the newest PRODUCER_BATCHES_KEPT batches."""
+    pushed = _PRODUCER_BATCH.pack(sequence, count, first)
+    return value[-_RING_KEPT_BYTES:] + pushed if value else pushed
 
 
 def _load_meta(db: rocksdict.Rdict, session: bytes) -> _Meta | None:
@@ -394,20 +407,25 @@ class _ApplyBatch:
 
     __slots__ = (
         "appended", "bindings", "cache", "consumer", "consumers", "db", "deleted", "dirty_metas",
-        "metas", "raw", "rings",
+        "metas", "raw", "ring_cache", "rings",
     )
 
     def __init__(
-        self, db: rocksdict.Rdict, cache: dict[bytes, _Meta | None], consumers: ConsumerState
+        self,
+        db: rocksdict.Rdict,
+        cache: dict[bytes, _Meta | None],
+        ring_cache: dict[tuple[bytes, bytes], bytes | None],
+        consumers: ConsumerState,
     ) -> None:
         self.db = db
         self.consumers = consumers
         self.consumer: ConsumerBatch | None = None  # the consumer keys' overlay, when used
         self.cache = cache  # written state only: never mutated here (copied on first use)
+        self.ring_cache = ring_cache  # written rings only (bytes are immutable: no copies)
         self.raw = rocksdict.WriteBatch(raw_mode=True)
         self.metas: dict[bytes, _Meta | None] = {}
         self.dirty_metas: set[bytes] = set()
-        self.rings: dict[tuple[bytes, bytes], _Ring | None] = {}
+        self.rings: dict[tuple[bytes, bytes], bytes | None] = {}  # encoded, as in ``p/``
         self.deleted: set[bytes] = set()  # sessions deleted in this call (producer keys gone)
         # Appends of this call per session, for a trim inside the same call:
         # (first offset, cumulative bytes before it, payloads).
@@ -479,17 +497,25 @@ class _ApplyBatch:
         if len(cache) + len(self.metas) > META_CACHE_SIZE:
             cache.clear()
         cache.update(self.metas)
+        ring_cache = self.ring_cache
+        if self.deleted or len(ring_cache) + len(self.rings) > RING_CACHE_SIZE:
+            ring_cache.clear()  # a deleted session's rings may be cached from earlier calls
+        ring_cache.update(self.rings)
 
-    def ring(self, session: bytes, producer: bytes) -> _Ring | None:
+    def ring(self, session: bytes, producer: bytes) -> bytes | None:
+        """The producer's ring as stored (encoded), None when it has none."""
         cache_key = (session, producer)
         try:
             return self.rings[cache_key]
         except KeyError:
             pass
-        ring: _Ring | None = None
+        ring: bytes | None = None
         if session not in self.deleted:
-            value = self.db.get(producer_key(session, producer))
-            ring = None if value is None else _decode_ring(value)
+            try:
+                ring = self.ring_cache[cache_key]
+            except KeyError:
+                value = self.db.get(producer_key(session, producer))
+                ring = None if value is None else _checked_ring(value)
         self.rings[cache_key] = ring
         return ring
 
@@ -545,6 +571,7 @@ class SessionStateMachine:
         self._write_options = storage.write_options(sync=False)
         self._sync_write_options = storage.write_options(sync=True)
         self._meta_cache: dict[bytes, _Meta | None] = {}
+        self._ring_cache: dict[tuple[bytes, bytes], bytes | None] = {}
         self.acl = AclStore(self._db)
         self.consumers = ConsumerState(self._db, limits)
         self._applied = self._load_applied()
@@ -565,7 +592,7 @@ class SessionStateMachine:
         if self._import_incomplete:
             raise IncompleteImport("the state is partial (interrupted import); import again")
         applied = self._applied
-        batch = _ApplyBatch(self._db, self._meta_cache, self.consumers)
+        batch = _ApplyBatch(self._db, self._meta_cache, self._ring_cache, self.consumers)
         results: list[EntryResult] = []
         for entry in entries:
             index = entry.index
@@ -687,7 +714,7 @@ class SessionStateMachine:
         if refusal is not None:
             return refusal
         count = len(messages)
-        ring: _Ring | None = None
+        ring: bytes | None = None
         if producer_bytes:
             ring = batch.ring(session_bytes, producer_bytes)
             if ring:
@@ -719,13 +746,9 @@ class SessionStateMachine:
         meta.last_append_ms = max(meta.last_append_ms, now)
         batch.dirty_metas.add(session_bytes)
         if producer_bytes:
-            ring = (
-                [*ring[-(PRODUCER_BATCHES_KEPT - 1) :], (sequence, count, first)]
-                if ring
-                else [(sequence, count, first)]
-            )
+            ring = _push_ring(ring, sequence, count, first)
             batch.rings[(session_bytes, producer_bytes)] = ring
-            put(producer_key(session_bytes, producer_bytes), _encode_ring(ring))
+            put(producer_key(session_bytes, producer_bytes), ring)
         return AppendResult(session, first, count, False)
 
     def _authorize_append(
@@ -911,6 +934,7 @@ class SessionStateMachine:
             raw.delete_range(prefix, _successor(prefix))
         raw.put(IMPORTING_KEY, b"")
         self._meta_cache.clear()
+        self._ring_cache.clear()
         self._db.write(raw, self._write_options)
         self.acl.invalidate()
         self._import_incomplete = True
@@ -955,13 +979,17 @@ class SessionStateMachine:
 
 
 def _check_sequence(
-    session: str, producer: str, ring: _Ring, sequence: int, count: int
+    session: str, producer: str, encoded: bytes, sequence: int, count: int
 ) -> CommandResult | None:
-    """None for a new append; otherwise the duplicate's result or the error (module doc)."""
-    last_sequence, last_count, _ = ring[-1]
+    """None for a new append; otherwise the duplicate's result or the error (module doc).
+    ``encoded`` is the stored ring; only a retry's check decodes all of it."""
+    last_sequence, last_count, _ = _PRODUCER_BATCH.unpack_from(
+        encoded, len(encoded) - _PRODUCER_BATCH.size
+    )
     high = last_sequence + last_count
     if sequence >= high:
         return None
+    ring = _decode_ring(encoded)
     end = sequence + count
     span = f"sequences {sequence}..{end - 1} of producer {producer!r} in session {session!r}"
     if end > high:

@@ -525,6 +525,21 @@ def test_export_import_round_trip_is_byte_identical_and_replaces_state(
     assert other.dump() == node.dump()
 
 
+def test_an_import_replaces_the_producer_state_kept_between_apply_calls(
+    node: Node, other: Node
+) -> None:
+    """Rings are cached across apply calls: an import must not leave the old ones behind."""
+    for sequence in range(3):
+        node.one(append("s", b"old", producer="p", sequence=sequence))
+    other.one(append("s", b"theirs"))
+    node.sm.import_state(iter(list(other.sm.export_state())))
+    assert node.dump() == other.dump()
+    # The imported state has no ring for producer p: sequence 0 is a new append at offset 1.
+    assert node.one(append("s", b"new", producer="p", sequence=0)) == AppendResult(
+        "s", 1, 1, False
+    )
+
+
 def test_export_is_a_point_in_time_view(node: Node, other: Node) -> None:
     node.one(append("s", b"a", b"b"))
     export = node.sm.export_state()
