@@ -11,12 +11,9 @@ import asyncio
 from pathlib import Path
 
 from quorumlog.client.cli import CliError
+from quorumlog.node import housekeeping
 from quorumlog.node.config import ConfigError, NodeConfig, load_toml, parse_peers
-from quorumlog.node.memory import (
-    freeze_imported_objects,
-    limit_malloc_arenas,
-    start_trimming,
-)
+from quorumlog.node.memory import freeze_imported_objects, limit_malloc_arenas
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from quorumlog.node.server import configure_logging, serve  # noqa: PLC0415 -- heavy
 
     limit_malloc_arenas()  # before gRPC and RocksDB start their threads
-    start_trimming()
+    housekeeping.start()  # heap trimming; RocksDB's background threads at a lower priority
     freeze_imported_objects()  # full collections then skip everything imported
     configure_logging(config.name, config.log_level)
     try:

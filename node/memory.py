@@ -7,13 +7,13 @@ its own. And capping glibc malloc's arenas before the node starts its threads. g
 threads each get an arena of their own by default (up to 8 per core), and freed memory stays
 in them: under a steady append load that was 30-50 MB of a node's resident memory
 (``benchmarks/large_state.py``: peak RSS 214-225 MB -> 174-203 MB while loading 2M
-messages). And handing freed heap pages back to the system once a second (``malloc_trim``, from
-a daemon thread: ctypes releases the GIL, so the event loop never waits for it). Batched appends
-pass 200 kB buffers through the heap; the holes they leave between live objects otherwise stay
-resident (``large_state`` at 4M messages, two runs each: peak RSS 164-189 -> 146-178 MB, at
-rest 139-176 -> 121-166 MB, the same load rate). Must never: override an operator's
-``MALLOC_ARENA_MAX``, or fail on a libc without ``mallopt`` or ``malloc_trim`` (then it does
-nothing).
+messages). And handing freed heap pages back to the system (``malloc_trim``; once a second from
+the housekeeping thread: ctypes releases the GIL, so the event loop never waits for it).
+Batched appends pass 200 kB buffers through the heap; the holes they leave between live
+objects otherwise stay resident (``large_state`` at 4M messages, two runs each: peak RSS
+164-189 -> 146-178 MB, at rest 139-176 -> 121-166 MB, the same load rate). Must never:
+override an operator's ``MALLOC_ARENA_MAX``, or fail on a libc without ``mallopt`` or
+``malloc_trim`` (then it does nothing).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import ctypes
 import ctypes.util
 import gc
 import os
-import threading
+from typing import Any
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 NODE_MALLOC_ARENAS = 2
-TRIM_SECONDS = 1.0
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -44,22 +43,19 @@ def limit_malloc_arenas(arenas: int = NODE_MALLOC_ARENAS) -> bool:
     return mallopt is not None and bool(mallopt(M_ARENA_MAX, arenas))
 
 
-def start_trimming(interval: float = TRIM_SECONDS) -> threading.Thread | None:
-    """Every ``interval`` seconds, return free heap pages to the system (a daemon thread
-    for the life of the process); None when this libc has no ``malloc_trim``."""
-    malloc_trim = getattr(_libc(), "malloc_trim", None)
-    if malloc_trim is None:
-        return None
-    ticker = threading.Event()  # never set: its wait is the period
+def trim_heap() -> bool:
+    """Return free heap pages to the system now (glibc ``malloc_trim``); False when this libc
+    has none. The node calls it once a second (``housekeeping.py``)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = getattr(_libc(), "malloc_trim", False)
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
 
-    def trim_forever() -> None:
-        while True:
-            ticker.wait(interval)
-            malloc_trim(0)
 
-    thread = threading.Thread(target=trim_forever, name="malloc-trim", daemon=True)
-    thread.start()
-    return thread
+_malloc_trim: Any = None  # libc's malloc_trim once looked up; False when there is none
 
 
 def freeze_imported_objects() -> int:

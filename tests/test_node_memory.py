@@ -43,7 +43,8 @@ def test_an_operator_malloc_arena_max_is_left_alone() -> None:
 
 TRIM_PROBE = """
 import json, sys, time
-from quorumlog.node.memory import start_trimming
+from quorumlog.node import housekeeping
+from quorumlog.node.memory import trim_heap
 
 def rss_mb():
     with open("/proc/self/status") as status:
@@ -62,7 +63,7 @@ for _ in range(400):
 del big[:]
 before = rss_mb()
 if sys.argv[1] == "trim":
-    start_trimming(0.05)
+    housekeeping.start(0.05, [trim_heap])
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline and rss_mb() > before - 40:
     time.sleep(0.05)  # polling the condition; the deadline bounds it

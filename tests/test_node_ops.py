@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quorumlog.client import Client
 from quorumlog.client.errors import NotFound
+from quorumlog.node.priority import BACKGROUND_NICE, rocksdb_threads
 
 
 def _metrics(address: str) -> str:
@@ -48,6 +50,16 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
             for service in ("", "quorumlog.v1.QuorumLog"):
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # Housekeeping: RocksDB's flush and compaction threads run at a lower priority than
+        # the event loop's thread.
+        assert node.process is not None
+        tasks = Path(f"/proc/{node.process.pid}/task")
+        wait_until(
+            lambda: (threads := rocksdb_threads(tasks)) and all(
+                os.getpriority(os.PRIO_PROCESS, thread) == BACKGROUND_NICE for thread in threads),
+            30, "RocksDB threads at the background priority",
+        )
+        assert os.getpriority(os.PRIO_PROCESS, node.process.pid) == 0
 
 
 def _node(*args: str) -> subprocess.CompletedProcess[str]:
