@@ -2,9 +2,11 @@
 
 Owns: a per-node ``CollectorRegistry`` (several nodes may share a test process) with the Raft
 gauges (term, role, commit / applied / last index, voters and learners, and on the leader each
-follower's lag), write-path figures (entries per fsync, fsync latency, readies) and client
-request latencies by method and status. Must never: be
-read by the Raft loop for decisions; it only observes.
+follower's lag), write-path figures (entries per fsync, fsync latency, readies), RocksDB's
+memory and compaction state (memtables, block cache, level-0 files, pending compaction bytes:
+what a node's memory is made of besides Python), the process's own figures (resident memory,
+CPU) and client request latencies by method and status. Must never: be read by the Raft loop
+for decisions; it only observes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -98,10 +100,53 @@ class _RaftCollector(Collector):
         ]
 
 
+# (metric, RocksDB property, help)
+ROCKSDB_GAUGES = (
+    ("quorumlog_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables",
+     "bytes in RocksDB memtables (active and waiting to flush)"),
+    ("quorumlog_rocksdb_block_cache_bytes", "rocksdb.block-cache-usage",
+     "bytes in the RocksDB block cache"),
+    ("quorumlog_rocksdb_block_cache_pinned_bytes", "rocksdb.block-cache-pinned-usage",
+     "bytes pinned in the RocksDB block cache"),
+    ("quorumlog_rocksdb_level0_files", "rocksdb.num-files-at-level0",
+     "SST files at level 0 (many: compaction is behind)"),
+    ("quorumlog_rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes",
+     "bytes RocksDB estimates it still has to compact"),
+)
+
+
+class _RocksCollector(Collector):
+    """RocksDB's own figures, read as properties (thread-safe in RocksDB) at scrape time."""
+
+    def __init__(self, node: Callable[[], RaftNode | None], name: str) -> None:
+        self._node = node
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        node = self._node()
+        if node is None:
+            return []
+        families = []
+        for metric, prop, help_text in ROCKSDB_GAUGES:
+            try:
+                value = node.storage.db.property_int_value(prop)
+            except Exception:  # closed while shutting down: report nothing
+                return []
+            if value is None:
+                continue
+            family = GaugeMetricFamily(metric, help_text, labels=["node"])
+            family.add_metric([self._name], value)
+            families.append(family)
+        return families
+
+
 class NodeMetricsExporter:
     def __init__(self, name: str, node: Callable[[], RaftNode | None]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_RaftCollector(node, name))
+        self.registry.register(_RocksCollector(node, name))
+        # process_resident_memory_bytes, process_cpu_seconds_total, ... of this process
+        ProcessCollector(registry=self.registry)
         self.request_seconds = Histogram(
             "quorumlog_request_seconds",
             "client request latency",

@@ -36,6 +36,15 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
         )
         assert 'quorumlog_raft_is_leader{node="n1"} 1.0' in text
         assert "quorumlog_raft_term" in text and "quorumlog_raft_commit_index" in text
+        # What the node's memory is made of, and the process's own figures.
+        for metric in ("quorumlog_rocksdb_memtable_bytes", "quorumlog_rocksdb_block_cache_bytes",
+                       "quorumlog_rocksdb_level0_files",
+                       "quorumlog_rocksdb_pending_compaction_bytes"):
+            assert f'{metric}{{node="n1"}}' in text, metric
+        memtable = float(text.split('quorumlog_rocksdb_memtable_bytes{node="n1"} ')[1].split()[0])
+        assert memtable > 0
+        rss = float(text.split("\nprocess_resident_memory_bytes ")[1].split()[0])
+        assert 10e6 < rss < 2e9
         with Client(cluster.addresses, deadline=20) as client:
             client.append("metrics-session", b"one")
             with pytest.raises(NotFound):
