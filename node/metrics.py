@@ -25,15 +25,23 @@ from quorumlog.node.raft_node import RaftNode
 ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
 
 
-class _RaftCollector(Collector):
+class _NodeCollector(Collector):
+    """Figures of the node ``node()`` returns (None before it runs: nothing to report)."""
+
     def __init__(self, node: Callable[[], RaftNode | None], name: str) -> None:
         self._node = node
         self._name = name
 
     def collect(self) -> Iterable[Metric]:
         node = self._node()
-        if node is None:
-            return []
+        return [] if node is None else self._collect(node)
+
+    def _collect(self, node: RaftNode) -> list[Metric]:
+        raise NotImplementedError
+
+
+class _RaftCollector(_NodeCollector):
+    def _collect(self, node: RaftNode) -> list[Metric]:
         raft = node.raw.raft
         labels = ["node"]
         values = [self._name]
@@ -115,18 +123,11 @@ ROCKSDB_GAUGES = (
 )
 
 
-class _RocksCollector(Collector):
+class _RocksCollector(_NodeCollector):
     """RocksDB's own figures, read as properties (thread-safe in RocksDB) at scrape time."""
 
-    def __init__(self, node: Callable[[], RaftNode | None], name: str) -> None:
-        self._node = node
-        self._name = name
-
-    def collect(self) -> Iterable[Metric]:
-        node = self._node()
-        if node is None:
-            return []
-        families = []
+    def _collect(self, node: RaftNode) -> list[Metric]:
+        families: list[Metric] = []
         for metric, prop, help_text in ROCKSDB_GAUGES:
             try:
                 value = node.storage.db.property_int_value(prop)
