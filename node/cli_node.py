@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from quorumlog.node.server import configure_logging, serve  # noqa: PLC0415 -- heavy
 
     limit_malloc_arenas()  # before gRPC and RocksDB start their threads
-    housekeeping.start()  # heap trimming; RocksDB's background threads at a lower priority
+    housekeeping.start()  # RocksDB's background threads at a lower priority
     freeze_imported_objects()  # full collections then skip everything imported
     configure_logging(config.name, config.log_level)
     try:

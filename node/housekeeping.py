@@ -1,11 +1,11 @@
 """Once-a-second chores of a node process, on a daemon thread off the event loop.
 
-Owns: the thread that every :data:`HOUSEKEEPING_SECONDS` runs the node's chores: handing
-freed heap pages back to the system (``memory.trim_heap``) and keeping RocksDB's background
-threads at a lower CPU priority (``priority.lower_rocksdb_threads``). Both are system calls
-that release the GIL, so the event loop does not wait for them. Must never: touch the Raft
-core, RocksDB data or anything of the event loop's, or end the process: a chore that raises
-is logged once and skipped from then on.
+Owns: the thread that every :data:`HOUSEKEEPING_SECONDS` runs the node's chores: today,
+keeping RocksDB's background threads at a lower CPU priority
+(``priority.lower_rocksdb_threads``; RocksDB starts pool threads lazily, so once is not
+enough). Chores are system calls or file reads that do not need the event loop. Must never:
+touch the Raft core, RocksDB data or anything of the event loop's, or end the process: a
+chore that raises is logged once and skipped from then on.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from quorumlog.node.memory import trim_heap
 from quorumlog.node.priority import lower_rocksdb_threads
 
 log = logging.getLogger("quorumlog.node")
 
 HOUSEKEEPING_SECONDS = 1.0
 Chore = Callable[[], object]
-NODE_CHORES: tuple[Chore, ...] = (trim_heap, lower_rocksdb_threads)
+NODE_CHORES: tuple[Chore, ...] = (lower_rocksdb_threads,)
 
 
 def start(

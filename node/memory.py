@@ -7,13 +7,14 @@ its own. And capping glibc malloc's arenas before the node starts its threads. g
 threads each get an arena of their own by default (up to 8 per core), and freed memory stays
 in them: under a steady append load that was 30-50 MB of a node's resident memory
 (``benchmarks/large_state.py``: peak RSS 214-225 MB -> 174-203 MB while loading 2M
-messages). And handing freed heap pages back to the system (``malloc_trim``; once a second from
-the housekeeping thread: ctypes releases the GIL, so the event loop never waits for it).
-Batched appends pass 200 kB buffers through the heap; the holes they leave between live
-objects otherwise stay resident (``large_state`` at 4M messages, two runs each: peak RSS
-164-189 -> 146-178 MB, at rest 139-176 -> 121-166 MB, the same load rate). Must never:
-override an operator's ``MALLOC_ARENA_MAX``, or fail on a libc without ``mallopt`` or
-``malloc_trim`` (then it does nothing).
+messages). Must never: override an operator's ``MALLOC_ARENA_MAX``, or fail on a libc without
+``mallopt`` (then it does nothing).
+
+Not done here on purpose: trimming the heap (``malloc_trim``) from a thread once a second.
+It lowered a loading node's RSS by 15-25 MB, but the first test run with it saw a node die of
+a segfault inside gRPC's Cython module (a NULL read on the event loop's thread), the first in
+this machine's uptime. Handing freed pages back turns a latent use-after-free read into a NULL
+read, so it was taken out rather than risked; not proven to be the cause.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import ctypes
 import ctypes.util
 import gc
 import os
-from typing import Any
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 NODE_MALLOC_ARENAS = 2
@@ -41,21 +41,6 @@ def limit_malloc_arenas(arenas: int = NODE_MALLOC_ARENAS) -> bool:
         return False
     mallopt = getattr(_libc(), "mallopt", None)
     return mallopt is not None and bool(mallopt(M_ARENA_MAX, arenas))
-
-
-def trim_heap() -> bool:
-    """Return free heap pages to the system now (glibc ``malloc_trim``); False when this libc
-    has none. The node calls it once a second (``housekeeping.py``)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = getattr(_libc(), "malloc_trim", False)
-    if not _malloc_trim:
-        return False
-    _malloc_trim(0)
-    return True
-
-
-_malloc_trim: Any = None  # libc's malloc_trim once looked up; False when there is none
 
 
 def freeze_imported_objects() -> int:
