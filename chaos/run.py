@@ -160,10 +160,9 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
     started = time.monotonic()
     names = list(NODE_NAMES)
     count = len(names)
-    ports = free_ports(2 * count + count + count * (count - 1))
+    ports = free_ports(2 * count)
     real_client = {name: f"127.0.0.1:{ports[i]}" for i, name in enumerate(names)}
     real_peer = {name: f"127.0.0.1:{ports[count + i]}" for i, name in enumerate(names)}
-    proxy_ports = iter(ports[2 * count:])
     implementation: Implementation = (
         "toxiproxy-server" if real_server_binary() else "quorumlog")
     extra = ("--seed", str(options.seed)) if implementation == "quorumlog" else ()
@@ -171,7 +170,9 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
     data = options.out / "data"
     with ToxiproxyServer(implementation, extra_args=extra) as server:
         network = ChaosNetwork(server.client(), real_client, real_peer)
-        network.setup(lambda: f"127.0.0.1:{next(proxy_ports)}")
+        # Each proxy listens on a port the server picks (port 0) and reports back: a port
+        # picked here and bound later could be taken meanwhile by any connection's local end.
+        network.setup()
         nodes = ChaosNodes([
             ChaosNode(name, real_client[name], real_peer[name], network.routes_for(name),
                       data / name, data / f"{name}.log") for name in names],
