@@ -21,7 +21,7 @@ from quorumlog.chaos.monitor import ClusterMonitor
 from quorumlog.chaos.network import STREAMS, ChaosNetwork
 from quorumlog.chaos.processes import ChaosNodes
 from quorumlog.chaos.workload import Recorder
-from quorumlog.client.errors import QuorumLogError
+from quorumlog.client.errors import AlreadyExists, FailedPrecondition, QuorumLogError
 from quorumlog.client.sdk import AsyncClient
 
 LEADER_TIMEOUT = 30.0  # seconds to wait for a leader before a fault
@@ -29,6 +29,7 @@ RECOVER_TIMEOUT = 30.0  # seconds to wait for a leader and an acknowledged op af
 SETTLE_SECONDS = 1.0  # quiet time between a recovery and the next fault
 CATCH_UP_TIMEOUT = 30.0
 MEMBERSHIP_DEADLINE = 30.0  # seconds for one remove / add call, retries included
+ADD_BACK_PAUSE = 0.2  # seconds between re-add attempts refused for a pending change
 
 
 @dataclass
@@ -261,15 +262,15 @@ class Nemesis:
         admin = AsyncClient([other.client_addr for other in self.nodes.nodes.values()],
                             deadline=MEMBERSHIP_DEADLINE)
         try:
-            index = await admin.remove_node(target)
-            record.notes.append(f"removed {target} at index {index}")
+            try:
+                index = await admin.remove_node(target)
+                record.notes.append(f"removed {target} at index {index}")
+            except QuorumLogError as error:
+                # Its outcome may be unknown (a leader change mid-call), or an earlier fault
+                # left the node out: adding it back heals both.
+                record.notes.append(f"remove failed: {type(error).__name__}: {error}")
             await self._hold(plan.hold)
-            added = await admin.add_node(target, node.peer_addr, node.client_addr)
-            record.notes.append(
-                f"re-added {target}: learner at {added.learner_index}, voter at "
-                f"{added.voter_index}, caught up in {added.catch_up_seconds:.2f}s")
-        except QuorumLogError as error:
-            record.notes.append(f"membership change failed: {type(error).__name__}: {error}")
+            await add_back(admin, target, node.peer_addr, node.client_addr, record.notes)
         finally:
             await admin.close()
 
@@ -292,6 +293,36 @@ class Nemesis:
         await self._recover(record)
         self.records.append(record)
         return record
+
+
+async def add_back(admin: AsyncClient, target: str, peer_addr: str, client_addr: str,
+                   notes: list[str], *, deadline: float = MEMBERSHIP_DEADLINE,
+                   pause: float = ADD_BACK_PAUSE) -> bool:
+    """Add ``target`` back as a voter; True once it is one. A refusal while the previous
+    membership change is not applied yet (FAILED_PRECONDITION: a retried removal can leave a
+    second change in flight) is retried until ``deadline`` seconds have passed; a node that is
+    still a voter (ALREADY_EXISTS) never left."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while True:
+        try:
+            added = await admin.add_node(target, peer_addr, client_addr)
+        except AlreadyExists as error:
+            notes.append(f"{target} is still a member: {error}")
+            return True
+        except FailedPrecondition as error:
+            if loop.time() + pause >= end:
+                notes.append(f"re-adding {target} failed: FailedPrecondition: {error}")
+                return False
+            await asyncio.sleep(pause)  # pacing while the previous change is applied
+            continue
+        except QuorumLogError as error:
+            notes.append(f"re-adding {target} failed: {type(error).__name__}: {error}")
+            return False
+        notes.append(
+            f"re-added {target}: learner at {added.learner_index}, voter at "
+            f"{added.voter_index}, caught up in {added.catch_up_seconds:.2f}s")
+        return True
 
 
 def estimated_seconds(plan: FaultPlan) -> float:

@@ -3,6 +3,7 @@ and the unsafe storage mode the canary relies on (kill -9 loses acknowledged wri
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 import subprocess
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from quorumlog.chaos.nemesis import add_back
 from quorumlog.chaos.network import ChaosNetwork, client_proxy, peer_proxy
 from quorumlog.chaos.run import Progress
 from quorumlog.chaos.workload import Route, classify
 from quorumlog.client import errors
+from quorumlog.client.admin import AddNodeResult
+from quorumlog.client.errors import AlreadyExists, FailedPrecondition
 from quorumlog.node.storage import RocksStorage
 
 
@@ -163,3 +167,46 @@ def test_unsafe_volatile_storage_loses_writes_on_kill_9(tmp_path: Path, mode: st
     with RocksStorage(path) as storage:
         assert (storage.last_index() == 50) is survives
         assert (storage.initial_state()[0].commit == 50) is survives
+
+
+class _StubAdmin:
+    """``add_node`` refuses with the given errors first, then succeeds."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def add_node(self, node_id: str, peer_address: str,
+                       client_address: str) -> AddNodeResult:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return AddNodeResult(node_id, 10, 12, 0.5)
+
+
+def _add_back(admin: _StubAdmin, *, deadline: float = 30.0) -> tuple[bool, list[str]]:
+    notes: list[str] = []
+    done = asyncio.run(add_back(
+        admin, "n3", "127.0.0.1:2", "127.0.0.1:1", notes,  # type: ignore[arg-type]
+        deadline=deadline, pause=0.01))
+    return done, notes
+
+
+def test_membership_add_back_waits_out_a_pending_change() -> None:
+    pending = FailedPrecondition("previous membership change at 18624 not applied yet")
+    admin = _StubAdmin(pending, pending)
+    done, notes = _add_back(admin)
+    assert done and admin.calls == 3
+    assert notes == ["re-added n3: learner at 10, voter at 12, caught up in 0.50s"]
+
+
+def test_membership_add_back_gives_up_at_its_deadline_and_says_so() -> None:
+    admin = _StubAdmin(*[FailedPrecondition("previous change not applied yet")] * 1000)
+    done, notes = _add_back(admin, deadline=0.2)
+    assert not done and 2 <= admin.calls < 1000
+    assert notes[-1].startswith("re-adding n3 failed: FailedPrecondition")
+
+
+def test_membership_add_back_of_a_node_that_never_left() -> None:
+    done, notes = _add_back(_StubAdmin(AlreadyExists("n3 is already a voter")))
+    assert done and notes == ["n3 is still a member: n3 is already a voter"]
