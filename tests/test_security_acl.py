@@ -285,7 +285,10 @@ def _check_node(name: str, address: str, directory: Path) -> None:
 
     with one("bob") as bob, one("carol") as carol, one("admin") as admin:
         def applied() -> bool:
-            page = bob.read("orders/1", consistency=Consistency.FOLLOWER)
+            try:
+                page = bob.read("orders/1", consistency=Consistency.FOLLOWER)
+            except errors.NotFound:
+                return False  # this follower has not applied the session's first append yet
             return [r.data for r in page.records] == [b"bob-1"]
 
         wait_until(applied, 15, f"{name} applied bob's append")

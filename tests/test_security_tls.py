@@ -27,7 +27,7 @@ from security_harness import (
 )
 from waiting import wait_until
 
-from quorumlog.client import Client
+from quorumlog.client import Client, errors
 from quorumlog.client.bench import free_ports
 from quorumlog.client.cli import main
 from quorumlog.client.sdk import Consistency
@@ -244,7 +244,10 @@ def test_a_node_joins_and_catches_up_over_tls(tmp_path: Path) -> None:
             client.add_node("n2", n2.peer_addr, n2.client_addr, deadline=60)
         with Client([n2.client_addr], deadline=20, security=admin) as on_n2:
             def caught_up() -> bool:
-                page = on_n2.read("joined", consistency=Consistency.FOLLOWER)
+                try:
+                    page = on_n2.read("joined", consistency=Consistency.FOLLOWER)
+                except errors.NotFound:
+                    return False  # n2 has not applied the session yet
                 return len(page.records) == 20
 
             wait_until(caught_up, 30, "n2 to serve every message")
