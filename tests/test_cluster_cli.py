@@ -165,7 +165,14 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
             assert line.startswith(f"{name}: client {client} peer {peer} pid "), line
             pids.append(int(line.split(" pid ")[1].split()[0]))
 
-        rows = ok_json(cli("status", "--json", "--cluster", addresses))
+        def settled() -> list[dict[str, Any]] | None:
+            # "cluster ready" means a leader was elected; a follower that has not heard from
+            # it yet (or a re-election on a loaded machine) shows no leader for a moment.
+            rows: list[dict[str, Any]] = ok_json(cli("status", "--json", "--cluster", addresses))
+            known = all(row["leader"] in {"n1", "n2", "n3"} for row in rows)
+            return rows if known and sum(row["role"] == "leader" for row in rows) == 1 else None
+
+        rows = wait_until(settled, 30, "every node to report the one leader")
         assert [row["id"] for row in rows] == ["n1", "n2", "n3"]
         for row, pid in zip(rows, pids, strict=True):
             assert set(row) >= STATUS_KEYS
