@@ -13,7 +13,11 @@ from pathlib import Path
 from quorumlog.client.cli import CliError
 from quorumlog.node import housekeeping
 from quorumlog.node.config import ConfigError, NodeConfig, load_toml, parse_peers
-from quorumlog.node.memory import freeze_imported_objects, limit_malloc_arenas
+from quorumlog.node.memory import (
+    fix_mmap_threshold,
+    freeze_imported_objects,
+    limit_malloc_arenas,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from quorumlog.node.server import configure_logging, serve  # noqa: PLC0415 -- heavy
 
     limit_malloc_arenas()  # before gRPC and RocksDB start their threads
+    fix_mmap_threshold()
     housekeeping.start()  # RocksDB's background threads at a lower priority
     freeze_imported_objects()  # full collections then skip everything imported
     configure_logging(config.name, config.log_level)
