@@ -536,12 +536,6 @@ async def drive(
             try:
                 await call(key)
             except failures as error:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # Cancelled while in the call, and the client library reported that as a
-                    # failure (grpc.aio can answer a cancel with an RpcError CANCELLED): stop
-                    # now, or a Ctrl-C waits out the rest of the run.
-                    raise asyncio.CancelledError from error
                 if now >= measure_start:
                     totals.errors[type(error).__name__] += 1
                 await asyncio.sleep(ERROR_PAUSE)
