@@ -431,16 +431,20 @@ def plan_local(nodes: int, data_dir: Path | None) -> LocalBenchCluster:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so cleanup runs as it does on Ctrl-C."""
+    """SIGTERM raises KeyboardInterrupt, so cleanup runs as it does on Ctrl-C; and SIGINT is
+    Ctrl-C even when this process started with it ignored (a background job of a
+    non-interactive shell inherits SIGINT ignored, and a Ctrl-C sent to it did nothing)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 # -- load --------------------------------------------------------------------------------------

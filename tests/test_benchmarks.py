@@ -222,3 +222,34 @@ def test_open_loop_rate_paces_calls_and_times_them_from_their_schedule() -> None
     # Offered 1000 calls/s, served ~80/s: the backlog shows in the latency (from the
     # schedule), far above the 50 ms a call takes once started.
     assert behind.reservoir.percentiles()["p99"] > 300, behind.reservoir.percentiles()
+
+
+INTERRUPTIBLE = """
+import asyncio, sys
+from quorumlog.client.bench import sigterm_as_interrupt
+try:
+    with sigterm_as_interrupt():
+        print("ready", flush=True)
+        asyncio.run(asyncio.sleep(60))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_started_with_sigint_ignored_still_stops_on_ctrl_c(
+        signum: signal.Signals) -> None:
+    """A background job of a non-interactive shell starts with SIGINT ignored; the scripts'
+    Ctrl-C (and SIGTERM) must still stop them (cleanup runs, exit 130)."""
+    # ``trap '' INT`` ignores SIGINT, and exec passes that on to Python.
+    with subprocess.Popen(
+            ["sh", "-c", 'trap "" INT; exec "$0" -c "$1"', sys.executable, INTERRUPTIBLE],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            process.send_signal(signum)
+            assert process.wait(timeout=30) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
