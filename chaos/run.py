@@ -259,9 +259,13 @@ async def _faulty_phase(options: RunOptions, clock: Callable[[], float], progres
     progress_task: asyncio.Task[None] | None = None
     try:
         workload.start()
+        workload_started = clock()
         progress_task = asyncio.get_running_loop().create_task(_show_progress(
             progress, workload.recorder, monitor, nemesis, options.duration))
-        await _sleep_until(clock, options.baseline_seconds)
+        # The baseline counts from the workload's start, not the run's: on a loaded machine
+        # the cluster took 6 s to elect a leader, past a 5 s baseline, so the first fault
+        # started with the workload and the verdict was "inconclusive (baseline 0 ops/s)".
+        await _sleep_until(clock, workload_started + options.baseline_seconds)
         end_at = options.duration - FINAL_RESERVE
         await nemesis.run(FaultScheduler(options.seed, options.faults), end_at)
         await _sleep_until(clock, end_at)

@@ -16,7 +16,7 @@ import pytest
 
 from quorumlog.chaos.nemesis import add_back
 from quorumlog.chaos.network import ChaosNetwork, client_proxy, peer_proxy
-from quorumlog.chaos.run import Progress
+from quorumlog.chaos.run import Progress, RunOptions, _faulty_phase
 from quorumlog.chaos.workload import Route, classify
 from quorumlog.client import errors
 from quorumlog.client.admin import AddNodeResult
@@ -210,3 +210,65 @@ def test_membership_add_back_gives_up_at_its_deadline_and_says_so() -> None:
 def test_membership_add_back_of_a_node_that_never_left() -> None:
     done, notes = _add_back(_StubAdmin(AlreadyExists("n3 is already a voter")))
     assert done and notes == ["n3 is still a member: n3 is already a voter"]
+
+
+class _SlowLeader:
+    """A monitor whose first leader takes ``delay`` seconds (past the baseline)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def wait_leader(self, timeout: float) -> str:
+        await asyncio.sleep(self.delay)
+        return "n1"
+
+
+class _Recorder:
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.events: list[tuple[str, float]] = []
+        self.recorder = None
+
+    def start(self) -> None:
+        self.events.append(("workload", self.clock()))
+
+    async def finish(self) -> None:
+        self.events.append(("finish", self.clock()))
+
+    async def run(self, scheduler: Any, end_at: float) -> None:
+        self.events.append(("faults", self.clock()))
+
+    async def restart_all(self) -> None:
+        self.events.append(("restart", self.clock()))
+
+
+def test_the_fault_free_baseline_counts_from_the_workload_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster slow to elect (0.6 s here, 6 s on a loaded machine) must not eat the
+    baseline: the first fault waits ``baseline`` seconds after the workload started."""
+    import quorumlog.chaos.run as run_module
+
+    async def no_progress(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(run_module, "_show_progress", no_progress)
+    monkeypatch.setattr(run_module, "MIN_AFTER_RESTART", 0.0)
+    monkeypatch.setattr(run_module, "FINAL_RESERVE", 0.0)
+
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        origin = loop.time()
+
+        def clock() -> float:
+            return loop.time() - origin
+
+        fake = _Recorder(clock)
+        options = RunOptions(out=Path("unused"), duration=1.0, baseline=0.5)
+        await _faulty_phase(options, clock, Progress(io.StringIO(), 1.0),
+                            monitor=_SlowLeader(0.6), nemesis=fake,  # type: ignore[arg-type]
+                            workload=fake)  # type: ignore[arg-type]
+        return fake.events
+
+    events = dict(asyncio.run(main()))
+    assert events["workload"] >= 0.6
+    assert events["faults"] - events["workload"] >= 0.5 - 0.01, events
