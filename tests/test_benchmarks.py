@@ -8,6 +8,7 @@ end-to-end tests always run; without etcd they fail, never skip."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -154,9 +155,12 @@ def test_interrupted_comparison_stops_every_process_and_deletes_its_data(
     data = tmp_path / "data"
     data.mkdir()
     with open(errors, "w") as stderr:
+        # Its own process group (its nodes and etcd members inherit it), so a failure here
+        # can kill them all instead of leaving six servers running.
         process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.compare_etcd", "--duration", "60",
-             "--data-root", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+             "--data-root", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True)
     try:
         wait_until(lambda: "sequential: etcd" in errors.read_text(), 60,
                    "the comparison to start measuring")
@@ -164,7 +168,8 @@ def test_interrupted_comparison_stops_every_process_and_deletes_its_data(
         assert process.wait(timeout=60) == 130
     finally:
         if process.poll() is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     text = errors.read_text()
     pids = [int(pid) for line in text.splitlines() if "pids [" in line
