@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from quorumlog_fake import FakeCluster, dead_address
+from waiting import wait_until
 
 TIMEOUT = 60.0  # per CLI run; generous for a loaded 2-core machine
 STATUS_KEYS = {
@@ -141,10 +142,9 @@ def test_tail_from_end_waits_for_new_messages(cluster: FakeCluster) -> None:
                           text=True) as process:
         try:
             # the tail starts at the end: wait until its stream is open, then append
-            deadline = time.monotonic() + TIMEOUT
-            while cluster.total_calls("Subscribe") == subscribes_before:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.01)
+            wait_until(lambda: cluster.total_calls("Subscribe") != subscribes_before
+                       or process.poll() is not None, TIMEOUT, "the tail's stream to open")
+            assert process.poll() is None, "the tail exited before its stream opened"
             ok_json(cli("append", "live", "new", "--json", cluster=cluster.addresses))
             out, err = process.communicate(timeout=TIMEOUT)
         finally:

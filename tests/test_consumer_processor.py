@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from cluster_harness import LocalCluster, running_cluster, wait_until
+from waiting import eventually
 
 from quorumlog.client import errors
-from quorumlog.client.consumer import ReceivedMessage
+from quorumlog.client.consumer import Lease, ReceivedMessage
 from quorumlog.client.processor import AsyncSessionProcessor, SessionContext, SessionProcessor
 from quorumlog.client.sdk import AsyncClient, Client
 
@@ -59,11 +60,9 @@ def test_competing_consumers_never_share_a_session_and_lose_nothing(
             ]
             for processor in processors:
                 processor.start()
-            loop = asyncio.get_running_loop()
-            end = loop.time() + SETTLE
-            while sum(p.processed for p in processors) < len(sessions) * per_session:
-                assert loop.time() < end, "not every message was processed in time"
-                await asyncio.sleep(0.1)  # polling a condition with a deadline
+            await eventually(
+                lambda: sum(p.processed for p in processors) >= len(sessions) * per_session,
+                SETTLE, "every message processed")
             for processor in processors:
                 await processor.stop()
             for c in clients:
@@ -90,30 +89,29 @@ def test_lost_lease_is_reported_and_the_zombie_settle_is_rejected(cluster: Local
             async def slow(messages: list[ReceivedMessage], context: SessionContext) -> None:
                 handled.set()
                 # Outlive the lease (never renewed here) until another consumer owns it.
-                end = asyncio.get_running_loop().time() + SETTLE
-                while (await client.consumer.sessions(session="lost-1"))[0].groups[0].owner in (
-                    "", context.lease.consumer
-                ):
-                    assert asyncio.get_running_loop().time() < end
-                    await asyncio.sleep(0.1)  # polling a condition with a deadline
+                async def taken_over() -> bool:
+                    status = await client.consumer.sessions(session="lost-1")
+                    return status[0].groups[0].owner not in ("", context.lease.consumer)
+
+                await eventually(taken_over, SETTLE, "another consumer owning the session")
 
             zombie = AsyncSessionProcessor(
                 client, "lost", slow, max_sessions=1, lease_ms=1_500, renew_ms=600_000,
                 prefix="lost-", on_lease_lost=lambda context, error: lost.append(str(error)),
             )
             zombie.start()
-            loop = asyncio.get_running_loop()
-            end = loop.time() + SETTLE
-            while not handled.is_set():
-                assert loop.time() < end
-                await asyncio.sleep(0.05)  # polling a condition with a deadline
-            while True:
+            await eventually(handled.is_set, SETTLE, "the zombie handling its messages")
+            leases: list[Lease] = []
+
+            async def accepted() -> bool:
                 try:
-                    lease = await client.consumer.accept("lost-1", "lost", "successor")
-                    break
+                    leases.append(await client.consumer.accept("lost-1", "lost", "successor"))
                 except errors.FailedPrecondition:
-                    assert loop.time() < end
-                    await asyncio.sleep(0.1)  # the zombie's lease has not lapsed yet
+                    return False  # the zombie's lease has not lapsed yet
+                return True
+
+            await eventually(accepted, SETTLE, "the successor's lease")
+            lease = leases[0]
             await zombie.stop()
             assert lost and "stale" in lost[0]
             again = await client.consumer.receive("lost-1", "lost", token=lease.token)
@@ -161,11 +159,9 @@ def test_leases_and_locks_are_renewed_while_a_slow_handler_runs(cluster: LocalCl
                 on_lease_lost=lambda context, error: lost.append(str(error)),
             )
             processor.start()
-            loop = asyncio.get_running_loop()
-            end = loop.time() + SETTLE
-            while processor.processed < 2:
-                assert loop.time() < end and not lost, lost
-                await asyncio.sleep(0.1)  # polling a condition with a deadline
+            await eventually(lambda: processor.processed >= 2 or bool(lost), SETTLE,
+                             "both messages processed")
+            assert not lost, lost
             await processor.stop()
             assert len(set(tokens)) == 1  # one lease throughout
 
@@ -205,19 +201,16 @@ def test_processors_consume_everything_across_a_leader_kill(cluster: LocalCluste
             ]
             for processor in processors:
                 processor.start()
-            loop = asyncio.get_running_loop()
-            end = loop.time() + SETTLE
-            while sum(len(offsets) for offsets in seen.values()) < 40:
-                assert loop.time() < end
-                await asyncio.sleep(0.05)  # polling a condition with a deadline
+            await eventually(lambda: sum(len(offsets) for offsets in seen.values()) >= 40,
+                             SETTLE, "40 messages handled before the kill")
             old = await asyncio.to_thread(cluster.wait_leader)
             await asyncio.to_thread(cluster.kill, old)
-            while True:
+
+            async def drained() -> bool:
                 status = await client.consumer.sessions("fo-")
-                if all(g.backlog == 0 for s in status for g in s.groups if g.group == "fo-g"):
-                    break
-                assert loop.time() < end, status
-                await asyncio.sleep(0.2)  # polling a condition with a deadline
+                return all(g.backlog == 0 for s in status for g in s.groups if g.group == "fo-g")
+
+            await eventually(drained, SETTLE, "no backlog left after the failover")
             for processor in processors:
                 await processor.stop()
             await asyncio.to_thread(cluster.start, old)
