@@ -47,21 +47,24 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def limit_malloc_arenas(arenas: int = NODE_MALLOC_ARENAS) -> bool:
-    """Cap malloc arenas at ``arenas``; True when the cap was applied."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
+def _mallopt(parameter: int, value: int, operator_variable: str) -> bool:
+    """glibc ``mallopt(parameter, value)`` unless the operator set ``operator_variable`` (glibc
+    reads it at start-up); True when applied."""
+    if os.environ.get(operator_variable):
         return False
     mallopt = getattr(_libc(), "mallopt", None)
-    return mallopt is not None and bool(mallopt(M_ARENA_MAX, arenas))
+    return mallopt is not None and bool(mallopt(parameter, value))
+
+
+def limit_malloc_arenas(arenas: int = NODE_MALLOC_ARENAS) -> bool:
+    """Cap malloc arenas at ``arenas``; True when the cap was applied."""
+    return _mallopt(M_ARENA_MAX, arenas, "MALLOC_ARENA_MAX")
 
 
 def fix_mmap_threshold(threshold: int = NODE_MMAP_THRESHOLD) -> bool:
     """Serve every allocation of ``threshold`` bytes or more with its own mmap (returned to the
     system on free) and turn off glibc's moving threshold; True when set."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return False
-    mallopt = getattr(_libc(), "mallopt", None)
-    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    return _mallopt(M_MMAP_THRESHOLD, threshold, "MALLOC_MMAP_THRESHOLD_")
 
 
 def freeze_imported_objects() -> int:
