@@ -429,9 +429,13 @@ class RaftNode:
                 # with us instead of after us.
                 for _ in range(3):
                     await asyncio.sleep(0)
-            # On the loop thread, not a worker: rocksdict holds the GIL through much of a
-            # synced write, so a thread bought little overlap and cost two wake-ups
-            # (measured: sequential append p50 3.28 -> 2.97 ms). Requests arriving meanwhile
+            # On the loop thread, not a worker: a thread bought little overlap and cost two
+            # wake-ups (measured: sequential append p50 3.28 -> 2.97 ms). With a thread
+            # writing synced 100-byte batches back to back, a spinning main thread kept only
+            # ~20% of its speed (the GIL is held through most of a small write); with 50 KB
+            # batches it kept ~80%, but each write then took up to the 5 ms switch interval
+            # to get the GIL back, and batched half-load latency did not improve (p50 12 ->
+            # 14 ms with writes of 16 KB and more in a thread). Requests arriving meanwhile
             # wait in gRPC and form the next batch (group commit).
             self.storage.write_ready(rd, sync=sync)
             if sync:
