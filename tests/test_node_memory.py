@@ -14,7 +14,8 @@ PROBE = """
 import gc, json
 import quorumlog.node.server
 import ctypes
-from quorumlog.node.memory import fix_mmap_threshold, freeze_imported_objects, limit_malloc_arenas
+from quorumlog.node.memory import (
+    _libc, fix_mmap_threshold, freeze_imported_objects, limit_malloc_arenas)
 capped = limit_malloc_arenas()
 fixed = fix_mmap_threshold()
 
@@ -23,7 +24,7 @@ class MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
         "fordblks", "keepcost")]
 
-libc = ctypes.CDLL("libc.so.6")
+libc = _libc()  # the same libc the node calls mallopt on
 libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -61,7 +62,6 @@ def test_imports_are_frozen_and_arenas_capped() -> None:
 
 def test_an_operator_malloc_arena_max_is_left_alone() -> None:
     assert probe(MALLOC_ARENA_MAX="4")["capped"] is False
-
 
 
 def test_big_blocks_are_always_mmapped() -> None:
