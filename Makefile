@@ -1,18 +1,49 @@
 # quorumlog: `make up` starts a local 3-node cluster, `make test` runs the whole suite.
+#
+# Every install comes from requirements-lock.txt: exact versions with hashes for the runtime
+# and the test/lint tools, compiled from pyproject.toml's ranges by uv (pinned below, itself
+# installed from PyPI into .tools/). `make lock` refreshes the lock; `make test-latest` runs
+# the suite against the newest versions pyproject.toml allows, in a separate venv, so drift is
+# seen on purpose. See README "Set-up" for why this shape.
 PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+UV_DIR := .tools/uv-$(UV_VERSION)
+UV := $(UV_DIR)/bin/uv
+LOCK := requirements-lock.txt
+# The runtime alone (what a node or client needs), for the container image.
+RUNTIME_LOCK := requirements-runtime-lock.txt
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LATEST := .venv-latest
+# uv must never fetch an interpreter of its own: the machine's Python 3.11 is the one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
 
-.PHONY: install test testdeps lint up sim bench compare etcd chaos proto clean
+.PHONY: install lock test test-fast test-latest testdeps lint up sim bench compare etcd \
+	chaos proto clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		--target $(UV_DIR) uv==$(UV_VERSION)
+
+# Sync the venv to the lock exactly (hashes checked), then the project itself, editable, with
+# the locked setuptools (no build isolation, so no unlocked build tool is ever fetched).
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes $(LOCK)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--generate-hashes --annotation-style line --custom-compile-command "make lock" \
+		--upgrade -o $(LOCK)
+	$(UV) pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --annotation-style line --custom-compile-command "make lock" \
+		--constraint $(LOCK) -o $(RUNTIME_LOCK)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check raft node client chaos proto tests benchmarks examples
@@ -21,6 +52,17 @@ lint: $(STAMP)
 test: $(STAMP) testdeps
 	$(MAKE) lint
 	$(VENV)/bin/pytest -n auto tests
+
+# The newest versions pyproject.toml allows (not the lock): lint + suite in .venv-latest.
+test-latest: testdeps | $(UV)
+	test -x $(LATEST)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --upgrade --reinstall-package quorumlog \
+		-e '.[test]'
+	VIRTUAL_ENV=$(LATEST) $(UV) pip list --format freeze > $(LATEST)/versions.txt
+	@echo "newest allowed versions (compare with $(LOCK)): $(LATEST)/versions.txt"
+	$(LATEST)/bin/ruff check raft node client chaos proto tests benchmarks examples
+	$(LATEST)/bin/python tests/typecheck.py
+	$(LATEST)/bin/pytest -n auto tests
 
 sim: $(STAMP)
 	$(VENV)/bin/quorumlog sim --seeds 1000 --steps 3000
@@ -56,4 +98,5 @@ up: $(STAMP)
 	$(VENV)/bin/quorumlog cluster up --nodes 3 --data-dir ./data --base-port 7001
 
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LATEST) .tools .typecheck .mypy_cache .pytest_cache .ruff_cache build \
+		dist *.egg-info

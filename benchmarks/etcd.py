@@ -18,6 +18,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,17 @@ def _message_classes() -> dict[str, type[Message]]:
 
 
 MESSAGES = _message_classes()
+
+
+def build(name: str, **fields: Any) -> Message:
+    """A message of the dynamic class ``name`` with ``fields`` set.
+
+    The classes come from a runtime descriptor pool, so the protobuf stubs only know them as
+    ``type[Message]``, whose constructor takes no field keywords; a class is still callable
+    with them, which is what ``Callable[..., Message]`` says.
+    """
+    constructor: Callable[..., Message] = MESSAGES[name]
+    return constructor(**fields)
 
 
 class EtcdUnavailable(Exception):
@@ -209,19 +221,20 @@ class EtcdClient:
             response_deserializer=MESSAGES["StatusResponse"].FromString)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> Message:
-        request = MESSAGES["PutRequest"](key=key, value=value)
+        request = build("PutRequest", key=key, value=value)
         response: Message = await self._put(request, timeout=timeout)
         return response
 
     async def put_many(self, key: bytes, values: list[bytes], timeout: float) -> Message:
         """One transaction putting ``key/<i>`` = ``values[i]`` (etcd allows 128 by default)."""
-        put_request, request_op = MESSAGES["PutRequest"], MESSAGES["RequestOp"]
-        operations = [request_op(request_put=put_request(key=b"%s/%d" % (key, i), value=value))
-                      for i, value in enumerate(values)]
-        response: Message = await self._txn(MESSAGES["TxnRequest"](success=operations),
+        operations = [
+            build("RequestOp", request_put=build("PutRequest", key=b"%s/%d" % (key, i),
+                                                 value=value))
+            for i, value in enumerate(values)]
+        response: Message = await self._txn(build("TxnRequest", success=operations),
                                             timeout=timeout)
         return response
 
     async def status(self, timeout: float) -> Message:
-        response: Message = await self._status(MESSAGES["StatusRequest"](), timeout=timeout)
+        response: Message = await self._status(build("StatusRequest"), timeout=timeout)
         return response
