@@ -30,11 +30,17 @@ from quorumlog.proto import quorumlog_pb2_grpc
 LIST_PAGE = 2  # small, so clients must follow `truncated` pages
 
 
+# Bound, never listening: a connect gets refused, and no other test's server can take the port
+# while this process lives (a released port was once reused by a parallel test's node).
+_HELD: list[socket.socket] = []
+
+
 def dead_address() -> str:
-    """An address nobody listens on (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """An address nobody listens on (connection refused), reserved for the process's life."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    port = sock.getsockname()[1]
     return f"127.0.0.1:{port}"
 
 
