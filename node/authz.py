@@ -20,8 +20,9 @@ Names checked per method:
   naming no session (accept-next-available without a prefix, create a group) needs
   ``consume`` on the empty prefix, i.e. on every session;
 - cluster-wide operations (``Admin``, ``Acl``): ``manage`` on ``""``;
-- ``ClusterStatus`` and the gRPC health service: any caller (no session data; ``cluster
-  up`` and probes need them whatever the rules).
+- ``ClusterStatus``, the gRPC health service and gRPC server reflection: any caller (no
+  session data; ``cluster up``, probes and ``grpcurl`` need them whatever the rules). The
+  caller is still authenticated (a bad token is refused) and rate limited like any call.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ METHODS: dict[str, Requirement] = {
 SERVICES: dict[str, Requirement] = {
     "quorumlog.v1.Consumer": Requirement(CONSUME, _consumer_target),
     "grpc.health.v1.Health": PUBLIC,
+    # Server reflection (grpcio-reflection serves v1alpha): the API's schema, no data.
+    "grpc.reflection.v1alpha.ServerReflection": PUBLIC,
 }
 
 

@@ -10,7 +10,7 @@ replica. The append limits are therefore part of the replicated contract: every 
 cluster must run with the same ``max_*`` append values (read limits and the AppendBatch
 limits, checked by the service only, are node-local).
 
-Error codes follow the client API (``proto/quorumlog.proto``): malformed ids and empty
+Error codes follow the client API (``proto/quorumlog/v1/quorumlog.proto``): malformed ids and empty
 appends are ``INVALID_ARGUMENT``; sizes over a limit are ``RESOURCE_EXHAUSTED``.
 """
 

@@ -3,9 +3,9 @@
 Owns: wiring the pieces of a node together and their start/stop order (storage → Raft loop →
 peer server → client server; the reverse on stop), bootstrapping an empty data directory as a
 founding member (or, with ``--join``, leaving it empty until the leader adds this node), keeping
-the peer links in step with the replicated member records, the gRPC health service and
-structured JSON logs. Must never: contain
-protocol or state-machine logic.
+the peer links in step with the replicated member records, the gRPC health service and server
+reflection (``quorumlog.node.reflection``) on the client port, and structured JSON logs. Must
+never: contain protocol or state-machine logic.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from quorumlog.node import membership
+from quorumlog.node import membership, reflection
 from quorumlog.node.acl_service import AclService
 from quorumlog.node.admin import AdminService
 from quorumlog.node.config import NodeConfig, raft_id
@@ -222,6 +222,7 @@ class NodeServer:
             self.consumer_service, self.client_server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.client_server)
+        reflection.enable(self.client_server)  # schema only; anyone may ask, like health
         self.security.bind(self.client_server, config.client_addr, "--client-addr")
 
         node.start()

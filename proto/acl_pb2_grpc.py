@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quorumlog.proto import acl_pb2 as quorumlog_dot_proto_dot_acl__pb2
+from quorumlog.proto import acl_pb2 as quorumlog_dot_v1_dot_acl__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,23 +36,23 @@ class AclStub:
         """
         self.Grant = channel.unary_unary(
                 '/quorumlog.v1.Acl/Grant',
-                request_serializer=quorumlog_dot_proto_dot_acl__pb2.AclGrantRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_acl__pb2.AclGrantRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
                 _registered_method=True)
         self.Revoke = channel.unary_unary(
                 '/quorumlog.v1.Acl/Revoke',
-                request_serializer=quorumlog_dot_proto_dot_acl__pb2.AclRevokeRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_acl__pb2.AclRevokeRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
                 _registered_method=True)
         self.SetEnabled = channel.unary_unary(
                 '/quorumlog.v1.Acl/SetEnabled',
-                request_serializer=quorumlog_dot_proto_dot_acl__pb2.AclSetEnabledRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_acl__pb2.AclSetEnabledRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/quorumlog.v1.Acl/List',
-                request_serializer=quorumlog_dot_proto_dot_acl__pb2.AclListRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclListResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_acl__pb2.AclListRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclListResponse.FromString,
                 _registered_method=True)
 
 
@@ -88,23 +88,23 @@ def add_AclServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Grant': grpc.unary_unary_rpc_method_handler(
                     servicer.Grant,
-                    request_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclGrantRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclGrantRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.SerializeToString,
             ),
             'Revoke': grpc.unary_unary_rpc_method_handler(
                     servicer.Revoke,
-                    request_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclRevokeRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclRevokeRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.SerializeToString,
             ),
             'SetEnabled': grpc.unary_unary_rpc_method_handler(
                     servicer.SetEnabled,
-                    request_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclSetEnabledRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclSetEnabledRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=quorumlog_dot_proto_dot_acl__pb2.AclListRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_acl__pb2.AclListResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_acl__pb2.AclListRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_acl__pb2.AclListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,8 +132,8 @@ class Acl:
             request,
             target,
             '/quorumlog.v1.Acl/Grant',
-            quorumlog_dot_proto_dot_acl__pb2.AclGrantRequest.SerializeToString,
-            quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+            quorumlog_dot_v1_dot_acl__pb2.AclGrantRequest.SerializeToString,
+            quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -159,8 +159,8 @@ class Acl:
             request,
             target,
             '/quorumlog.v1.Acl/Revoke',
-            quorumlog_dot_proto_dot_acl__pb2.AclRevokeRequest.SerializeToString,
-            quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+            quorumlog_dot_v1_dot_acl__pb2.AclRevokeRequest.SerializeToString,
+            quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -186,8 +186,8 @@ class Acl:
             request,
             target,
             '/quorumlog.v1.Acl/SetEnabled',
-            quorumlog_dot_proto_dot_acl__pb2.AclSetEnabledRequest.SerializeToString,
-            quorumlog_dot_proto_dot_acl__pb2.AclChangeResponse.FromString,
+            quorumlog_dot_v1_dot_acl__pb2.AclSetEnabledRequest.SerializeToString,
+            quorumlog_dot_v1_dot_acl__pb2.AclChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -213,8 +213,8 @@ class Acl:
             request,
             target,
             '/quorumlog.v1.Acl/List',
-            quorumlog_dot_proto_dot_acl__pb2.AclListRequest.SerializeToString,
-            quorumlog_dot_proto_dot_acl__pb2.AclListResponse.FromString,
+            quorumlog_dot_v1_dot_acl__pb2.AclListRequest.SerializeToString,
+            quorumlog_dot_v1_dot_acl__pb2.AclListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quorumlog.proto import admin_pb2 as quorumlog_dot_proto_dot_admin__pb2
+from quorumlog.proto import admin_pb2 as quorumlog_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,23 +36,23 @@ class AdminStub:
         """
         self.AddNode = channel.unary_unary(
                 '/quorumlog.v1.Admin/AddNode',
-                request_serializer=quorumlog_dot_proto_dot_admin__pb2.AddNodeRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_admin__pb2.AddNodeResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_admin__pb2.AddNodeRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_admin__pb2.AddNodeResponse.FromString,
                 _registered_method=True)
         self.RemoveNode = channel.unary_unary(
                 '/quorumlog.v1.Admin/RemoveNode',
-                request_serializer=quorumlog_dot_proto_dot_admin__pb2.RemoveNodeRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_admin__pb2.RemoveNodeResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_admin__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_admin__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
         self.TransferLeader = channel.unary_unary(
                 '/quorumlog.v1.Admin/TransferLeader',
-                request_serializer=quorumlog_dot_proto_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_admin__pb2.TransferLeaderResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
         self.Backup = channel.unary_stream(
                 '/quorumlog.v1.Admin/Backup',
-                request_serializer=quorumlog_dot_proto_dot_admin__pb2.BackupRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_admin__pb2.BackupChunk.FromString,
+                request_serializer=quorumlog_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_admin__pb2.BackupChunk.FromString,
                 _registered_method=True)
 
 
@@ -92,23 +92,23 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'AddNode': grpc.unary_unary_rpc_method_handler(
                     servicer.AddNode,
-                    request_deserializer=quorumlog_dot_proto_dot_admin__pb2.AddNodeRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_admin__pb2.AddNodeResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_admin__pb2.AddNodeRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_admin__pb2.AddNodeResponse.SerializeToString,
             ),
             'RemoveNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveNode,
-                    request_deserializer=quorumlog_dot_proto_dot_admin__pb2.RemoveNodeRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_admin__pb2.RemoveNodeResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_admin__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_admin__pb2.RemoveNodeResponse.SerializeToString,
             ),
             'TransferLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeader,
-                    request_deserializer=quorumlog_dot_proto_dot_admin__pb2.TransferLeaderRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_admin__pb2.TransferLeaderResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.SerializeToString,
             ),
             'Backup': grpc.unary_stream_rpc_method_handler(
                     servicer.Backup,
-                    request_deserializer=quorumlog_dot_proto_dot_admin__pb2.BackupRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_admin__pb2.BackupChunk.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_admin__pb2.BackupRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_admin__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,8 +136,8 @@ class Admin:
             request,
             target,
             '/quorumlog.v1.Admin/AddNode',
-            quorumlog_dot_proto_dot_admin__pb2.AddNodeRequest.SerializeToString,
-            quorumlog_dot_proto_dot_admin__pb2.AddNodeResponse.FromString,
+            quorumlog_dot_v1_dot_admin__pb2.AddNodeRequest.SerializeToString,
+            quorumlog_dot_v1_dot_admin__pb2.AddNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -163,8 +163,8 @@ class Admin:
             request,
             target,
             '/quorumlog.v1.Admin/RemoveNode',
-            quorumlog_dot_proto_dot_admin__pb2.RemoveNodeRequest.SerializeToString,
-            quorumlog_dot_proto_dot_admin__pb2.RemoveNodeResponse.FromString,
+            quorumlog_dot_v1_dot_admin__pb2.RemoveNodeRequest.SerializeToString,
+            quorumlog_dot_v1_dot_admin__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -190,8 +190,8 @@ class Admin:
             request,
             target,
             '/quorumlog.v1.Admin/TransferLeader',
-            quorumlog_dot_proto_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
-            quorumlog_dot_proto_dot_admin__pb2.TransferLeaderResponse.FromString,
+            quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
+            quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,8 +217,8 @@ class Admin:
             request,
             target,
             '/quorumlog.v1.Admin/Backup',
-            quorumlog_dot_proto_dot_admin__pb2.BackupRequest.SerializeToString,
-            quorumlog_dot_proto_dot_admin__pb2.BackupChunk.FromString,
+            quorumlog_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
+            quorumlog_dot_v1_dot_admin__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

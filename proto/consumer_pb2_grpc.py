@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quorumlog.proto import consumer_pb2 as quorumlog_dot_proto_dot_consumer__pb2
+from quorumlog.proto import consumer_pb2 as quorumlog_dot_v1_dot_consumer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,68 +36,68 @@ class ConsumerStub:
         """
         self.CreateGroup = channel.unary_unary(
                 '/quorumlog.v1.Consumer/CreateGroup',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.CreateGroupRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.GroupInfo.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.GroupInfo.FromString,
                 _registered_method=True)
         self.Receive = channel.unary_unary(
                 '/quorumlog.v1.Consumer/Receive',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ReceiveRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ReceiveResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ReceiveRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ReceiveResponse.FromString,
                 _registered_method=True)
         self.Settle = channel.unary_unary(
                 '/quorumlog.v1.Consumer/Settle',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.SettleRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.SettleResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.FromString,
                 _registered_method=True)
         self.AcceptSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/AcceptSession',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.Lease.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.Lease.FromString,
                 _registered_method=True)
         self.RenewLease = channel.unary_unary(
                 '/quorumlog.v1.Consumer/RenewLease',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.RenewLeaseRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.Lease.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.RenewLeaseRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.Lease.FromString,
                 _registered_method=True)
         self.ReleaseSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ReleaseSession',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionResponse.FromString,
                 _registered_method=True)
         self.GetState = channel.unary_unary(
                 '/quorumlog.v1.Consumer/GetState',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.GetStateRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.SessionState.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.GetStateRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SessionState.FromString,
                 _registered_method=True)
         self.SetState = channel.unary_unary(
                 '/quorumlog.v1.Consumer/SetState',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.SetStateRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.SessionState.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.SetStateRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SessionState.FromString,
                 _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ListDeadLetters',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersResponse.FromString,
                 _registered_method=True)
         self.ResubmitDeadLetters = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ResubmitDeadLetters',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
                 _registered_method=True)
         self.ConfigureSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ConfigureSession',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionResponse.FromString,
                 _registered_method=True)
         self.CloseSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/CloseSession',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.CloseSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.CloseSessionResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.CloseSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
         self.ListConsumerSessions = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ListConsumerSessions',
-                request_serializer=quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsResponse.FromString,
                 _registered_method=True)
 
 
@@ -187,68 +187,68 @@ def add_ConsumerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateGroup,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.CreateGroupRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.GroupInfo.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.CreateGroupRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.GroupInfo.SerializeToString,
             ),
             'Receive': grpc.unary_unary_rpc_method_handler(
                     servicer.Receive,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ReceiveRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ReceiveResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ReceiveRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ReceiveResponse.SerializeToString,
             ),
             'Settle': grpc.unary_unary_rpc_method_handler(
                     servicer.Settle,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.SettleRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.SettleResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.SerializeToString,
             ),
             'AcceptSession': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptSession,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.AcceptSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.Lease.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.AcceptSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.Lease.SerializeToString,
             ),
             'RenewLease': grpc.unary_unary_rpc_method_handler(
                     servicer.RenewLease,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.RenewLeaseRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.Lease.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.RenewLeaseRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.Lease.SerializeToString,
             ),
             'ReleaseSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseSession,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionResponse.SerializeToString,
             ),
             'GetState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetState,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.GetStateRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.SessionState.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.GetStateRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.SessionState.SerializeToString,
             ),
             'SetState': grpc.unary_unary_rpc_method_handler(
                     servicer.SetState,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.SetStateRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.SessionState.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SetStateRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.SessionState.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersResponse.SerializeToString,
             ),
             'ResubmitDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ResubmitDeadLetters,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.SerializeToString,
             ),
             'ConfigureSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfigureSession,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionResponse.SerializeToString,
             ),
             'CloseSession': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseSession,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.CloseSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.CloseSessionResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.CloseSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.CloseSessionResponse.SerializeToString,
             ),
             'ListConsumerSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConsumerSessions,
-                    request_deserializer=quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,8 +276,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/CreateGroup',
-            quorumlog_dot_proto_dot_consumer__pb2.CreateGroupRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.GroupInfo.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.CreateGroupRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.GroupInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -303,8 +303,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/Receive',
-            quorumlog_dot_proto_dot_consumer__pb2.ReceiveRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ReceiveResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ReceiveRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ReceiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -330,8 +330,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/Settle',
-            quorumlog_dot_proto_dot_consumer__pb2.SettleRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.SettleResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -357,8 +357,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/AcceptSession',
-            quorumlog_dot_proto_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.Lease.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.Lease.FromString,
             options,
             channel_credentials,
             insecure,
@@ -384,8 +384,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/RenewLease',
-            quorumlog_dot_proto_dot_consumer__pb2.RenewLeaseRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.Lease.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.RenewLeaseRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.Lease.FromString,
             options,
             channel_credentials,
             insecure,
@@ -411,8 +411,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/ReleaseSession',
-            quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ReleaseSessionResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ReleaseSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -438,8 +438,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/GetState',
-            quorumlog_dot_proto_dot_consumer__pb2.GetStateRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.SessionState.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.GetStateRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.SessionState.FromString,
             options,
             channel_credentials,
             insecure,
@@ -465,8 +465,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/SetState',
-            quorumlog_dot_proto_dot_consumer__pb2.SetStateRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.SessionState.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.SetStateRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.SessionState.FromString,
             options,
             channel_credentials,
             insecure,
@@ -492,8 +492,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/ListDeadLetters',
-            quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ListDeadLettersResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ListDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -519,8 +519,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/ResubmitDeadLetters',
-            quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -546,8 +546,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/ConfigureSession',
-            quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ConfigureSessionResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -573,8 +573,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/CloseSession',
-            quorumlog_dot_proto_dot_consumer__pb2.CloseSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.CloseSessionResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.CloseSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.CloseSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -600,8 +600,8 @@ class Consumer:
             request,
             target,
             '/quorumlog.v1.Consumer/ListConsumerSessions',
-            quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsRequest.SerializeToString,
-            quorumlog_dot_proto_dot_consumer__pb2.ListConsumerSessionsResponse.FromString,
+            quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ListConsumerSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

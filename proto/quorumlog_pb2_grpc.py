@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quorumlog.proto import quorumlog_pb2 as quorumlog_dot_proto_dot_quorumlog__pb2
+from quorumlog.proto import quorumlog_pb2 as quorumlog_dot_v1_dot_quorumlog__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,53 +36,53 @@ class QuorumLogStub:
         """
         self.Append = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/Append',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendResponse.FromString,
                 _registered_method=True)
         self.Read = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/Read',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.FromString,
                 _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/quorumlog.v1.QuorumLog/Subscribe',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.FromString,
                 _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/ListSessions',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
         self.DescribeSession = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/DescribeSession',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.DescribeSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.SessionInfo.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.DescribeSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.SessionInfo.FromString,
                 _registered_method=True)
         self.TrimSession = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/TrimSession',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionResponse.FromString,
                 _registered_method=True)
         self.DeleteSession = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/DeleteSession',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
         self.ClusterStatus = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/ClusterStatus',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.NodeStatus.FromString,
                 _registered_method=True)
         self.AppendBatch = channel.unary_unary(
                 '/quorumlog.v1.QuorumLog/AppendBatch',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchResponse.FromString,
                 _registered_method=True)
         self.AppendStream = channel.stream_stream(
                 '/quorumlog.v1.QuorumLog/AppendStream',
-                request_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.FromString,
+                request_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamResponse.FromString,
                 _registered_method=True)
 
 
@@ -154,53 +154,53 @@ def add_QuorumLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Append': grpc.unary_unary_rpc_method_handler(
                     servicer.Append,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendResponse.SerializeToString,
             ),
             'Read': grpc.unary_unary_rpc_method_handler(
                     servicer.Read,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.SubscribeRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.SubscribeRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsResponse.SerializeToString,
             ),
             'DescribeSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeSession,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.DescribeSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.SessionInfo.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.DescribeSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.SessionInfo.SerializeToString,
             ),
             'TrimSession': grpc.unary_unary_rpc_method_handler(
                     servicer.TrimSession,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionResponse.SerializeToString,
             ),
             'DeleteSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSession,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionResponse.SerializeToString,
             ),
             'ClusterStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ClusterStatus,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.ClusterStatusRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.NodeStatus.SerializeToString,
             ),
             'AppendBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendBatch,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchResponse.SerializeToString,
             ),
             'AppendStream': grpc.stream_stream_rpc_method_handler(
                     servicer.AppendStream,
-                    request_deserializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.SerializeToString,
+                    request_deserializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,8 +228,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/Append',
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -255,8 +255,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/Read',
-            quorumlog_dot_proto_dot_quorumlog__pb2.ReadRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ReadRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -282,8 +282,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/Subscribe',
-            quorumlog_dot_proto_dot_quorumlog__pb2.SubscribeRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.ReadResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.SubscribeRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -309,8 +309,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/ListSessions',
-            quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.ListSessionsResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -336,8 +336,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/DescribeSession',
-            quorumlog_dot_proto_dot_quorumlog__pb2.DescribeSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.SessionInfo.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.DescribeSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.SessionInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -363,8 +363,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/TrimSession',
-            quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.TrimSessionResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.TrimSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -390,8 +390,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/DeleteSession',
-            quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.DeleteSessionResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -417,8 +417,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/ClusterStatus',
-            quorumlog_dot_proto_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.NodeStatus.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.ClusterStatusRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.NodeStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -444,8 +444,8 @@ class QuorumLog:
             request,
             target,
             '/quorumlog.v1.QuorumLog/AppendBatch',
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendBatchResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -471,8 +471,8 @@ class QuorumLog:
             request_iterator,
             target,
             '/quorumlog.v1.QuorumLog/AppendStream',
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
-            quorumlog_dot_proto_dot_quorumlog__pb2.AppendStreamResponse.FromString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamRequest.SerializeToString,
+            quorumlog_dot_v1_dot_quorumlog__pb2.AppendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from quorumlog.proto import raft_pb2 as quorumlog_dot_proto_dot_raft__pb2
+from quorumlog.proto import raft_pb2 as quorumlog_dot_raft_dot_v1_dot_raft__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,18 +36,18 @@ class RaftPeerStub:
         """
         self.Stream = channel.stream_unary(
                 '/quorumlog.raft.v1.RaftPeer/Stream',
-                request_serializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
+                request_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.SerializeToString,
+                response_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.FromString,
                 _registered_method=True)
         self.Send = channel.unary_unary(
                 '/quorumlog.raft.v1.RaftPeer/Send',
-                request_serializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
+                request_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.SerializeToString,
+                response_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.FromString,
                 _registered_method=True)
         self.FetchState = channel.unary_stream(
                 '/quorumlog.raft.v1.RaftPeer/FetchState',
-                request_serializer=quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.SerializeToString,
-                response_deserializer=quorumlog_dot_proto_dot_raft__pb2.StateChunk.FromString,
+                request_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.FetchStateRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.StateChunk.FromString,
                 _registered_method=True)
 
 
@@ -80,18 +80,18 @@ def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Stream': grpc.stream_unary_rpc_method_handler(
                     servicer.Stream,
-                    request_deserializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.SerializeToString,
+                    request_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.FromString,
+                    response_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.SerializeToString,
             ),
             'Send': grpc.unary_unary_rpc_method_handler(
                     servicer.Send,
-                    request_deserializer=quorumlog_dot_proto_dot_raft__pb2.MessageBatch.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_raft__pb2.BatchAck.SerializeToString,
+                    request_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.FromString,
+                    response_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.SerializeToString,
             ),
             'FetchState': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchState,
-                    request_deserializer=quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.FromString,
-                    response_serializer=quorumlog_dot_proto_dot_raft__pb2.StateChunk.SerializeToString,
+                    request_deserializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.FetchStateRequest.FromString,
+                    response_serializer=quorumlog_dot_raft_dot_v1_dot_raft__pb2.StateChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -119,8 +119,8 @@ class RaftPeer:
             request_iterator,
             target,
             '/quorumlog.raft.v1.RaftPeer/Stream',
-            quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-            quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.SerializeToString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -146,8 +146,8 @@ class RaftPeer:
             request,
             target,
             '/quorumlog.raft.v1.RaftPeer/Send',
-            quorumlog_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-            quorumlog_dot_proto_dot_raft__pb2.BatchAck.FromString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.MessageBatch.SerializeToString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.BatchAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -173,8 +173,8 @@ class RaftPeer:
             request,
             target,
             '/quorumlog.raft.v1.RaftPeer/FetchState',
-            quorumlog_dot_proto_dot_raft__pb2.FetchStateRequest.SerializeToString,
-            quorumlog_dot_proto_dot_raft__pb2.StateChunk.FromString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.FetchStateRequest.SerializeToString,
+            quorumlog_dot_raft_dot_v1_dot_raft__pb2.StateChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +20,7 @@ from quorumlog.node.codec import (
     message_from_proto,
     message_to_proto,
 )
-from quorumlog.proto import generate, raft_pb2
+from quorumlog.proto import generate, quorumlog_pb2, raft_pb2
 from quorumlog.raft.types import (
     ConfState,
     Entry,
@@ -43,6 +48,52 @@ def test_generated_code_has_no_drift(tmp_path: Path) -> None:
         if path.name.endswith(generate.GENERATED_SUFFIXES)
     }
     assert committed_generated == {path.name for path in written}, "stale generated files"
+
+
+def _declared_services(source: str) -> set[str]:
+    """``package.Service`` for every ``service`` a .proto file's text declares."""
+    (package,) = re.findall(r"^package\s+([\w.]+)\s*;", source, re.MULTILINE)
+    return {f"{package}.{name}" for name in re.findall(r"^service\s+(\w+)", source, re.MULTILINE)}
+
+
+def test_protos_compile_standalone_with_plain_protoc(tmp_path: Path) -> None:
+    """Only the .proto tree, away from the Python package: protoc -I<that tree> compiles every
+    file (imports are relative to proto/), and the public services are in the descriptors."""
+    sources = tmp_path / "protos"
+    relative = [path.relative_to(generate.PROTO_DIR) for path in generate.proto_files()]
+    assert relative, "no .proto files found"
+    for name in relative:
+        (sources / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(generate.PROTO_DIR / name, sources / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    descriptor_set = out / "all.pb"
+    result = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{sources}", "--include_imports",
+         f"--descriptor_set_out={descriptor_set}", f"--python_out={out}",
+         *[name.as_posix() for name in relative]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    assert {file.name for file in files} == {name.as_posix() for name in relative}
+    compiled = {f"{file.package}.{service.name}" for file in files for service in file.service}
+    declared = set().union(*(_declared_services((sources / name).read_text())
+                             for name in relative))
+    public = {name for name in declared if name.startswith("quorumlog.v1.")}
+    assert {"quorumlog.v1.QuorumLog", "quorumlog.v1.Admin", "quorumlog.v1.Acl",
+            "quorumlog.v1.Consumer"} <= public
+    assert declared <= compiled, f"declared but not compiled: {declared - compiled}"
+    # Public files live under the folder of their package: quorumlog/v1/<name>.proto.
+    for file in files:
+        assert file.name.rpartition("/")[0] == file.package.replace(".", "/"), file.name
+    assert {path.relative_to(out).as_posix() for path in out.rglob("*_pb2.py")} == {
+        name.with_name(f"{name.stem}_pb2.py").as_posix() for name in relative
+    }
+    # The generated Python code registers the same file names, so reflection clients see
+    # exactly the standalone layout.
+    assert quorumlog_pb2.DESCRIPTOR.name == "quorumlog/v1/quorumlog.proto"
+    assert raft_pb2.DESCRIPTOR.name == "quorumlog/raft/v1/raft.proto"
 
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
