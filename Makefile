@@ -56,6 +56,10 @@ test: $(STAMP) testdeps
 	$(MAKE) lint
 	$(VENV)/bin/pytest -n auto tests
 
+# The inner loop: everything that starts no node process and is not slow (under a minute).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -n auto -m "not cluster and not chaos and not slow" tests
+
 # The newest versions pyproject.toml allows (not the lock): lint + suite in .venv-latest.
 test-latest: testdeps | $(UV)
 	test -x $(LATEST)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(LATEST)
@@ -84,10 +88,13 @@ etcd:
 		apt-get install -y etcd-server; }
 
 # What the suite needs beyond Python, so no test has a reason to skip: etcd for the
-# side-by-side test, iproute2 (`ip netns`) for the multi-host test (tests/test_netns.py).
+# side-by-side test, iproute2 (`ip netns`) for the multi-host test (tests/test_netns.py),
+# Node.js and npm for the Node.js example's test (tests/test_node_example.py runs `npm ci`).
 testdeps: etcd
 	command -v ip >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y iproute2; }
+	command -v node >/dev/null && command -v npm >/dev/null || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
 
 # The chaos run CI does (tests/test_chaos_run.py); `make chaos DURATION=3600` for a soak.
 DURATION ?= 120

@@ -116,7 +116,8 @@ class Router:
         last_error: errors.QuorumLogError | None = None
         while True:
             remaining = end - loop.time()
-            if remaining <= 0:
+            definite = isinstance(last_error, errors.Unavailable)
+            if remaining <= 0 or (definite and remaining < self.policy.min_retry_budget):
                 raise self.gave_up(what, last_error)
             try:
                 budget = self.policy.attempt_budget(remaining)

@@ -31,6 +31,11 @@ class RetryPolicy:
     #: one try may take at most this long (bounded by what is left of the call's deadline),
     #: so a node that black-holes packets costs one attempt rather than the whole deadline
     attempt_timeout: float | None = 3.0
+    #: a retry is not started with less than this left of the deadline once an attempt has
+    #: failed for sure (UNAVAILABLE: nothing was done): a try cut short by the deadline would
+    #: turn that definite answer into "outcome unknown" (seen with a dead cluster on a loaded
+    #: machine, where even a refused connect can take tens of milliseconds)
+    min_retry_budget: float = 0.25
 
     def __post_init__(self) -> None:
         if self.initial_backoff < 0 or self.max_backoff < 0:
@@ -41,6 +46,8 @@ class RetryPolicy:
             raise ValueError("jitter must be within [0, 1]")
         if self.attempt_timeout is not None and self.attempt_timeout <= 0:
             raise ValueError("attempt_timeout must be positive")
+        if self.min_retry_budget < 0:
+            raise ValueError("min_retry_budget must be non-negative")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""

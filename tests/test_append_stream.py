@@ -22,6 +22,8 @@ from quorumlog.client.sdk import AsyncClient
 from quorumlog.proto import quorumlog_pb2 as pb
 from quorumlog.proto import quorumlog_pb2_grpc
 
+pytestmark = pytest.mark.cluster
+
 DEADLINE = 30.0  # a loaded two-core machine
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from cluster_harness import LocalCluster, running_cluster
 from ops_helpers import WriteLoad, cli, members, read_all
 
 from quorumlog.client import Client
 from quorumlog.client.sdk import Consistency
+
+pytestmark = pytest.mark.cluster
 
 SESSIONS = [f"session-{i}" for i in range(4)]
 

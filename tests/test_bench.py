@@ -17,6 +17,8 @@ from cluster_harness import free_ports
 
 from quorumlog.client.bench import Reservoir, node_figures
 
+pytestmark = pytest.mark.cluster
+
 CLI_TIMEOUT = 90.0  # generous for a loaded 2-core machine; the run itself takes ~2 s
 REPORT_KEYS = {
     "messages_per_second", "mb_per_second", "appends_per_second", "latency_ms", "errors",

@@ -30,6 +30,8 @@ from benchmarks import compare_etcd  # noqa: E402
 from benchmarks.processes import Processes  # noqa: E402
 from quorumlog.client.bench import drive, stop_processes  # noqa: E402
 
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
 SCRIPT_TIMEOUT = 120.0
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 STUBBORN = [sys.executable, "-c",

@@ -20,8 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from quorumlog.chaos.faults import DEFAULT_FAULTS
 from quorumlog.chaos.history import read_history
+
+pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.slow]
 
 CLI = [sys.executable, "-c", "from quorumlog.client.cli import main; raise SystemExit(main())"]
 SEED = 1

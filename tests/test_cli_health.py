@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from quorumlog.client import cli
 
+pytestmark = pytest.mark.cluster
+
 CLI_TIMEOUT = 60.0
 
 

@@ -24,6 +24,8 @@ from quorumlog.client.sdk import AsyncClient, Client, Consistency, Record
 from quorumlog.proto import quorumlog_pb2 as pb
 from quorumlog.proto import quorumlog_pb2_grpc
 
+pytestmark = pytest.mark.cluster
+
 DEADLINE = 30.0  # an SDK call's whole budget (retries included)
 SETTLE = 30.0  # a cluster-level wait: an election or a catch-up on a loaded machine
 FAILOVER_LIMIT = 3.0  # the issue: a new leader serves within 3 s of the old one's kill -9

@@ -17,6 +17,8 @@ from cluster_harness import LocalCluster, running_cluster
 
 from quorumlog.client.sdk import Client
 
+pytestmark = pytest.mark.cluster
+
 TIMEOUT = 120.0  # per subprocess; generous for a loaded 2-core machine
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -19,6 +19,8 @@ from quorumlog.client.consumer import Action, GroupStatus, ReceiveMode, Settleme
 from quorumlog.client.sdk import Client
 from quorumlog.proto import consumer_pb2, consumer_pb2_grpc
 
+pytestmark = pytest.mark.cluster
+
 DEADLINE = 30.0
 SETTLE = 30.0
 

@@ -19,6 +19,8 @@ from quorumlog.client.consumer import Lease, ReceivedMessage
 from quorumlog.client.processor import AsyncSessionProcessor, SessionContext, SessionProcessor
 from quorumlog.client.sdk import AsyncClient, Client
 
+pytestmark = pytest.mark.cluster
+
 DEADLINE = 30.0
 SETTLE = 60.0
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from cluster_harness import LocalCluster, running_cluster, wait_until
 from ops_helpers import cli, members, read_all
 
 from quorumlog.client import Client
 from quorumlog.client.sdk import Consistency
+
+pytestmark = pytest.mark.cluster
 
 TIMEOUT = 60.0  # condition deadlines; generous for a loaded 2-core machine
 

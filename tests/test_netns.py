@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from cluster_harness import wait_until
 
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90.0  # per condition; elections and catch-up on a loaded 2-core machine
 

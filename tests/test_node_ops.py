@@ -17,6 +17,8 @@ from quorumlog.client import Client
 from quorumlog.client.errors import NotFound
 from quorumlog.node.priority import BACKGROUND_NICE, rocksdb_threads
 
+pytestmark = pytest.mark.cluster
+
 
 def _metrics(address: str) -> str:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:

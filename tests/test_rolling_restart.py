@@ -10,10 +10,13 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from cluster_harness import LocalCluster, running_cluster, wait_until
 from ops_helpers import WriteLoad
 
 from quorumlog.client import Client
+
+pytestmark = pytest.mark.cluster
 
 TIMEOUT = 60.0
 

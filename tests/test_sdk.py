@@ -14,7 +14,7 @@ from quorumlog_fake import FakeCluster, dead_address
 from waiting import wait_until
 
 from quorumlog.client import errors
-from quorumlog.client.leader import parse_addresses
+from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient, Client, Consistency
 
@@ -55,6 +55,30 @@ def test_backoff_is_seeded_exponential_and_capped() -> None:
     # noticed within a fraction of the failover
     assert RetryPolicy(jitter=0.0).backoff(20, random.Random()) == RetryPolicy().max_backoff
     assert RetryPolicy().max_backoff <= 0.1
+
+
+def test_router_ends_on_a_definite_answer_rather_than_start_a_doomed_retry() -> None:
+    """With every node refusing, a retry that would start with less than ``min_retry_budget``
+    left is not started: a try cut off by the deadline would turn "not done" into "unknown"."""
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.05, jitter=0.0,
+                         min_retry_budget=0.2)
+    router = Router(["127.0.0.1:1"], policy=policy, rng=random.Random(1),
+                    connect=lambda address: None)  # type: ignore[arg-type,return-value]
+    starts: list[float] = []
+
+    async def refused(connection: object, budget: float) -> None:
+        starts.append(asyncio.get_running_loop().time())
+        raise errors.Unavailable("connection refused")
+
+    async def main() -> tuple[float, float]:
+        end = asyncio.get_running_loop().time() + 0.5
+        with pytest.raises(errors.Unavailable):
+            await router.call(refused, end=end)
+        return end, asyncio.get_running_loop().time()
+
+    end, finished = asyncio.run(main())
+    assert starts and all(end - start >= 0.2 for start in starts[1:]), (starts, end)
+    assert finished <= end
 
 
 def test_status_codes_map_to_typed_errors_keeping_message() -> None:

@@ -33,6 +33,8 @@ from quorumlog.proto import (
 )
 from quorumlog.raft.types import Entry
 
+pytestmark = pytest.mark.cluster
+
 
 # -- rule evaluation -------------------------------------------------------------------------
 def test_rules_deny_by_default_once_enabled_and_match_by_prefix() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from cluster_harness import running_cluster
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf import message_factory
@@ -33,6 +34,8 @@ from quorumlog.client import Client
 from quorumlog.node.state_machine import SessionStateMachine
 from quorumlog.node.storage import RocksStorage
 from quorumlog.proto import acl_pb2, admin_pb2, quorumlog_pb2, raft_pb2
+
+pytestmark = pytest.mark.cluster
 
 try:  # the consumer service (issue 4) once it has landed
     from quorumlog.proto import consumer_pb2

@@ -34,6 +34,8 @@ from quorumlog.client.sdk import Consistency
 from quorumlog.client.tls import ClientSecurity
 from quorumlog.node.config import ConfigError, NodeConfig
 
+pytestmark = pytest.mark.cluster
+
 QUORUMLOG = [sys.executable, "-m", "quorumlog.client.cli"]
 
 

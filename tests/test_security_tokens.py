@@ -15,6 +15,8 @@ from quorumlog.client.tls import ClientSecurity
 from quorumlog.node.auth import TokenKey, Unauthenticated
 from quorumlog.node.ratelimit import RateLimiter
 
+pytestmark = pytest.mark.cluster
+
 NOW = 1_800_000_000.0
 
 

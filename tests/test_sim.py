@@ -34,6 +34,8 @@ from quorumlog.raft import bootstrap_memory_storage as bootstrap
 from quorumlog.raft.invariants import InvariantChecker, InvariantViolation
 from quorumlog.raft.log import RaftLog
 
+pytestmark = pytest.mark.slow
+
 SEED_CHUNKS = 20
 SEEDS_PER_CHUNK = 50  # 1000 seeds of 3000 steps: about 20 s of CPU, spread by pytest-xdist
 

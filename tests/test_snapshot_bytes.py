@@ -9,9 +9,12 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from cluster_harness import running_cluster, wait_until
 
 from quorumlog.client import Client
+
+pytestmark = pytest.mark.cluster
 
 SNAPSHOT_BYTES = 200_000
 MESSAGE = b"m" * 1000

@@ -9,11 +9,14 @@ import json
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cluster_harness import LocalCluster, free_ports, wait_until
 from ops_helpers import cli
 from test_grafana import DASHBOARD, SERIES, queries
 
 from quorumlog.client import Client
+
+pytestmark = pytest.mark.cluster
 
 STATUS_KEYS = {
     "id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid",
