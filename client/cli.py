@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -70,8 +71,20 @@ def _load(name: str) -> SubcommandModule:
     return cast(SubcommandModule, importlib.import_module(module_name))
 
 
+def package_version() -> str:
+    """The installed ``quorumlog`` distribution's version (pyproject's ``version``)."""
+    try:
+        return importlib.metadata.version("quorumlog")
+    except importlib.metadata.PackageNotFoundError:  # imported from a tree never installed
+        return "unknown (not installed)"
+
+
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorumlog", description="quorumlog command line")
+    parser.add_argument(
+        "--version", action="version", version=package_version(),
+        help="print the installed quorumlog version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
