@@ -313,8 +313,11 @@ class ConsumerState:
         room = command.max_messages or DEFAULT_RECEIVE
         lock_until = now + (command.lock_ms or group.lock_ms)
         delete = command.receive_and_delete
+        # The token the receive was checked against (the proto's contract), so settling with
+        # it passes the same check: 0 for a receive outside any lease, even after leases
+        # were handed out (the latest token would be refused as an expired lease's).
         response = consumer_pb2.ReceiveResponse(
-            session=command.session, group=command.group, token=cursor.token
+            session=command.session, group=command.group, token=command.token
         )
         delivered = response.messages
         max_bytes = command.max_bytes or DEFAULT_RECEIVE_BYTES

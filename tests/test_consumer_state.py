@@ -210,6 +210,19 @@ def test_lapsed_lease_is_refused_with_its_own_message(node: Node) -> None:
     node.refused(node.settle_cmd([], token=1), ErrorCode.FAILED_PRECONDITION, "expired")
 
 
+def test_receive_reports_the_token_it_was_checked_against(node: Node) -> None:
+    """After a lease was released, a receive outside any lease answers token 0, and settling
+    with the token it answered is accepted (the latest token, 1, would be refused)."""
+    node.ok(consumer(release=cc.ReleaseCommand(session="s", group="g",
+                                                token=node.accept(who="a").token)))
+    response = node.ok(consumer(receive=cc.ReceiveCommand(session="s", group="g",
+                                                           max_messages=1)))
+    assert isinstance(response, consumer_pb2.ReceiveResponse)
+    assert response.token == 0 and [m.offset for m in response.messages] == [0]
+    node.settle([(0, 1)], token=response.token)
+    assert node.receive(n=1) == [(1, 1)]  # offset 0 was completed, not redelivered
+
+
 def test_accept_next_available_skips_owned_and_drained_sessions(node: Node) -> None:
     node.run(append("t", b"x"), append("u", b"y"))
     lease = node.ok(consumer(accept=cc.AcceptCommand(group="g", consumer="a")))
