@@ -1,20 +1,29 @@
-"""``quorumlog cluster up``: run a local N-node cluster in the foreground (and dispatch the
-``add-node`` / ``remove-node`` / ``transfer-leader`` actions to ``cmd_membership``).
+"""``quorumlog cluster up``: run a local N-node cluster in the foreground and keep it running
+(and dispatch the ``add-node`` / ``remove-node`` / ``transfer-leader`` actions to
+``cmd_membership``).
 
-Owns: starting one ``quorumlog node`` process per member (node i: client port base+i-1, peer
-port base+100+i-1, data in DATA_DIR/n<i>), waiting until a leader is elected, printing the
-addresses and ``cluster ready: leader <id>``, and stopping every node cleanly on Ctrl-C or
-SIGTERM. Running it again on the same data directory brings every message back. Must never:
-leave a node process behind.
+Owns: the local layout (node i: client port base+i-1, peer port base+100+i-1, data in
+DATA_DIR/n<i>, stdout + stderr appended to DATA_DIR/n<i>/node.log); printing each node's
+addresses, pid and log at every start; waiting until a leader is elected and printing
+``cluster ready: leader <id>`` (a node that exits before that is fatal: most likely a port in
+use or a bad flag); then supervising the nodes through ``supervisor.Supervisor`` (an exit is
+one line, the others keep running, the node restarts after ``--restart-delay`` unless
+``--no-restart``); and stopping every node cleanly on Ctrl-C or SIGTERM. Running it again on
+the same data directory brings every message back. Must never: leave a node process behind
+after a Ctrl-C or SIGTERM, or stop a healthy node because another one exited.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -23,8 +32,17 @@ import grpc
 
 from quorumlog.client import cmd_membership, errors
 from quorumlog.client.cli import CliError
+from quorumlog.client.supervisor import (
+    Child,
+    ChildSpec,
+    RestartPolicy,
+    Supervisor,
+    describe_status,
+)
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
+
+POLL_INTERVAL = 0.2  # seconds between two looks at the nodes (election wait, supervision)
 
 
 @dataclass
@@ -34,6 +52,10 @@ class LocalNode:
     peer_addr: str
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "node.log"
 
 
 def plan(nodes: int, base_port: int, data_dir: Path, host: str = "127.0.0.1") -> list[LocalNode]:
@@ -93,89 +115,130 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-dir", type=Path, default=None,
         help="mutual TLS on every node from DIR (quorumlog certs init DIR); default plaintext",
     )
+    up.add_argument(
+        "--restart-delay", type=float, default=3.0, metavar="SECONDS",
+        help="restart a node that exited after this many seconds (default 3; doubled for "
+        "each exit in a row within 10 s of its start, given up after 5)",
+    )
+    up.add_argument(
+        "--no-restart", action="store_true",
+        help="leave a node that exited down (the others keep running)",
+    )
     cmd_membership.add_arguments(sub)
 
 
-def _stop_all(members: list[LocalNode], timeout: float = 10.0) -> None:
-    for member in members:
-        if member.process is not None and member.process.poll() is None:
-            member.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for member in members:
-        if member.process is None:
-            continue
-        try:
-            member.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            member.process.kill()
-            member.process.wait()
+def _node_arguments(args: argparse.Namespace) -> tuple[list[str], ClientSecurity | None]:
+    """The extra node flags and how this process talks to the nodes (``--tls-dir``)."""
+    node_args = list(args.node_arg)
+    if args.tls_dir is None:
+        return node_args, None
+    try:
+        security = ClientSecurity.from_dir(args.tls_dir)
+    except errors.QuorumLogError as error:
+        raise CliError(error.message) from None
+    return [*node_args, "--tls-dir", str(args.tls_dir)], security
+
+
+def _restart_policy(args: argparse.Namespace) -> RestartPolicy:
+    if not 0 <= args.restart_delay < math.inf:
+        raise CliError(f"--restart-delay must be seconds >= 0, got {args.restart_delay:g}")
+    return RestartPolicy(restart=not args.no_restart, delay=args.restart_delay)
+
+
+def _supervisor(
+    members: list[LocalNode], node_args: list[str], policy: RestartPolicy
+) -> Supervisor:
+    by_name = {member.name: member for member in members}
+
+    def announce(child: Child) -> None:
+        member = by_name[child.spec.name]
+        print(
+            f"{member.name}: client {member.client_addr} peer {member.peer_addr} "
+            f"pid {child.pid} log {member.log_path}",
+            flush=True,
+        )
+
+    specs = [
+        ChildSpec(member.name, tuple(node_command(member, members, node_args)), member.log_path)
+        for member in members
+    ]
+    return Supervisor(
+        specs, policy, label="node", env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        on_started=announce,
+    )
+
+
+@contextmanager
+def _stop_signals() -> Iterator[Callable[[], bool]]:
+    """SIGINT and SIGTERM only set a flag while inside; yields "was a stop requested?"."""
+    requested: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for_leader(
+    supervisor: Supervisor,
+    members: list[LocalNode],
+    args: argparse.Namespace,
+    security: ClientSecurity | None,
+    stopping: Callable[[], bool],
+) -> str | None:
+    """The first leader elected; None when a stop was requested first. A node exiting
+    before then is fatal: nothing is serving yet, so restarting would only hide the cause."""
+    deadline = time.monotonic() + args.ready_timeout
+    while not stopping():
+        exits = supervisor.reap()
+        if exits:
+            first = exits[0]
+            raise CliError(
+                f"node {first.name} (pid {first.pid}) exited before the cluster was ready: "
+                f"{describe_status(first.returncode)}; see "
+                f"{supervisor.children[first.name].spec.log_path}",
+                code=1,
+            )
+        leader = leader_of(members, security=security)
+        if leader is not None:
+            return leader
+        if time.monotonic() >= deadline:
+            raise CliError(f"no leader elected within {args.ready_timeout:g} s", code=1)
+        time.sleep(POLL_INTERVAL)
+    return None
+
+
+def _supervise(supervisor: Supervisor, stopping: Callable[[], bool]) -> int:
+    """Keep the nodes running until a stop is requested (0) or none is left to run (1)."""
+    while not stopping():
+        supervisor.supervise()
+        if not supervisor.active():
+            print("no node left running; stopping", flush=True)
+            return 1
+        time.sleep(POLL_INTERVAL)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.cluster_command != "up":
         return cmd_membership.run(args)
     members = plan(args.nodes, args.base_port, args.data_dir)
-    node_args = list(args.node_arg)
-    security = None
-    if args.tls_dir is not None:
-        node_args += ["--tls-dir", str(args.tls_dir)]
+    node_args, security = _node_arguments(args)
+    supervisor = _supervisor(members, node_args, _restart_policy(args))
+    with _stop_signals() as stopping:
         try:
-            security = ClientSecurity.from_dir(args.tls_dir)
-        except errors.QuorumLogError as error:
-            raise CliError(error.message) from None
-    stop_requested: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop_requested.append(signum)
-
-    def stopping() -> bool:
-        return bool(stop_requested)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for member in members:
-            member.data_dir.mkdir(parents=True, exist_ok=True)
-            member.process = subprocess.Popen(
-                node_command(member, members, node_args),
-                stdout=subprocess.DEVNULL,
-                stderr=open(member.data_dir / "node.log", "ab"),  # noqa: SIM115
-            )
-            print(
-                f"{member.name}: client {member.client_addr} peer {member.peer_addr} "
-                f"pid {member.process.pid} log {member.data_dir / 'node.log'}",
-                flush=True,
-            )
-        deadline = time.monotonic() + args.ready_timeout
-        leader = None
-        while not stopping() and time.monotonic() < deadline:
-            dead = [m for m in members if m.process is not None and m.process.poll() is not None]
-            if dead:
-                first = dead[0]
-                status = first.process.returncode if first.process else "?"
-                raise CliError(
-                    f"node {first.name} exited with status {status}; "
-                    f"see {first.data_dir / 'node.log'}",
-                    code=1,
-                )
-            leader = leader_of(members, security=security)
-            if leader is not None:
-                break
-            time.sleep(0.2)  # polling interval while the cluster elects a leader
-        if stopping():
-            return 130
-        if leader is None:
-            raise CliError(f"no leader elected within {args.ready_timeout:.0f} s", code=1)
-        print(f"cluster ready: leader {leader}", flush=True)
-        while not stopping():
-            dead = [m for m in members if m.process is not None and m.process.poll() is not None]
-            if dead:
-                print(f"node {dead[0].name} exited; stopping the cluster", file=sys.stderr)
-                return 1
-            time.sleep(0.2)  # supervision interval
-        return 0
-    finally:
-        _stop_all(members)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if stopping():
-            print("cluster stopped", flush=True)
+            supervisor.start_all()
+            leader = _wait_for_leader(supervisor, members, args, security, stopping)
+            if leader is None:
+                return 130
+            print(f"cluster ready: leader {leader}", flush=True)
+            return _supervise(supervisor, stopping)
+        finally:
+            supervisor.stop_all()
+            if stopping():
+                print("cluster stopped", flush=True)
