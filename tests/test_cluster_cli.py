@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cluster_harness import free_ports, wait_until
+
+pytestmark = pytest.mark.cluster
 
 CLI_TIMEOUT = 60.0  # per CLI run; generous for a loaded 2-core machine
 READY_TIMEOUT = 60.0
