@@ -5,7 +5,7 @@ Usage: ``python -m benchmarks.compare_etcd [--duration SECONDS] [--warmup SECOND
 
 Owns: installing etcd when missing (``benchmarks.etcd``), starting a 3-member etcd and a
 3-node quorumlog (fsync on for both, every data directory under one temporary directory on
-the same disk), driving each in turn with the same load generator (``quorumlog.client.bench
+the same disk), driving each in turn with the same load generator (``quorumlog.client.cli.bench
 .drive``: C asyncio workers on one Python gRPC client, one call in flight each, 100-byte
 values), and the table of ratios quorumlog / etcd per scenario: one sequential client, 16 and
 64 concurrent single-message appenders, and batched producers (quorumlog: 16 workers appending
@@ -32,7 +32,8 @@ import grpc
 from benchmarks.etcd import EtcdClient, EtcdCluster, EtcdUnavailable, ensure_installed, version
 from benchmarks.processes import CpuMeter, Processes, load_average, report_of
 from quorumlog.client import errors
-from quorumlog.client.bench import (
+from quorumlog.client.cli import CliError
+from quorumlog.client.cli.bench import (
     LocalBenchCluster,
     Settings,
     drive,
@@ -40,7 +41,6 @@ from quorumlog.client.bench import (
     plan_local,
     scrape_all,
 )
-from quorumlog.client.cli import CliError
 from quorumlog.client.sdk import AsyncClient
 
 SIZE = 100

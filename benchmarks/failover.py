@@ -24,8 +24,8 @@ from typing import Any
 
 from benchmarks.processes import Processes, load_average, local_cluster, report_of
 from quorumlog.client import errors
-from quorumlog.client.bench import LocalBenchCluster
 from quorumlog.client.cli import CliError
+from quorumlog.client.cli.bench import LocalBenchCluster
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks.compare_etcd import SIZE, Scenario, settings_for
 from benchmarks.processes import load_average, local_cluster, report_of
-from quorumlog.client.bench import run_load
+from quorumlog.client.cli.bench import run_load
 
 WORKLOADS = (
     Scenario("concurrent_64", "64 concurrent appenders", 64, 1),

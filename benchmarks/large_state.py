@@ -29,9 +29,9 @@ from typing import Any
 
 from benchmarks.processes import Processes, load_average, local_cluster, report_of
 from quorumlog.client import errors
-from quorumlog.client.bench import LocalBenchCluster
 from quorumlog.client.cli import CliError
-from quorumlog.client.cluster import LocalNode
+from quorumlog.client.cli.bench import LocalBenchCluster
+from quorumlog.client.cli.cluster import LocalNode
 from quorumlog.client.sdk import AsyncClient
 
 READY_TIMEOUT = 120.0

@@ -1,7 +1,7 @@
 """Child processes of a benchmark run, and the machine's load next to every figure.
 
 Owns: starting processes whose pids are remembered and stopping every one of them (SIGTERM,
-then SIGKILL after a timeout, then reaping; ``quorumlog.client.bench.stop_processes``) on
+then SIGKILL after a timeout, then reaping; ``quorumlog.client.cli.bench.stop_processes``) on
 normal exit, exception, Ctrl-C or SIGTERM; the load average. Must never: stop a process it did
 not start, or return from ``stop_all`` while a child it started is still running.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from quorumlog.client.bench import (
+from quorumlog.client.cli import CliError
+from quorumlog.client.cli.bench import (
     LocalBenchCluster,
     plan_local,
     sigterm_as_interrupt,
     stop_processes,
 )
-from quorumlog.client.cli import CliError
 
 
 class Processes:

@@ -5,7 +5,8 @@ found and followed; UNAVAILABLE is retried until the deadline; a refusal — ALR
 NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT — is raised at once), and writing a backup
 stream to a file atomically (a temporary file renamed into place only once the stream's
 final size and SHA-256 match what arrived). Must never: interpret the backup's content (the
-node's ``quorumlog.node.backup`` owns the format) or leave a partial file at the target path.
+node's ``quorumlog.node.storage.backup_file`` owns the format) or leave a partial file at the target
+path.
 
 One attempt may use all of the call's remaining deadline (not the per-attempt budget of data
 calls): adding a node waits for it to catch up, a backup streams the whole state.

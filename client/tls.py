@@ -2,7 +2,7 @@
 
 Owns: :class:`ClientSecurity` (CA, client certificate and key, optional server name override,
 optional bearer token), loading it from a TLS directory (``ca.pem`` plus ``client.pem`` /
-``client.key``, or ``client-<principal>.*``; layout in ``quorumlog.client.certs``), and making
+``client.key``, or ``client-<principal>.*``; layout in ``quorumlog.proto.tls_layout``), and making
 grpc channels with it: mutual TLS when TLS material is given, plaintext otherwise, and the
 token sent as ``authorization: Bearer ...`` metadata on every call (over TLS or, for a TLS
 terminating proxy in front of the nodes, over plaintext). Must never: retry, pick nodes, or
@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from quorumlog.client import errors
-from quorumlog.client.certs import CA_CERT, client_files
+from quorumlog.proto.tls_layout import CA_CERT, client_files
 
 TOKEN_ENV = "QUORUMLOG_TOKEN"
 TLS_DIR_ENV = "QUORUMLOG_TLS_DIR"

@@ -21,8 +21,7 @@ from typing import TypeVar
 
 import grpc
 
-from quorumlog.client.bench import free_ports
-from quorumlog.client.cluster import LocalNode, node_command
+from quorumlog.client.cli.cluster import LocalNode, free_ports, node_command
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 

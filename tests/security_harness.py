@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from cluster_harness import LocalCluster, running
 
-from quorumlog.client import certs
+from quorumlog.client.cli import certs
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc, raft_pb2, raft_pb2_grpc
 

@@ -15,7 +15,7 @@ import time
 import pytest
 from cluster_harness import free_ports
 
-from quorumlog.client.bench import Reservoir, node_figures
+from quorumlog.client.cli.bench import Reservoir, node_figures
 
 pytestmark = pytest.mark.cluster
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import compare_etcd  # noqa: E402
 from benchmarks.processes import Processes  # noqa: E402
-from quorumlog.client.bench import drive, stop_processes  # noqa: E402
+from quorumlog.client.cli.bench import drive, stop_processes  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -233,7 +233,7 @@ def test_open_loop_rate_paces_calls_and_times_them_from_their_schedule() -> None
 
 INTERRUPTIBLE = """
 import asyncio, sys
-from quorumlog.client.bench import sigterm_as_interrupt
+from quorumlog.client.cli.bench import sigterm_as_interrupt
 try:
     with sigterm_as_interrupt():
         print("ready", flush=True)

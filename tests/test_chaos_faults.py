@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quorumlog.chaos.faults import (
+from quorumlog.chaos.run.faults import (
     DEFAULT_FAULTS,
     FAULT_KINDS,
     FaultListError,
@@ -14,8 +14,8 @@ from quorumlog.chaos.faults import (
     candidates_pick,
     parse_fault_list,
 )
-from quorumlog.chaos.nemesis import Nemesis, estimated_seconds
-from quorumlog.chaos.processes import ChaosNode, ChaosNodes
+from quorumlog.chaos.run.nemesis import Nemesis, estimated_seconds
+from quorumlog.chaos.run.processes import ChaosNode, ChaosNodes
 
 ISSUE_FAULTS = {"isolate_leader", "isolate_follower", "asymmetric", "latency", "bandwidth",
                 "slicer", "client_reset", "client_timeout", "kill_leader", "kill_two",

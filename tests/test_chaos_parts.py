@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from quorumlog.chaos.nemesis import add_back
-from quorumlog.chaos.network import ChaosNetwork, client_proxy, peer_proxy
-from quorumlog.chaos.run import Progress, RunOptions, _faulty_phase
-from quorumlog.chaos.workload import Route, classify
+from quorumlog.chaos.run.nemesis import add_back
+from quorumlog.chaos.run.network import ChaosNetwork, client_proxy, peer_proxy
+from quorumlog.chaos.run.runner import Progress, RunOptions, _faulty_phase
+from quorumlog.chaos.run.workload import Route, classify
 from quorumlog.client import errors
 from quorumlog.client.admin import AddNodeResult
 from quorumlog.client.errors import AlreadyExists, FailedPrecondition
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.storage.raft_store import RocksStorage
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -141,7 +141,7 @@ def test_progress_rewrites_one_line_on_a_terminal_only() -> None:
 
 _WRITER = textwrap.dedent("""
     import os, sys
-    from quorumlog.node.storage import RocksStorage
+    from quorumlog.node.storage.raft_store import RocksStorage
     from quorumlog.raft.types import Entry, HardState
     storage = RocksStorage(sys.argv[1], unsafe_volatile=sys.argv[2] == "volatile")
     batch = storage.batch()
@@ -246,7 +246,7 @@ def test_the_fault_free_baseline_counts_from_the_workload_start(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A cluster slow to elect (0.6 s here, 6 s on a loaded machine) must not eat the
     baseline: the first fault waits ``baseline`` seconds after the workload started."""
-    import quorumlog.chaos.run as run_module
+    import quorumlog.chaos.run.runner as run_module
 
     async def no_progress(*args: Any) -> None:
         return None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from quorumlog.chaos.checker import CheckConfig, check
-from quorumlog.chaos.history import History, HistoryWriter, read_history
-from quorumlog.chaos.report import render_report, timeline, timeline_svg
+from quorumlog.chaos.run.checker import CheckConfig, check
+from quorumlog.chaos.run.history import History, HistoryWriter, read_history
+from quorumlog.chaos.run.report import render_report, timeline, timeline_svg
 
 
 def _history(path: Path, fault: str = "isolate_leader") -> History:

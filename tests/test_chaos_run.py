@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from quorumlog.chaos.faults import DEFAULT_FAULTS
-from quorumlog.chaos.history import read_history
+from quorumlog.chaos.run.faults import DEFAULT_FAULTS
+from quorumlog.chaos.run.history import read_history
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from quorumlog.chaos.checker import CheckConfig, CheckResult, check
-from quorumlog.chaos.history import (
+from quorumlog.chaos.run.checker import CheckConfig, CheckResult, check
+from quorumlog.chaos.run.history import (
     HistoryError,
     HistoryWriter,
     parse_history,

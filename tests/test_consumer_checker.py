@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quorumlog.chaos.checker import CheckConfig, CheckResult, check
-from quorumlog.chaos.consumer_checker import CONSUMER_KINDS
-from quorumlog.chaos.history import HistoryWriter, parse_history, read_history
-from quorumlog.chaos.report import render_report, timeline
+from quorumlog.chaos.run.checker import CheckConfig, CheckResult, check
+from quorumlog.chaos.run.consumer_checker import CONSUMER_KINDS
+from quorumlog.chaos.run.history import HistoryWriter, parse_history, read_history
+from quorumlog.chaos.run.report import render_report, timeline
 
 LENIENT = CheckConfig(min_throughput=0.0, min_acked=0)
 Event = dict[str, object]

@@ -1,6 +1,6 @@
 """Consumer groups, peek-lock, dead letters, leases, fencing and session state, applied by the
-state machine on a real RocksDB (``quorumlog.node.consumer_state``): every behaviour of issue 4
-at apply level, deterministic, with refused commands checked to change nothing."""
+state machine on a real RocksDB (``quorumlog.node.state.consumer_state``): every behaviour of issue
+4 at apply level, deterministic, with refused commands checked to change nothing."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from test_state_machine import dump
 
-from quorumlog.node.consumer_records import CONSUMER_PREFIX, MAX_STATE_BYTES, ConsumerResult
-from quorumlog.node.limits import ErrorCode
-from quorumlog.node.state_machine import AppendResult, CommandError, SessionStateMachine
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.common.limits import ErrorCode
+from quorumlog.node.replication.applier import CommandError
+from quorumlog.node.state.consumer_records import CONSUMER_PREFIX, MAX_STATE_BYTES, ConsumerResult
+from quorumlog.node.state.state_machine import AppendResult, SessionStateMachine
+from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2, consumer_commands_pb2, consumer_pb2
 from quorumlog.proto import consumer_commands_pb2 as cc
 from quorumlog.raft.types import Entry

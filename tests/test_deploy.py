@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from quorumlog.client import cli
-from quorumlog.node import cli_node
-from quorumlog.node.config import NodeConfig, load_toml
+from quorumlog.client.cli import cmd_node as cli_node
+from quorumlog.node.common.config import NodeConfig, load_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -220,7 +220,7 @@ def test_dockerfile_healthcheck_asks_the_grpc_health_service() -> None:
     assert command, f"HEALTHCHECK without CMD: {checks[0]!r}"
     argv = exec_form(command)
     assert argv[:2] == ["quorumlog", "health"], argv
-    assert cli.SUBCOMMANDS["health"][0] == "quorumlog.client.cmd_health"
+    assert cli.SUBCOMMANDS["health"][0] == "quorumlog.client.cli.cmd_health"
     parsed = parse_cli(argv[1:], "HEALTHCHECK")
     assert parsed.service == "", "the health check must ask for the node (service \"\")"
     # Where it looks by default: $QUORUMLOG_HEALTH_ADDR, which must be the client port.

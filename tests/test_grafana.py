@@ -1,7 +1,7 @@
 """The Grafana dashboard (``deploy/grafana/quorumlog.json``) only uses metrics the node
 exports: every ``quorumlog_*`` series in every panel query is a gauge, a counter (exposed
 with ``_total``) or the histogram (``_bucket``/``_sum``/``_count``) defined in
-``node/metrics.py``, and every panel has a query and a unique id."""
+``node/process/metrics.py``, and every panel has a query and a unique id."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "quorumlog.json"
-METRICS_SOURCE = ROOT / "node" / "metrics.py"
+METRICS_SOURCE = ROOT / "node" / "process" / "metrics.py"
 SERIES = re.compile(r"\bquorumlog_[a-z0-9_]+")
 
 
@@ -52,7 +52,7 @@ def test_every_metric_the_dashboard_uses_is_exported_by_the_node() -> None:
     used = {name for query in queries(json.loads(DASHBOARD.read_text()))
             for name in SERIES.findall(query)}
     assert used, "the dashboard queries no quorumlog metric"
-    assert used <= exported, f"not exported by node/metrics.py: {sorted(used - exported)}"
+    assert used <= exported, f"not exported by node/process/metrics.py: {sorted(used - exported)}"
     # The panels cover leadership, replication lag, membership, latency and the write path.
     for needed in ("quorumlog_raft_is_leader", "quorumlog_raft_follower_lag_entries",
                    "quorumlog_raft_voters", "quorumlog_request_seconds_bucket",

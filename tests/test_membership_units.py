@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from quorumlog.node import membership
-from quorumlog.node.backup import BackupError, BackupHeader, backup_chunks, read_backup
-from quorumlog.node.membership import MembershipError
-from quorumlog.node.state_machine import SessionStateMachine
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.replication import membership
+from quorumlog.node.replication.membership import MembershipError
+from quorumlog.node.state.state_machine import SessionStateMachine
+from quorumlog.node.storage.backup_file import BackupError, BackupHeader, backup_chunks, read_backup
+from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, RawNode
 from quorumlog.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType

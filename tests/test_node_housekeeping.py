@@ -1,4 +1,4 @@
-"""``quorumlog.node.priority``, ``housekeeping`` and the direct-I/O choice of ``storage``:
+"""``quorumlog.node.process.priority``, ``housekeeping`` and the direct-I/O choice of ``storage``:
 RocksDB's background threads run at a lower priority (and nothing else does), a failing chore
 never stops the others, and the log works with and without O_DIRECT flushes."""
 
@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
-from quorumlog.node import housekeeping, storage
-from quorumlog.node.priority import BACKGROUND_NICE
-from quorumlog.node.storage import RocksStorage, supports_direct_io
+from quorumlog.node.process import housekeeping
+from quorumlog.node.process.priority import BACKGROUND_NICE
+from quorumlog.node.storage import raft_store as storage
+from quorumlog.node.storage.raft_store import RocksStorage, supports_direct_io
 from quorumlog.raft.types import Entry
 
 PRIORITY_PROBE = """
 import json, os, sys
-from quorumlog.node.priority import lower_rocksdb_threads, rocksdb_threads
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.process.priority import lower_rocksdb_threads, rocksdb_threads
+from quorumlog.node.storage.raft_store import RocksStorage
 db = RocksStorage(sys.argv[1])
 nice = lambda t: os.getpriority(os.PRIO_PROCESS, t)
 before = [nice(t) for t in rocksdb_threads()]

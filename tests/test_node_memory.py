@@ -1,4 +1,4 @@
-"""``quorumlog.node.memory``: the node process freezes what its imports created (so full
+"""``quorumlog.node.process.memory``: the node process freezes what its imports created (so full
 collections skip it), caps malloc arenas and fixes the mmap threshold unless the operator chose
 ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_``. Run in a child process, as a node does it
 once per process."""
@@ -12,9 +12,9 @@ import sys
 
 PROBE = """
 import gc, json
-import quorumlog.node.server
+import quorumlog.node.process.server
 import ctypes
-from quorumlog.node.memory import (
+from quorumlog.node.process.memory import (
     _libc, fix_mmap_threshold, freeze_imported_objects, limit_malloc_arenas)
 capped = limit_malloc_arenas()
 fixed = fix_mmap_threshold()

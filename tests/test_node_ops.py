@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quorumlog.client import Client
 from quorumlog.client.errors import NotFound
-from quorumlog.node.priority import BACKGROUND_NICE, rocksdb_threads
+from quorumlog.node.process.priority import BACKGROUND_NICE, rocksdb_threads
 
 pytestmark = pytest.mark.cluster
 
@@ -138,8 +138,8 @@ def test_node_reads_its_settings_from_toml(tmp_path: Path) -> None:
 def test_peer_route_flag_overrides_how_this_node_dials_members() -> None:
     import argparse
 
-    from quorumlog.node.cli_node import add_arguments, config_from_args
-    from quorumlog.node.config import ConfigError
+    from quorumlog.client.cli.cmd_node import add_arguments, config_from_args
+    from quorumlog.node.common.config import ConfigError
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -155,7 +155,7 @@ def test_peer_route_flag_overrides_how_this_node_dials_members() -> None:
 def test_transport_dials_a_routed_member_at_its_route() -> None:
     import asyncio
 
-    from quorumlog.node.transport import PeerInfo, PeerTransport
+    from quorumlog.node.replication.transport import PeerInfo, PeerTransport
 
     async def links() -> dict[int, str]:
         transport = PeerTransport(

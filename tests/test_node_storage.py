@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pytest
 
-from quorumlog.node.storage import (
+from quorumlog.node.storage.raft_store import (
     HARD_STATE_KEY,
     TERM_RUNS_KEPT,
     LogBatch,
@@ -537,7 +537,7 @@ def test_rawnode_single_node_survives_restart(tmp_path: Path) -> None:
 CRASH_WRITER = textwrap.dedent(
     """
     import sys
-    from quorumlog.node.storage import RocksStorage
+    from quorumlog.node.storage.raft_store import RocksStorage
     from quorumlog.raft import Entry, HardState
 
     path, term = sys.argv[1], int(sys.argv[2])

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import pytest
 
-from quorumlog.chaos.memcluster import MemCluster
 from quorumlog.raft import (
     NONE,
     ConfChange,
@@ -35,6 +34,7 @@ from quorumlog.raft import (
     bootstrap_memory_storage,
 )
 from quorumlog.raft.quorum import committed_index
+from quorumlog.raft.testing.memcluster import MemCluster
 
 MT = MessageType
 

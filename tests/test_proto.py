@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumlog.node.codec import (
+from quorumlog.node.replication.codec import (
     CodecError,
     decode_batch,
     encode_batch,

@@ -278,8 +278,8 @@ def test_leader_recovers_a_follower_whose_disk_was_wiped() -> None:
     """A follower that lost entries it acknowledged (disk replaced) is probed from what it has
     now and, the log being compacted past that, caught up from a snapshot: the leader must
     not keep resending from the old match forever."""
-    from quorumlog.chaos.memcluster import MemCluster
     from quorumlog.raft import bootstrap_memory_storage
+    from quorumlog.raft.testing.memcluster import MemCluster
 
     cluster = MemCluster([1, 2, 3], seed=5, snapshot_threshold=5)
     cluster.elect(1)
@@ -302,7 +302,7 @@ def test_leader_recovers_a_follower_whose_disk_was_wiped() -> None:
 
 def _empty_appends(cluster: object, rounds: int = 10_000) -> int:
     """Run ``cluster`` to quiescence, counting appends that carry no entries."""
-    from quorumlog.chaos.memcluster import MemCluster
+    from quorumlog.raft.testing.memcluster import MemCluster
 
     assert isinstance(cluster, MemCluster)
     empty = 0
@@ -322,7 +322,7 @@ def _empty_appends(cluster: object, rounds: int = 10_000) -> int:
 def test_lazy_commit_rides_on_the_next_append_or_a_flush(lazy: bool) -> None:
     """etcd-style: a new commit index goes out at once in empty appends. Lazy: no empty
     append; followers learn it from the next append, a heartbeat or ``flush_commit``."""
-    from quorumlog.chaos.memcluster import MemCluster
+    from quorumlog.raft.testing.memcluster import MemCluster
 
     cluster = MemCluster([1, 2, 3], seed=3, lazy_commit=lazy)
     cluster.elect(1)

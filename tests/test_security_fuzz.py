@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quorumlog.client import Client
-from quorumlog.node.state_machine import SessionStateMachine
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.state.state_machine import SessionStateMachine
+from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import acl_pb2, admin_pb2, quorumlog_pb2, raft_pb2
 
 pytestmark = pytest.mark.cluster

@@ -28,11 +28,11 @@ from security_harness import (
 from waiting import wait_until
 
 from quorumlog.client import Client, errors
-from quorumlog.client.bench import free_ports
 from quorumlog.client.cli import main
+from quorumlog.client.cli.cluster import free_ports
 from quorumlog.client.sdk import Consistency
 from quorumlog.client.tls import ClientSecurity
-from quorumlog.node.config import ConfigError, NodeConfig
+from quorumlog.node.common.config import ConfigError, NodeConfig
 
 pytestmark = pytest.mark.cluster
 
@@ -260,8 +260,8 @@ def test_a_node_joins_and_catches_up_over_tls(tmp_path: Path) -> None:
 
 
 def test_security_settings_from_toml_and_flags(tmp_path: Path) -> None:
-    from quorumlog.node.cli_node import add_arguments, config_from_args
-    from quorumlog.node.config import load_toml
+    from quorumlog.client.cli.cmd_node import add_arguments, config_from_args
+    from quorumlog.node.common.config import load_toml
 
     toml = tmp_path / "n1.toml"
     toml.write_text(

@@ -12,8 +12,8 @@ from cluster_harness import running_cluster
 from quorumlog.client import Client, errors
 from quorumlog.client.cli import main
 from quorumlog.client.tls import ClientSecurity
-from quorumlog.node.auth import TokenKey, Unauthenticated
-from quorumlog.node.ratelimit import RateLimiter
+from quorumlog.node.api.auth import TokenKey, Unauthenticated
+from quorumlog.node.api.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.cluster
 
@@ -25,7 +25,7 @@ def _hmac_key() -> TokenKey:
 
 
 def _ed25519(tmp_path: Path) -> tuple[TokenKey, TokenKey]:
-    from quorumlog.client import certs
+    from quorumlog.client.cli import certs
 
     certs.write_token_pair(tmp_path)
     return (TokenKey.load(tmp_path / certs.TOKEN_KEY), TokenKey.load(tmp_path / certs.TOKEN_PUB))

@@ -11,14 +11,6 @@ import sys
 
 import pytest
 
-from quorumlog.chaos.sim import (
-    DEFAULT_STEPS,
-    RunOptions,
-    add_arguments,
-    run,
-    run_seeds,
-    summarize,
-)
 from quorumlog.raft import (
     ConfChange,
     ConfChangeType,
@@ -33,6 +25,14 @@ from quorumlog.raft import (
 from quorumlog.raft import bootstrap_memory_storage as bootstrap
 from quorumlog.raft.invariants import InvariantChecker, InvariantViolation
 from quorumlog.raft.log import RaftLog
+from quorumlog.raft.testing.sim import (
+    DEFAULT_STEPS,
+    RunOptions,
+    add_arguments,
+    run,
+    run_seeds,
+    summarize,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from quorumlog.chaos.sim import DEFAULT_STEPS, SeedResult, Simulation
 from quorumlog.raft.log import RaftLog
 from quorumlog.raft.raft import Raft
+from quorumlog.raft.testing.sim import DEFAULT_STEPS, SeedResult, Simulation
 from quorumlog.raft.types import Entry, Message, MessageType
 
 SAFETY = {

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quorumlog.node.limits import (
+from quorumlog.node.common.limits import (
     ErrorCode,
     InvalidInput,
     Limits,
@@ -22,7 +22,7 @@ from quorumlog.node.limits import (
     list_limit,
     read_bounds,
 )
-from quorumlog.node.state_machine import (
+from quorumlog.node.state.state_machine import (
     APPLIED_KEY,
     PRODUCER_BATCHES_KEPT,
     STATE_PREFIXES,
@@ -38,7 +38,7 @@ from quorumlog.node.state_machine import (
     SnapshotFormatError,
     TrimResult,
 )
-from quorumlog.node.storage import RocksStorage
+from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2
 from quorumlog.raft.types import Entry, EntryType
 
@@ -275,7 +275,7 @@ def test_an_empty_producer_id_never_deduplicates(node: Node) -> None:
 def test_producer_state_is_deleted_with_the_session(node: Node) -> None:
     node.one(append("s", b"a", producer="p", sequence=0))
     node.one(delete("s"))
-    # Only the producer id's owner binding (per producer, not per session: node/acl.py) stays.
+    # Only the producer id's owner binding (per producer, not per session: node/state/acl.py) stays.
     assert node.dump() == [(b"A/b/p", b""), (APPLIED_KEY, node.dump()[1][1])]
     assert node.one(append("s", b"a", producer="p", sequence=0)) == AppendResult("s", 0, 1, False)
 

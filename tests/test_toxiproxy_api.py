@@ -31,7 +31,7 @@ from toxiproxy_helpers import (
 )
 from waiting import wait_until
 
-from quorumlog.chaos.toxiproxy_client import (
+from quorumlog.chaos.toxiproxy.client import (
     CLI_COMMAND,
     InvalidToxic,
     NotFound,

@@ -28,7 +28,7 @@ from toxiproxy_helpers import (
 )
 from waiting import wait_until
 
-from quorumlog.chaos.toxiproxy_client import ToxiproxyClient
+from quorumlog.chaos.toxiproxy.client import ToxiproxyClient
 
 toxi_server = pytest.fixture(scope="module", params=IMPLEMENTATIONS)(run_server)
 toxi = pytest.fixture(make_client)

@@ -29,8 +29,8 @@ from toxiproxy_helpers import (
 )
 from waiting import wait_until
 
-from quorumlog.chaos.toxics import slice_sizes
-from quorumlog.chaos.toxiproxy_client import LibraryProxy, ToxiproxyClient
+from quorumlog.chaos.toxiproxy.client import LibraryProxy, ToxiproxyClient
+from quorumlog.chaos.toxiproxy.toxics import slice_sizes
 
 toxi_server = pytest.fixture(scope="module", params=IMPLEMENTATIONS)(run_server)
 toxi = pytest.fixture(make_client)

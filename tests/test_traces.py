@@ -1,5 +1,5 @@
 """Golden traces: scripts in ``tests/traces/*.txt`` run through the Raft core (via
-``quorumlog.chaos.trace``) and compared with their checked-in output.
+``quorumlog.raft.testing.trace``) and compared with their checked-in output.
 
 Regenerate after an intended change with ``pytest tests/test_traces.py --regen-traces`` (or
 ``QUORUMLOG_REGEN_TRACES=1``), then read the diff: a golden file that bakes in a bug is worse
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from quorumlog.chaos.trace import TraceError, run_script
+from quorumlog.raft.testing.trace import TraceError, run_script
 
 TRACE_DIR = Path(__file__).parent / "traces"
 TRACES = sorted(TRACE_DIR.glob("*.txt"))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pytest
 from waiting import wait_until
 
-from quorumlog.chaos.toxiproxy_client import (
+from quorumlog.chaos.toxiproxy.client import (
     ToxiproxyClient,
     ToxiproxyServer,
     available_implementations,

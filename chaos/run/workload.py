@@ -1,0 +1,346 @@
+"""The chaos run's workload: producers, linearizable readers and consumers (those in
+``quorumlog.chaos.run.consumers``), every operation recorded.
+
+Owns: the worker tasks (one operation in flight per worker), their seeded choices (session,
+values, read offsets), routing through the client-port proxies (following the leader id a
+node names in its refusal, never its real address, so client faults stay in the path), the
+per-operation retry loop with one deadline, classifying its outcome (``ok``; ``fail`` only
+when no attempt can have written anything; ``info`` otherwise), the history records of every
+invocation and completion (``quorumlog.chaos.run.history`` format), and live counters for the
+progress line. Must never: inject faults, judge the history, or run unbounded: every loop
+stops at its worker's operation cap or when the run asks it to stop.
+
+Producers use idempotent appends: producer id ``p<k>`` and a per-session sequence; a value is
+unique per producer write (``p<k>-<n>``), and an operation whose outcome is unknown is retried
+by the worker's next operation with the same values and sequence (up to ``info_retries``
+times), so the node's deduplication is exercised across leader changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from quorumlog.chaos.run.history import HistoryWriter, Outcome, ProcessId
+from quorumlog.client import errors
+from quorumlog.client._grpc import NodeConnection
+from quorumlog.proto import quorumlog_pb2 as pb
+
+T = TypeVar("T")
+AttemptKind = Literal["refused", "unknown", "final"]
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    producers: int = 4
+    readers: int = 2
+    sessions: int = 8
+    max_values: int = 3  # values per append, drawn 1..max_values
+    op_deadline: float = 3.0  # seconds per operation, retries included
+    attempt_timeout: float = 1.5  # seconds per attempt
+    info_retries: int = 3  # retries of an unknown-outcome append before moving on
+    read_window: int = 5  # a read starts this many offsets before the end it saw last
+    read_limit: int = 20
+    max_ops_per_worker: int = 2_000_000  # a hard bound on every worker loop
+    # consumers (``quorumlog.chaos.run.consumers``): one group over every session
+    consumers: int = 2
+    group: str = "chaos"
+    lease_ms: int = 4000  # short, so a lease lost in a fault lapses within the run
+    lock_ms: int = 4000
+    max_deliveries: int = 5
+    receive_max: int = 20  # messages per receive, drawn 1..receive_max
+    abandon_rate: float = 0.08  # per message: abandoned (redelivered first)
+    dead_letter_rate: float = 0.01  # per message: dead-lettered
+    zombie_rate: float = 0.04  # per batch: a deliberately stale settle after a takeover
+    batches_per_lease: int = 4  # then renew or release (rotating through sessions)
+
+    def session_name(self, index: int) -> str:
+        return f"s{index}"
+
+
+@dataclass
+class Counters:
+    invoked: int = 0
+    ok: int = 0
+    fail: int = 0
+    info: int = 0
+    acked: int = 0  # ok appends
+    last_ok: float = 0.0
+    retried_unknown: int = 0  # ok operations with an attempt of unknown outcome before
+    deduplicated: int = 0  # ok appends the node answered as a duplicate of an earlier try
+
+    def count(self, outcome: Outcome, op: str, time: float) -> None:
+        if outcome == "ok":
+            self.ok += 1
+            self.last_ok = time
+            if op == "append":
+                self.acked += 1
+        elif outcome == "fail":
+            self.fail += 1
+        else:
+            self.info += 1
+
+
+class Recorder:
+    """The one history writer of a run, with its clock and the live counters."""
+
+    def __init__(self, writer: HistoryWriter, clock: Callable[[], float]) -> None:
+        self.writer = writer
+        self.clock = clock
+        self.counters = Counters()
+
+    def invoke(self, process: ProcessId, op: str, **fields: object) -> None:
+        self.counters.invoked += 1
+        self.writer.invoke(process, op, self.clock(), **fields)
+
+    def complete(self, outcome: Outcome, process: ProcessId, op: str, **fields: object) -> None:
+        now = self.clock()
+        self.counters.count(outcome, op, now)
+        self.writer.complete(outcome, process, op, now, **fields)
+
+
+def classify(error: errors.QuorumLogError) -> AttemptKind:
+    """``refused``: this attempt certainly changed nothing, try elsewhere; ``final``: the
+    request is wrong and changed nothing, stop; ``unknown``: it may have been applied."""
+    if isinstance(error, errors.Unavailable):
+        message = error.message
+        if message.startswith("node ") and "outcome unknown" not in message:
+            return "refused"  # a node refusing as non-leader, before proposing anything
+        if "failed to connect" in message.lower():
+            return "refused"  # the call never left this client
+        return "unknown"
+    if isinstance(error, errors.InvalidArgument | errors.NotFound | errors.OutOfRange
+                  | errors.ResourceExhausted | errors.FailedPrecondition):
+        return "final"
+    return "unknown"
+
+
+class Route:
+    """One worker's connections to every node's client proxy and its current target."""
+
+    def __init__(self, addresses: dict[str, str], rng: random.Random) -> None:
+        self.addresses = dict(addresses)
+        self.names = sorted(addresses)
+        self.target = rng.choice(self.names)
+        self._connections: dict[str, NodeConnection] = {}
+
+    def connection(self, name: str) -> NodeConnection:
+        connection = self._connections.get(name)
+        if connection is None:
+            connection = NodeConnection(self.addresses[name])
+            self._connections[name] = connection
+        return connection
+
+    def after_error(self, failed: str, error: errors.QuorumLogError) -> None:
+        leader = error.leader_id
+        if leader in self.addresses and leader != failed:
+            self.target = leader
+        else:
+            self.target = self.names[(self.names.index(failed) + 1) % len(self.names)]
+
+    async def close(self) -> None:
+        for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                await connection.close()
+        self._connections.clear()
+
+
+@dataclass
+class Attempts:
+    """What one operation's attempts came to."""
+
+    outcome: Outcome
+    error: str | None = None
+    unknown: bool = False  # some attempt may have been applied
+
+
+class Worker:
+    def __init__(self, process: ProcessId, recorder: Recorder, addresses: dict[str, str],
+                 config: WorkloadConfig, seed: int) -> None:
+        self.process = process
+        self.recorder = recorder
+        self.config = config
+        self.rng = random.Random(f"quorumlog-chaos-worker-{seed}-{process}")
+        self.route = Route(addresses, self.rng)
+        self.ops = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set() and self.ops < self.config.max_ops_per_worker:
+                self.ops += 1
+                await self.step()
+        finally:
+            await self.route.close()
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+    async def attempt(self, call: Callable[[NodeConnection, float], Awaitable[T]], *,
+                      retry_unknown: bool = True) -> tuple[T | None, Attempts]:
+        """Try ``call`` on the target node until success, a final error or the deadline
+        (``retry_unknown`` false: or the first attempt of unknown outcome)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.config.op_deadline
+        unknown = False
+        last_error = "deadline passed before any attempt"
+        backoff = 0.05
+        tried: set[str] = set()
+        while (remaining := end - loop.time()) > 0:
+            target = self.route.target
+            try:
+                result = await call(self.route.connection(target),
+                                    min(self.config.attempt_timeout, remaining))
+            except errors.QuorumLogError as error:
+                kind = classify(error)
+                last_error = f"{target}: {error.code}: {error.message}"[:300]
+                if kind == "final":
+                    return None, Attempts("info" if unknown else "fail", last_error)
+                unknown = unknown or kind == "unknown"
+                tried.add(target)
+                self.route.after_error(target, error)
+                if unknown and not retry_unknown:
+                    return None, Attempts("info", last_error, unknown)
+                if self.route.target in tried and len(tried) >= len(self.route.names):
+                    tried.clear()
+                    pause = min(backoff * (0.5 + self.rng.random()), max(0.0, end - loop.time()))
+                    await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
+                    backoff = min(backoff * 2, 0.5)
+                continue
+            return result, Attempts("ok", unknown=unknown)
+        return None, Attempts("info" if unknown else "fail", last_error, unknown)
+
+
+@dataclass
+class _PendingWrite:
+    session: str
+    values: list[str]
+    sequence: int
+    tries: int = 0
+
+
+class Producer(Worker):
+    def __init__(self, process: int, recorder: Recorder, addresses: dict[str, str],
+                 config: WorkloadConfig, seed: int) -> None:
+        super().__init__(process, recorder, addresses, config, seed)
+        self.producer = f"p{process}"
+        self.sequences: dict[str, int] = {}
+        self.written = 0
+        self.pending: _PendingWrite | None = None
+
+    def _next_write(self) -> _PendingWrite:
+        if self.pending is not None and self.pending.tries <= self.config.info_retries:
+            return self.pending
+        session = self.config.session_name(self.rng.randrange(self.config.sessions))
+        count = self.rng.randint(1, self.config.max_values)
+        values = [f"{self.producer}-{self.written + i}" for i in range(count)]
+        self.written += count
+        sequence = self.sequences.get(session, 0)
+        self.sequences[session] = sequence + count  # used or abandoned, never reused
+        return _PendingWrite(session, values, sequence)
+
+    async def step(self) -> None:
+        write = self._next_write()
+        write.tries += 1
+        request = pb.AppendRequest(session=write.session,
+                                   messages=[value.encode() for value in write.values],
+                                   producer_id=self.producer, sequence=write.sequence)
+        self.recorder.invoke(self.process, "append", session=write.session,
+                             values=write.values, producer=self.producer,
+                             sequence=write.sequence)
+        response, attempts = await self.attempt(
+            lambda node, timeout: node.append(request, timeout))
+        counters = self.recorder.counters
+        counters.retried_unknown += response is not None and attempts.unknown
+        counters.deduplicated += response is not None and response.duplicate
+        if response is not None and response.count == len(write.values):
+            self.pending = None
+            offsets = [response.first_offset + i for i in range(response.count)]
+            self.recorder.complete("ok", self.process, "append", offsets=offsets)
+            return
+        if response is not None:
+            # A duplicate of a write so old its offsets are forgotten: written, offsets unknown.
+            self.pending = None
+            self.recorder.complete("info", self.process, "append",
+                                   error="duplicate with unknown offsets")
+            return
+        self.pending = write if attempts.outcome == "info" else None
+        self.recorder.complete(attempts.outcome, self.process, "append", error=attempts.error)
+
+
+class Reader(Worker):
+    def __init__(self, process: int, recorder: Recorder, addresses: dict[str, str],
+                 config: WorkloadConfig, seed: int) -> None:
+        super().__init__(process, recorder, addresses, config, seed)
+        self.seen_end: dict[str, int] = {}
+
+    async def step(self) -> None:
+        session = self.config.session_name(self.rng.randrange(self.config.sessions))
+        start = max(0, self.seen_end.get(session, 0) - self.config.read_window)
+        request = pb.ReadRequest(session=session, from_offset=start,
+                                 max_count=self.config.read_limit,
+                                 consistency=pb.LINEARIZABLE)
+        self.recorder.invoke(self.process, "read", session=session, from_offset=start,
+                             consistency="linearizable")
+
+        async def read(node: NodeConnection, timeout: float) -> pb.ReadResponse:
+            try:
+                return await node.read(request, timeout)
+            except errors.NotFound:
+                return pb.ReadResponse(session=session, end_offset=0)  # nothing written yet
+
+        response, attempts = await self.attempt(read)
+        if response is None:
+            # Reads change nothing: a read that never returned simply did not happen.
+            self.recorder.complete("fail", self.process, "read", error=attempts.error)
+            return
+        records = [[record.offset, record.data.decode("utf-8", "replace")]
+                   for record in response.records]
+        self.seen_end[session] = max(self.seen_end.get(session, 0), response.end_offset)
+        self.recorder.complete("ok", self.process, "read", records=records,
+                               end_offset=response.end_offset)
+
+
+@dataclass
+class Workload:
+    """Every worker of a run; consumers come from ``quorumlog.chaos.run.consumers``."""
+
+    recorder: Recorder
+    addresses: dict[str, str]  # node -> client proxy address
+    config: WorkloadConfig
+    seed: int
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def sessions(self) -> list[str]:
+        return [self.config.session_name(index) for index in range(self.config.sessions)]
+
+    def start(self) -> None:
+        from quorumlog.chaos.run.consumers import Consumer  # noqa: PLC0415 -- it builds on Worker
+
+        loop = asyncio.get_running_loop()
+        workers: list[Worker] = [
+            Producer(index, self.recorder, self.addresses, self.config, self.seed)
+            for index in range(self.config.producers)]
+        workers += [Reader(self.config.producers + index, self.recorder, self.addresses,
+                           self.config, self.seed) for index in range(self.config.readers)]
+        first = self.config.producers + self.config.readers
+        workers += [Consumer(first + index, self.recorder, self.addresses, self.config,
+                             self.seed) for index in range(self.config.consumers)]
+        self.tasks = [loop.create_task(worker.run(self.stop), name=f"chaos-worker-{index}")
+                      for index, worker in enumerate(workers)]
+
+    async def finish(self) -> None:
+        """Ask every worker to stop after its current operation; cancel stragglers."""
+        self.stop.set()
+        if not self.tasks:
+            return
+        _, late = await asyncio.wait(self.tasks, timeout=self.config.op_deadline + 5.0)
+        for task in late:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

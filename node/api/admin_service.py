@@ -1,0 +1,236 @@
+"""The operations API (``Admin`` gRPC service) of one node: membership, leadership, backup.
+
+Owns: serving AddNode (learner first, promoted once caught up), RemoveNode, TransferLeader
+and Backup on the leader; checking every request against the current configuration before
+anything is proposed (``quorumlog.node.replication.membership`` decides, this maps its refusal to
+the gRPC status); waiting, with the caller's deadline, until a change is applied. Must never:
+touch the Raft core except through ``RaftNode``'s queues and read-only views, or propose a
+change it has not checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from quorumlog.node.api.quorumlog_service import QuorumLogService
+from quorumlog.node.common.config import NodeConfig, raft_id
+from quorumlog.node.replication import membership
+from quorumlog.node.replication.membership import MembershipError
+from quorumlog.node.replication.raft_node import NotLeader, RaftNode
+from quorumlog.node.replication.transport import PeerTransport
+from quorumlog.node.state.state_machine import SessionStateMachine
+from quorumlog.node.storage.backup_file import BackupHeader, backup_chunks
+from quorumlog.proto import admin_pb2, admin_pb2_grpc, commands_pb2
+from quorumlog.raft.errors import ConfChangeRefused
+from quorumlog.raft.types import ConfChange, ConfChangeType, NodeId, StateRole
+
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 60.0  # seconds, when the caller sets no deadline (a catch-up takes a while)
+# A learner this close to the leader's last index is caught up: promoting it cannot stall
+# commits (the core refuses a promotion beyond ``Config.promote_max_lag`` anyway).
+CAUGHT_UP_LAG = 64
+
+
+def _remaining(context: Context) -> float:
+    remaining: float | None = context.time_remaining()
+    return DEFAULT_TIMEOUT if remaining is None else max(0.0, float(remaining))
+
+
+def _give_up_at(context: Context) -> float:
+    """When to stop waiting (monotonic): a little before the caller's deadline, so the
+    caller receives our precise answer rather than its own DEADLINE_EXCEEDED."""
+    remaining = _remaining(context)
+    return time.monotonic() + remaining - min(1.0, remaining / 10)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, client_service: QuorumLogService) -> None:
+        # The client service's node, state and peers; its leader hint and read point.
+        self.client_service = client_service
+        self.node: RaftNode = client_service.node
+        self.state_machine: SessionStateMachine = client_service.state_machine
+        self.transport: PeerTransport = client_service.transport
+        self.config: NodeConfig = client_service.config
+
+    # -- helpers -------------------------------------------------------------------------
+    async def _leader_only(self, context: Context) -> None:
+        if self.node.role != StateRole.LEADER:
+            await self.client_service._not_leader(context, "operations are served by the leader")
+
+    async def _checked(self, context: Context, check: Callable[[], T]) -> T:
+        """``check()``'s answer, or abort with its refusal's precise status."""
+        try:
+            return check()
+        except MembershipError as error:
+            await self.client_service._invalid(context, error)
+
+    def _records(self) -> dict[NodeId, commands_pb2.MemberAddress]:
+        """The member records, with client addresses learned at run time filled in."""
+        records = self.state_machine.members()
+        for node_id, record in records.items():
+            info = self.transport.peers.get(node_id)
+            if not record.client_address and info is not None:
+                record.client_address = info.client_address
+        return records
+
+    async def _poll(
+        self, context: Context, done: Callable[[], bool], end: float, what: str
+    ) -> None:
+        """Wait (one Raft tick at a time) until ``done()``; DEADLINE_EXCEEDED at ``end``."""
+        while not done():
+            if time.monotonic() >= end:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, what)
+            await asyncio.sleep(self.node.tick_seconds)  # re-check once per Raft tick
+
+    async def _change(
+        self, context: Context, change: ConfChange, applied: Callable[[], bool]
+    ) -> int:
+        """Propose ``change`` and wait until it is applied here; returns its index."""
+        try:
+            term, index = await asyncio.wait_for(
+                self.node.propose_conf_change(change), _remaining(context)
+            )
+            await asyncio.wait_for(self.node.wait_applied(index), _remaining(context))
+        except NotLeader as error:
+            await self.client_service._not_leader(context, str(error))
+        except ConfChangeRefused as error:  # e.g. another change still in progress
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{change.type.name} n{change.node_id} not applied before the deadline; "
+                "check `quorumlog status` before retrying",
+            )
+        if not applied():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"leadership changed at term {term}: the membership change at {index} was "
+                "not applied; retry",
+            )
+        return index
+
+    # -- RPCs ----------------------------------------------------------------------------
+    async def AddNode(  # noqa: N802 -- gRPC method name
+        self, request: admin_pb2.AddNodeRequest, context: Context
+    ) -> admin_pb2.AddNodeResponse:
+        await self._leader_only(context)
+        new = await self._checked(context, lambda: membership.check_add(
+            self.node.raw.raft.conf_state(), self._records(), request.id,
+            request.peer_address, request.client_address,
+        ))
+        node_id = raft_id(request.id)
+        started = time.monotonic()
+        end = _give_up_at(context)
+        learner_index = 0
+        if new:
+            context_bytes = membership.encode_context(
+                request.id, request.peer_address, request.client_address
+            )
+            learner_index = await self._change(
+                context,
+                ConfChange(ConfChangeType.ADD_LEARNER, node_id, context_bytes),
+                lambda: node_id in self.node.raw.raft.learners,
+            )
+
+        def caught_up() -> bool:
+            progress = self.node.raw.raft.prs.get(node_id)
+            if progress is None or self.node.role != StateRole.LEADER:
+                return True  # removed meanwhile, or leadership lost: the promotion says so
+            return (
+                progress.match >= learner_index
+                and self.node.raw.raft.log.last_index() - progress.match <= CAUGHT_UP_LAG
+            )
+
+        await self._poll(
+            context, caught_up, end,
+            f"{request.id} was added as a learner but has not caught up in time; it stays a "
+            f"learner: check it runs (quorumlog node --join ...), then add-node again to "
+            f"promote it, or remove-node it",
+        )
+        voter_index = await self._change(
+            context,
+            ConfChange(ConfChangeType.ADD_NODE, node_id),
+            lambda: node_id in self.node.raw.raft.voters,
+        )
+        return admin_pb2.AddNodeResponse(
+            id=request.id,
+            learner_index=learner_index,
+            voter_index=voter_index,
+            catch_up_seconds=time.monotonic() - started,
+        )
+
+    async def RemoveNode(  # noqa: N802 -- gRPC method name
+        self, request: admin_pb2.RemoveNodeRequest, context: Context
+    ) -> admin_pb2.RemoveNodeResponse:
+        await self._leader_only(context)
+        node_id = await self._checked(context, lambda: membership.check_remove(
+            self.node.raw.raft.conf_state(), self._records(), request.id
+        ))
+        index = await self._change(
+            context,
+            ConfChange(ConfChangeType.REMOVE_NODE, node_id),
+            lambda: node_id not in self.node.raw.raft.prs,
+        )
+        return admin_pb2.RemoveNodeResponse(index=index)
+
+    async def TransferLeader(  # noqa: N802 -- gRPC method name
+        self, request: admin_pb2.TransferLeaderRequest, context: Context
+    ) -> admin_pb2.TransferLeaderResponse:
+        await self._leader_only(context)
+        raft = self.node.raw.raft
+        node_id = await self._checked(context, lambda: membership.check_transfer(
+            raft.conf_state(), self._records(), request.id
+        ))
+        end = _give_up_at(context)
+        election_seconds = self.node.tick_seconds * raft.election_timeout
+        while self.node.leader_id != node_id:
+            if self.node.role == StateRole.LEADER:
+                # Ask (again: the core abandons a transfer after an election timeout).
+                self.node.transfer_leader(node_id)
+            if time.monotonic() >= end:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{request.id} did not take over before the deadline (lagging or "
+                    "unreachable?); check `quorumlog status`",
+                )
+            await asyncio.sleep(min(election_seconds, max(0.0, end - time.monotonic())))
+        return admin_pb2.TransferLeaderResponse(leader=request.id, term=raft.term)
+
+    async def Backup(  # noqa: N802 -- gRPC method name
+        self, request: admin_pb2.BackupRequest, context: Context
+    ) -> AsyncIterator[admin_pb2.BackupChunk]:
+        await self._leader_only(context)
+        # A linearizable point first: the copy holds every write acknowledged before the call.
+        await self.client_service._linearizable(context)
+        export = self.state_machine.export_state()
+        header = BackupHeader(
+            applied_index=export.applied_index,
+            cluster_id=self.config.cluster_id,
+            created_ms=int(time.time() * 1000),
+            source=self.config.name,
+            members={info.name: info.peer_address for info in self.transport.peers.values()},
+        )
+        digest = hashlib.sha256()
+        total = 0
+        with export:
+            pieces = backup_chunks(header, export)
+            while True:
+                # Reading the copy is disk work: off the event loop, one chunk at a time.
+                piece = await asyncio.to_thread(next, pieces, None)
+                if piece is None:
+                    break
+                digest.update(piece)
+                total += len(piece)
+                yield admin_pb2.BackupChunk(data=piece)
+        yield admin_pb2.BackupChunk(
+            done=True, total_bytes=total, sha256=digest.digest(),
+            applied_index=export.applied_index,
+        )

@@ -1,0 +1,384 @@
+"""The consumer API (``Consumer`` gRPC service) of one node: groups, receive, settle, leases,
+session state, dead letters, session policies, and the leader's periodic sweep.
+
+Owns: validating requests before anything is proposed, turning them into replicated
+``ConsumerCommand`` entries (a receive is a write: it takes locks and counts deliveries),
+filling a receive's payloads from the applied state once its entry is applied, long-polling
+receives, the consumer listings (read like ``ListSessions``: ReadIndex on the leader), and
+proposing a sweep (TTL, retention) every ``SWEEP_SECONDS`` on the leader while any session has
+a policy. Leader hints, read points and status mapping are the client service's
+(``QuorumLogService``), reused, never copied. Must never: decide anything at this node's clock
+(the apply does, at the entry's leader time; the clock here only decides when to ask), or
+touch the Raft core other than through ``RaftNode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from quorumlog.node.api.guard import current_principal
+from quorumlog.node.api.quorumlog_service import Context, QuorumLogService
+from quorumlog.node.common import limits
+from quorumlog.node.common.limits import InvalidInput
+from quorumlog.node.state import consumer_records
+from quorumlog.node.state.consumer_records import ConsumerResult, Cursor
+from quorumlog.node.state.consumer_state import ConsumerState
+from quorumlog.node.state.state_machine import StateMachineError
+from quorumlog.proto import (
+    commands_pb2,
+    consumer_commands_pb2,
+    consumer_pb2,
+    consumer_pb2_grpc,
+    quorumlog_pb2,
+)
+from quorumlog.proto import consumer_commands_pb2 as cc
+from quorumlog.raft.types import StateRole
+
+log = logging.getLogger("quorumlog.consumer")
+
+R = TypeVar("R", bound=Message)
+
+SWEEP_SECONDS = 1.0
+POLL_SECONDS = 0.25  # a long-polling receive re-checks at least this often (locks expire)
+MAX_WAIT_MS = 60_000
+
+
+def _command(**kind: Any) -> commands_pb2.Command:
+    return commands_pb2.Command(consumer=consumer_commands_pb2.ConsumerCommand(**kind))
+
+
+class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
+    def __init__(self, client_service: QuorumLogService) -> None:
+        self.client_service = client_service
+        self.node = client_service.node
+        self.state_machine = client_service.state_machine
+        self.consumers: ConsumerState = client_service.state_machine.consumers
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle (the sweep) ---------------------------------------------------------------
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep_loop(self) -> None:
+        command = _command(sweep=cc.SweepCommand())
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)  # a period, not a wait for an event
+            if self.node.role != StateRole.LEADER or not self.consumers.has_policies():
+                continue
+            future = self.node.submit(command, 8)
+            try:
+                await asyncio.wait_for(future, 10)
+            except Exception as error:  # the next period tries again
+                log.debug("sweep not applied: %s", error)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    async def _check(self, context: Context, *checks: Any) -> None:
+        """Run local validations (each a zero-argument callable); abort on the first refusal."""
+        try:
+            for check in checks:
+                check()
+        except InvalidInput as error:
+            await self.client_service._invalid(context, error)
+
+    async def _propose(
+        self, context: Context, command: commands_pb2.Command, kind: type[R]
+    ) -> tuple[int, R]:
+        """Replicate ``command``; (its Raft index, its answer of type ``kind``)."""
+        index, result = await self.client_service._replicate(context, command, command.ByteSize())
+        assert isinstance(result, ConsumerResult) and isinstance(result.response, kind)
+        return index, result.response
+
+    async def _read_session(self, context: Context, session: str) -> None:
+        """A linearizable read point, after which ``session`` is known to exist."""
+        await self._check(context, self._session_check(session))
+        await self.client_service._read_point(context, quorumlog_pb2.LINEARIZABLE)
+        try:
+            self.state_machine.describe(session)
+        except StateMachineError as error:
+            await self.client_service._invalid(context, error)
+
+    def _session_check(self, session: str) -> Any:
+        return lambda: limits.check_session_id(session, self.client_service.limits)
+
+    # -- RPCs ------------------------------------------------------------------------------------
+    async def CreateGroup(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.CreateGroupRequest, context: Context
+    ) -> consumer_pb2.GroupInfo:
+        await self._check(context, lambda: consumer_records.check_group(request.group))
+        command = _command(create_group=cc.CreateGroupCommand(
+            group=request.group, lock_ms=request.lock_ms, max_deliveries=request.max_deliveries,
+            exist_ok=request.exist_ok,
+        ))
+        return (await self._propose(context, command, consumer_pb2.GroupInfo))[1]
+
+    async def Receive(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ReceiveRequest, context: Context
+    ) -> consumer_pb2.ReceiveResponse:
+        await self._check(
+            context, self._session_check(request.session),
+            lambda: consumer_records.check_group(request.group),
+        )
+        if request.wait_ms > MAX_WAIT_MS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"wait_ms {request.wait_ms} is over the limit of {MAX_WAIT_MS}",
+            )
+        if request.mode not in (consumer_pb2.PEEK_LOCK, consumer_pb2.RECEIVE_AND_DELETE):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}")
+        command = _command(receive=cc.ReceiveCommand(
+            session=request.session, group=request.group, token=request.token,
+            max_messages=request.max_messages, max_bytes=request.max_bytes,
+            receive_and_delete=request.mode == consumer_pb2.RECEIVE_AND_DELETE,
+            lock_ms=request.lock_ms, redeliver_own=request.redeliver_in_flight,
+        ))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + request.wait_ms / 1000
+        while True:
+            if request.wait_ms:
+                await self._wait_deliverable(request.session, request.group, end)
+            applied = self.node.applied
+            index, response = await self._propose(context, command, consumer_pb2.ReceiveResponse)
+            if response.messages or loop.time() >= end:
+                break
+            with contextlib.suppress(TimeoutError):  # no busy loop of empty receives
+                await asyncio.wait_for(
+                    self.node.wait_applied(max(applied, index) + 1),
+                    min(POLL_SECONDS, max(0.0, end - loop.time())),
+                )
+        response.commit_index = index
+        self._fill_payloads(response)
+        return response
+
+    async def _wait_deliverable(self, session: str, group: str, end: float) -> None:
+        """Until the local state suggests a receive would deliver something, or ``end``."""
+        loop = asyncio.get_running_loop()
+        session_bytes = session.encode("utf-8")
+        group_bytes = group.encode("utf-8")
+        while loop.time() < end:
+            applied = self.node.applied
+            try:
+                info = self.state_machine.describe(session)
+            except StateMachineError:
+                return  # the proposal answers precisely
+            cursor = self.consumers.cursor(session_bytes, group_bytes) or Cursor()
+            now = max(self.consumers.clock(), int(time.time() * 1000))
+            if cursor.deliverable(now, info.first_offset, info.next_offset):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.node.wait_applied(applied + 1), min(POLL_SECONDS, end - loop.time())
+                )
+
+    def _fill_payloads(self, response: consumer_pb2.ReceiveResponse) -> None:
+        """Payloads of the delivered offsets from the applied state (read in runs). A message
+        trimmed meanwhile is left out: it no longer exists."""
+        messages = list(response.messages)
+        data: dict[int, bytes] = {}
+        position = 0
+        while position < len(messages):
+            start = messages[position].offset
+            run = 1
+            while (
+                position + run < len(messages)
+                and messages[position + run].offset == start + run
+            ):
+                run += 1
+            offset = start
+            while offset < start + run:
+                try:
+                    page = self.state_machine.read(
+                        response.session, offset, start + run - offset,
+                        self.client_service.limits.max_read_bytes,
+                    )
+                except StateMachineError:
+                    break
+                if not page.records:
+                    break
+                for record in page.records:
+                    data[record.offset] = record.data
+                offset = page.next_offset
+            position += run
+        del response.messages[:]
+        for message in messages:
+            if message.offset in data:
+                message.data = data[message.offset]
+                response.messages.append(message)
+
+    async def Settle(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.SettleRequest, context: Context
+    ) -> consumer_pb2.SettleResponse:
+        await self._check(
+            context, self._session_check(request.session),
+            lambda: consumer_records.check_group(request.group),
+        )
+        if request.HasField("state"):
+            await self._check(
+                context, lambda: consumer_records.check_state_size(request.state.data)
+            )
+        settle = cc.SettleCommand(
+            session=request.session, group=request.group, token=request.token,
+            settlements=[
+                cc.Settlement(
+                    offset=item.offset, delivery_count=item.delivery_count, action=item.action,
+                    delay_ms=item.delay_ms, reason=item.reason,
+                )
+                for item in request.settlements
+            ],
+        )
+        if request.HasField("state"):
+            settle.state.CopyFrom(cc.StateWrite(
+                expected_version=request.state.expected_version, data=request.state.data
+            ))
+        index, response = await self._propose(
+            context, _command(settle=settle), consumer_pb2.SettleResponse
+        )
+        response.commit_index = index
+        return response
+
+    async def AcceptSession(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.AcceptSessionRequest, context: Context
+    ) -> consumer_pb2.Lease:
+        checks = [
+            lambda: consumer_records.check_group(request.group),
+            lambda: consumer_records.check_consumer(request.consumer),
+        ]
+        if request.session:
+            checks.append(self._session_check(request.session))
+        await self._check(context, *checks)
+        return await self._lease(context, _command(accept=cc.AcceptCommand(
+            session=request.session, group=request.group, consumer=request.consumer,
+            lease_ms=request.lease_ms, prefix=request.prefix,
+        )))
+
+    async def _lease(self, context: Context, command: commands_pb2.Command) -> consumer_pb2.Lease:
+        index, response = await self._propose(context, command, consumer_pb2.Lease)
+        response.commit_index = index
+        return response
+
+    async def RenewLease(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.RenewLeaseRequest, context: Context
+    ) -> consumer_pb2.Lease:
+        await self._check(context, self._session_check(request.session))
+        return await self._lease(context, _command(renew=cc.RenewCommand(
+            session=request.session, group=request.group, token=request.token,
+            lease_ms=request.lease_ms,
+        )))
+
+    async def ReleaseSession(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ReleaseSessionRequest, context: Context
+    ) -> consumer_pb2.ReleaseSessionResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(release=cc.ReleaseCommand(
+            session=request.session, group=request.group, token=request.token,
+        ))
+        return (await self._propose(context, command, consumer_pb2.ReleaseSessionResponse))[1]
+
+    async def GetState(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.GetStateRequest, context: Context
+    ) -> consumer_pb2.SessionState:
+        await self._read_session(context, request.session)
+        version, data = self.consumers.state(request.session.encode("utf-8"))
+        return consumer_pb2.SessionState(session=request.session, version=version, data=data)
+
+    async def SetState(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.SetStateRequest, context: Context
+    ) -> consumer_pb2.SessionState:
+        await self._check(
+            context, self._session_check(request.session),
+            lambda: consumer_records.check_state_size(request.state.data),
+        )
+        command = _command(set_state=cc.SetStateCommand(
+            session=request.session, group=request.group, token=request.token,
+            state=cc.StateWrite(
+                expected_version=request.state.expected_version, data=request.state.data
+            ),
+        ))
+        return (await self._propose(context, command, consumer_pb2.SessionState))[1]
+
+    async def ListDeadLetters(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ListDeadLettersRequest, context: Context
+    ) -> consumer_pb2.ListDeadLettersResponse:
+        await self._read_session(context, request.session)
+        limit = min(request.limit or 100, consumer_records.MAX_LIST)
+        records, truncated = self.consumers.dead_letters(
+            request.session.encode("utf-8"), request.from_sequence, limit
+        )
+        return consumer_pb2.ListDeadLettersResponse(
+            dead_letters=[
+                consumer_pb2.DeadLetter(
+                    sequence=r.sequence, offset=r.offset, group=r.group, reason=r.reason,
+                    delivery_count=r.delivery_count, dead_lettered_ms=r.dead_lettered_ms,
+                    data=r.data,
+                )
+                for r in records
+            ],
+            truncated=truncated,
+        )
+
+    async def ResubmitDeadLetters(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ResubmitDeadLettersRequest, context: Context
+    ) -> consumer_pb2.ResubmitDeadLettersResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(resubmit=cc.ResubmitCommand(
+            session=request.session, sequences=request.sequences,
+            principal=current_principal.get(),  # the append is authorized as the caller's
+        ))
+        return (await self._propose(
+            context, command, consumer_pb2.ResubmitDeadLettersResponse
+        ))[1]
+
+    async def ConfigureSession(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ConfigureSessionRequest, context: Context
+    ) -> consumer_pb2.ConfigureSessionResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(configure=cc.ConfigureSessionCommand(
+            session=request.session, session_ttl_ms=request.session_ttl_ms,
+            message_ttl_ms=request.message_ttl_ms, retention_ms=request.retention_ms,
+            retention_bytes=request.retention_bytes,
+        ))
+        return (await self._propose(context, command, consumer_pb2.ConfigureSessionResponse))[1]
+
+    async def CloseSession(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.CloseSessionRequest, context: Context
+    ) -> consumer_pb2.CloseSessionResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(close=cc.CloseSessionCommand(session=request.session))
+        return (await self._propose(context, command, consumer_pb2.CloseSessionResponse))[1]
+
+    async def ListConsumerSessions(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ListConsumerSessionsRequest, context: Context
+    ) -> consumer_pb2.ListConsumerSessionsResponse:
+        if request.session:
+            await self._read_session(context, request.session)
+            sessions, truncated = [self.state_machine.describe(request.session)], False
+        else:
+            await self.client_service._read_point(context, quorumlog_pb2.LINEARIZABLE)
+            limit = min(request.limit or 100, consumer_records.MAX_LIST)
+            page = self.state_machine.list_sessions(request.prefix, limit, request.start_after)
+            sessions, truncated = page.sessions, page.truncated
+        now = max(self.consumers.clock(), int(time.time() * 1000))
+        groups = self.consumers.groups()
+        return consumer_pb2.ListConsumerSessionsResponse(
+            sessions=[
+                self.consumers.status(
+                    info.session.encode("utf-8"), info.first_offset, info.next_offset, now,
+                    groups,
+                )
+                for info in sessions
+            ],
+            truncated=truncated,
+            now_ms=now,
+        )

@@ -1,0 +1,210 @@
+"""Prometheus metrics of one node, served over HTTP.
+
+Owns: a per-node ``CollectorRegistry`` (several nodes may share a test process) with the Raft
+gauges (term, role, commit / applied / last index, voters and learners, and on the leader each
+follower's lag), write-path figures (entries per fsync, fsync latency, readies), RocksDB's
+memory and compaction state (memtables, block cache, level-0 files, pending compaction bytes:
+what a node's memory is made of besides Python), the process's own figures (resident memory,
+CPU) and client request latencies by method and status. Must never: be read by the Raft loop
+for decisions; it only observes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from quorumlog.node.replication.raft_node import RaftNode
+
+ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
+
+
+class _NodeCollector(Collector):
+    """Figures of the node ``node()`` returns (None before it runs: nothing to report)."""
+
+    def __init__(self, node: Callable[[], RaftNode | None], name: str) -> None:
+        self._node = node
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        node = self._node()
+        return [] if node is None else self._collect(node)
+
+    def _collect(self, node: RaftNode) -> list[Metric]:
+        raise NotImplementedError
+
+
+class _RaftCollector(_NodeCollector):
+    def _collect(self, node: RaftNode) -> list[Metric]:
+        raft = node.raw.raft
+        labels = ["node"]
+        values = [self._name]
+
+        def gauge(metric: str, help_text: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(metric, help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        def counter(metric: str, help_text: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(metric, help_text, labels=labels)
+            family.add_metric(values, value)
+            return family
+
+        metrics = node.metrics
+        syncs = max(metrics.synced_writes, 1)
+        conf = raft.conf_state()
+        lag = GaugeMetricFamily(
+            "quorumlog_raft_follower_lag_entries",
+            "leader only: entries each follower is behind the leader's last index",
+            labels=["node", "follower"],
+        )
+        last = raft.log.last_index()
+        if str(raft.role) == "leader":
+            for peer_id, progress in sorted(raft.prs.items()):
+                if peer_id != raft.id:
+                    lag.add_metric([self._name, f"n{peer_id}"], max(0, last - progress.match))
+        return [
+            lag,
+            gauge("quorumlog_raft_voters", "voters in the configuration", len(conf.voters)),
+            gauge("quorumlog_raft_learners", "learners in the configuration",
+                  len(conf.learners)),
+            gauge("quorumlog_raft_term", "current Raft term", raft.term),
+            gauge("quorumlog_raft_role", "0 follower, 1 candidate, 2 leader, 3 pre-candidate",
+                  ROLE_VALUES.get(str(raft.role), -1)),
+            gauge("quorumlog_raft_is_leader", "1 on the leader", 1 if str(raft.role) ==
+                  "leader" else 0),
+            gauge("quorumlog_raft_commit_index", "commit index", raft.log.committed),
+            gauge("quorumlog_raft_applied_index", "applied index", raft.log.applied),
+            gauge("quorumlog_raft_last_index", "last log index", raft.log.last_index()),
+            gauge("quorumlog_raft_first_index", "first retained log index",
+                  raft.log.first_index()),
+            counter("quorumlog_raft_readies", "Ready batches handled", metrics.readies),
+            counter("quorumlog_raft_fsyncs", "synced log writes", metrics.synced_writes),
+            counter("quorumlog_raft_entries_persisted", "log entries written",
+                    metrics.entries_persisted),
+            counter("quorumlog_raft_entries_applied", "entries applied", metrics.entries_applied),
+            counter("quorumlog_raft_proposals", "Raft entries proposed", metrics.proposals),
+            counter("quorumlog_commands_proposed", "client commands proposed",
+                    metrics.commands_proposed),
+            counter("quorumlog_raft_messages_sent", "Raft messages sent", metrics.messages_sent),
+            counter("quorumlog_raft_append_messages_sent", "AppendEntries messages sent",
+                    metrics.append_messages_sent),
+            counter("quorumlog_raft_append_entries_sent",
+                    "log entries carried by AppendEntries messages sent",
+                    metrics.append_entries_sent),
+            counter("quorumlog_raft_append_empty_messages_sent",
+                    "AppendEntries messages sent without entries (commit updates, probes)",
+                    metrics.append_empty_sent),
+            counter("quorumlog_raft_fsync_seconds", "time in synced writes",
+                    metrics.fsync_seconds),
+            gauge("quorumlog_raft_entries_per_fsync", "mean entries per synced write",
+                  metrics.entries_persisted / syncs),
+        ]
+
+
+# (metric, RocksDB property, help)
+ROCKSDB_GAUGES = (
+    ("quorumlog_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables",
+     "bytes in RocksDB memtables (active and waiting to flush)"),
+    ("quorumlog_rocksdb_block_cache_bytes", "rocksdb.block-cache-usage",
+     "bytes in the RocksDB block cache"),
+    ("quorumlog_rocksdb_block_cache_pinned_bytes", "rocksdb.block-cache-pinned-usage",
+     "bytes pinned in the RocksDB block cache"),
+    ("quorumlog_rocksdb_level0_files", "rocksdb.num-files-at-level0",
+     "SST files at level 0 (many: compaction is behind)"),
+    ("quorumlog_rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes",
+     "bytes RocksDB estimates it still has to compact"),
+)
+
+
+class _RocksCollector(_NodeCollector):
+    """RocksDB's own figures, read as properties (thread-safe in RocksDB) at scrape time."""
+
+    def _collect(self, node: RaftNode) -> list[Metric]:
+        families: list[Metric] = []
+        for metric, prop, help_text in ROCKSDB_GAUGES:
+            try:
+                value = node.storage.db.property_int_value(prop)
+            except Exception:  # closed while shutting down: report nothing
+                return []
+            if value is None:
+                continue
+            family = GaugeMetricFamily(metric, help_text, labels=["node"])
+            family.add_metric([self._name], value)
+            families.append(family)
+        return families
+
+
+class NodeMetricsExporter:
+    def __init__(self, name: str, node: Callable[[], RaftNode | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_RaftCollector(node, name))
+        self.registry.register(_RocksCollector(node, name))
+        # process_resident_memory_bytes, process_cpu_seconds_total, ... of this process
+        ProcessCollector(registry=self.registry)
+        self.request_seconds = Histogram(
+            "quorumlog_request_seconds",
+            "client request latency",
+            ["method", "code"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+        )
+        self._server: object | None = None
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._server = start_http_server(int(port), addr=host, registry=self.registry)
+
+    def stop(self) -> None:
+        server = self._server
+        if server is not None:
+            shutdown = getattr(server[0] if isinstance(server, tuple) else server, "shutdown",
+                               None)
+            if callable(shutdown):
+                shutdown()
+        self._server = None
+
+
+class LatencyInterceptor(grpc.aio.ServerInterceptor):
+    """Observes every unary client call's latency by method and final status code."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = str(handler_call_details.method).rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+        histogram = self.histogram
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await inner(request, context)  # type: ignore[arg-type]
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                histogram.labels(method, code).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

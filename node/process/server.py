@@ -1,0 +1,331 @@
+"""One quorumlog server process: storage, Raft loop, peer and client gRPC servers, metrics.
+
+Owns: wiring the pieces of a node together and their start/stop order (storage → Raft loop →
+peer server → client server; the reverse on stop), bootstrapping an empty data directory as a
+founding member (or, with ``--join``, leaving it empty until the leader adds this node), keeping
+the peer links in step with the replicated member records, the gRPC health service and server
+reflection (``quorumlog.node.api.reflection``) on the client port, and structured JSON logs. Must
+never: contain protocol or state-machine logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from quorumlog.node.api import reflection
+from quorumlog.node.api.acl_service import AclService
+from quorumlog.node.api.admin_service import AdminService
+from quorumlog.node.api.consumer_service import ConsumerService
+from quorumlog.node.api.quorumlog_service import QuorumLogService
+from quorumlog.node.common.config import NodeConfig, raft_id
+from quorumlog.node.common.tls import peer_channel
+from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
+from quorumlog.node.process.security import NodeSecurity
+from quorumlog.node.replication import membership
+from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.node.replication.transport import (
+    CHANNEL_OPTIONS,
+    PeerInfo,
+    PeerServicer,
+    PeerTransport,
+)
+from quorumlog.node.state.state_machine import SessionStateMachine
+from quorumlog.node.storage.raft_store import RocksStorage
+from quorumlog.proto import (
+    acl_pb2_grpc,
+    admin_pb2_grpc,
+    consumer_pb2_grpc,
+    quorumlog_pb2_grpc,
+    raft_pb2,
+    raft_pb2_grpc,
+)
+from quorumlog.raft.types import Message, NodeId, StateRole
+
+log = logging.getLogger("quorumlog.server")
+
+SERVICE_NAME = "quorumlog.v1.QuorumLog"
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, node, msg."""
+
+    def __init__(self, node_name: str) -> None:
+        super().__init__()
+        self.node_name = node_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "node": self.node_name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload)
+
+
+def configure_logging(node_name: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(node_name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class NodeServer:
+    def __init__(self, config: NodeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.storage: RocksStorage | None = None
+        self.state_machine: SessionStateMachine | None = None
+        self.node: RaftNode | None = None
+        self.transport: PeerTransport | None = None
+        self.client_server: grpc.aio.Server | None = None
+        self.peer_server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.metrics = NodeMetricsExporter(config.name, lambda: self.node)
+        self.started_at = time.time()
+        self.security = NodeSecurity(config)
+        self.consumer_service: ConsumerService | None = None
+
+    def _names(self) -> dict[NodeId, str]:
+        names = {raft_id(name): name for name in self.config.peers}
+        if self.transport is not None:
+            names.update({peer_id: info.name for peer_id, info in self.transport.peers.items()})
+        return names
+
+    def _sync_members(self) -> None:
+        """Point the peer links at the members the replicated records name (after a
+        membership change applied or a state restore)."""
+        if self.state_machine is None or self.transport is None:
+            return
+        records = self.state_machine.members()
+        if not records:
+            return  # nothing replicated yet (a joining node): keep seeds and learned peers
+        book = membership.address_book(records, self.config.peers)
+        self.transport.set_peers(
+            {
+                node_id: PeerInfo(address.name, address.peer_address, address.client_address)
+                for node_id, address in book.items()
+            }
+        )
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = RocksStorage(
+            config.data_dir / "db", unsafe_volatile=config.unsafe_ack_before_fsync
+        )
+        self.storage = storage
+        if storage.is_empty() and config.join:
+            log.info("empty data directory: waiting to be added as %s", config.name)
+        elif storage.is_empty():
+            voters = tuple(sorted(raft_id(name) for name in config.peers))
+            storage.bootstrap(voters)
+            log.info("bootstrapped a new cluster member with voters %s", sorted(config.peers))
+        state_machine = SessionStateMachine(storage)
+        self.state_machine = state_machine
+        records = state_machine.members()
+        if not records and not config.join and not state_machine.import_incomplete:
+            # Founding members: every one derives the same records from the same --peers.
+            records = membership.records_from_peers(
+                config.peers, storage.snapshot().metadata.conf_state.all_ids()
+            )
+            state_machine.seed_members(records)
+        peers = {
+            node_id: PeerInfo(address.name, address.peer_address, address.client_address)
+            for node_id, address in membership.address_book(records, config.peers).items()
+        }
+        peers[config.id] = PeerInfo(config.name, config.peer_addr, config.client_addr)
+        transport = PeerTransport(
+            self_name=config.name,
+            self_id=config.id,
+            cluster_id=config.cluster_id,
+            client_address=config.client_addr,
+            peers=peers,
+            on_messages=self._deliver,
+            on_unreachable=self._unreachable,
+            peer_address=config.peer_addr,
+            routes=config.peer_routes,
+            tls=self.security.tls,
+        )
+        self.transport = transport
+        node = RaftNode(
+            node_id=config.id,
+            storage=storage,
+            state_machine=state_machine,
+            send=transport.send,
+            fetch_state=self._fetch_state_from,
+            peer_ids=lambda: list(transport.peers),
+            tick_seconds=config.tick_ms / 1000,
+            election_tick=config.election_tick,
+            heartbeat_tick=config.heartbeat_tick,
+            snapshot_every=config.snapshot_every,
+            snapshot_keep=config.snapshot_keep,
+            snapshot_bytes=config.snapshot_bytes,
+            max_entry_bytes=config.max_entry_bytes,
+            seed=config.seed,
+            unsafe_ack_before_fsync=config.unsafe_ack_before_fsync,
+            on_role_change=self._on_role_change,
+            on_membership_applied=self._sync_members,
+        )
+        self.node = node
+
+        self.peer_server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=self.security.peer_interceptors(self._allowed_peers),
+        )
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(  # type: ignore[no-untyped-call]
+            PeerServicer(transport, self._export_state), self.peer_server
+        )
+        self.security.bind(self.peer_server, config.peer_addr, "--peer-addr")
+
+        self.client_server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=[
+                LatencyInterceptor(self.metrics.request_seconds),
+                *self.security.client_interceptors(state_machine.acl),
+            ],
+        )
+        request_seconds = self.metrics.request_seconds
+        service = QuorumLogService(
+            node, state_machine, transport, config,
+            observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
+                seconds
+            ),
+        )
+        quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
+            service, self.client_server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
+            AdminService(service), self.client_server
+        )
+        acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
+            AclService(service), self.client_server
+        )
+        self.consumer_service = ConsumerService(service)
+        consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
+            self.consumer_service, self.client_server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.client_server)
+        reflection.enable(self.client_server)  # schema only; anyone may ask, like health
+        self.security.bind(self.client_server, config.client_addr, "--client-addr")
+
+        node.start()
+        self.consumer_service.start()
+        transport.start()
+        await self.peer_server.start()
+        await self.client_server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if config.metrics_addr:
+            self.metrics.serve(config.metrics_addr)
+        log.info(
+            "node %s serving clients on %s, peers on %s (pid %d)",
+            config.name, config.client_addr, config.peer_addr, os.getpid(),
+        )
+
+    def _deliver(self, messages: list[Message]) -> None:
+        if self.node is not None:
+            self.node.deliver(messages)
+
+    def _unreachable(self, peer: NodeId) -> None:
+        if self.node is not None:
+            self.node.report_unreachable(peer)
+
+    def _allowed_peers(self) -> set[str] | None:
+        """Node names the peer port takes (with TLS): the members, ``--peers`` and
+        ``--peer-allow``; while this node has no member records (it waits to be added),
+        any node certificate of the cluster's CA (None), since it knows no members yet."""
+        records = self.state_machine.members() if self.state_machine is not None else {}
+        if not records:
+            return None
+        return {record.name for record in records.values()} | set(self.config.peers) | set(
+            self.config.peer_allow
+        )
+
+    def _on_role_change(self, role: StateRole, leader_id: NodeId, term: int) -> None:
+        names = self._names()
+        log.info(
+            "role %s, leader %s, term %d", role, names.get(leader_id, "none"), term
+        )
+
+    async def _export_state(self, min_index: int) -> AsyncIterator[bytes]:
+        node = self.node
+        state_machine = self.state_machine
+        if node is None or state_machine is None:
+            return
+        if state_machine.applied_index() < min_index or node.needs_restore:
+            raise RuntimeError(
+                f"state at {state_machine.applied_index()} is older than requested {min_index}"
+            )
+        with state_machine.export_state() as export:
+            for chunk in export:
+                yield chunk
+                await asyncio.sleep(0)  # let the Raft loop run between chunks
+
+    async def _fetch_state_from(self, peer: NodeId, min_index: int) -> AsyncIterator[bytes]:
+        transport = self.transport
+        address = transport.peer_address(peer) if transport else None
+        if address is None:
+            raise RuntimeError(f"no address for n{peer}")
+        name = transport.peers[peer].name if transport and peer in transport.peers else ""
+        async with peer_channel(address, self.security.tls, name, CHANNEL_OPTIONS) as channel:
+            stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
+            request = raft_pb2.FetchStateRequest(
+                cluster_id=self.config.cluster_id, min_index=min_index
+            )
+            async for chunk in stub.FetchState(request, timeout=300):
+                yield chunk.data
+
+    async def stop(self, grace: float = 1.0) -> None:
+        with contextlib.suppress(Exception):
+            await self.health.enter_graceful_shutdown()
+        if self.client_server is not None:
+            await self.client_server.stop(grace)
+        if self.consumer_service is not None:
+            await self.consumer_service.stop()
+        if self.node is not None:
+            await self.node.stop()
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.peer_server is not None:
+            await self.peer_server.stop(grace)
+        self.metrics.stop()
+        if self.storage is not None:
+            self.storage.close()
+        log.info("node %s stopped", self.config.name)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT, then stop cleanly."""
+    server = NodeServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
