@@ -1,4 +1,4 @@
-"""Integration tests against three real ``quorumlog node`` processes (ARCHITECTURE §5.3).
+"""Integration tests against three real ``quorumlog node`` processes (docs/architecture.md#tests).
 
 Real gRPC on loopback, real RocksDB, kill -9 / SIGSTOP / restart / wipe through
 ``cluster_harness``. Appends go through the SDK with unique values; every test reads the data

@@ -1,6 +1,6 @@
 """Consumer groups on three real nodes: the Consumer RPCs end to end, precise errors that change
 nothing, follower redirects, and cursors, locks, delivery counts, fencing tokens and dead
-letters identical after the leader is killed (ARCHITECTURE §5.3)."""
+letters identical after the leader is killed (docs/architecture.md#tests)."""
 
 from __future__ import annotations
 

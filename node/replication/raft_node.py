@@ -1,4 +1,4 @@
-"""The one asyncio task that owns a node's Raft core (ARCHITECTURE §3).
+"""The one asyncio task that owns a node's Raft core (docs/architecture.md#the-raft-loop).
 
 Owns: the ``RawNode``, the input queues (peer messages, ticks, proposals, reads), the Ready
 loop — persist (one RocksDB write batch, fsynced when ``must_sync``, off the event loop) →
