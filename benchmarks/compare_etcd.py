@@ -33,15 +33,9 @@ from benchmarks.etcd import EtcdClient, EtcdCluster, EtcdUnavailable, ensure_ins
 from benchmarks.processes import CpuMeter, Processes, load_average, report_of
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli.bench import (
-    LocalBenchCluster,
-    Settings,
-    drive,
-    node_figures,
-    plan_local,
-    scrape_all,
-)
+from quorumlog.client.cli.bench import Settings, drive, local_cluster, node_figures, scrape_all
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.process.launcher import Launcher
 
 SIZE = 100
 CALL_DEADLINE = 5.0
@@ -187,7 +181,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2]
 
 
-async def compare(etcd: EtcdCluster, cluster: LocalBenchCluster,
+async def compare(etcd: EtcdCluster, cluster: Launcher,
                   scenarios: Sequence[Scenario], *, duration: float, warmup: float,
                   rounds: int = 1) -> list[dict[str, Any]]:
     """Every scenario on both systems, ``rounds`` times (the order of the two alternates so
@@ -214,7 +208,7 @@ async def compare(etcd: EtcdCluster, cluster: LocalBenchCluster,
                     else:
                         row = await measure_quorumlog(
                             client, cluster.metrics_addrs, scenario, settings, values,
-                            meter=CpuMeter(cluster.pids))
+                            meter=CpuMeter(list(cluster.pids().values())))
                     runs[scenario.name][system].append(row)
                 runs[scenario.name]["load"][-1]["after"] = load_average()
     rows = []
@@ -241,29 +235,29 @@ def run(duration: float, warmup: float, scenarios: Sequence[Scenario],
     load_start = load_average()
     root = Path(tempfile.mkdtemp(prefix="quorumlog-vs-etcd-", dir=data_root))
     processes = Processes()
-    cluster = plan_local(3, root / "quorumlog")
+    pids: list[int] = []
     try:
         etcd = EtcdCluster.plan(binary, root / "etcd", processes)
         etcd.start()
         log(f"etcd pids {etcd.pids}, data in {root / 'etcd'}")
-        cluster.start([])
-        for member in cluster.members:
-            processes.adopt(member.process)
-        log(f"quorumlog pids {cluster.pids}, data in {root / 'quorumlog'}")
-        log(f"quorumlog leader {cluster.wait_leader(READY_TIMEOUT)}")
-        rows = asyncio.run(compare(etcd, cluster, scenarios, duration=duration,
-                                   warmup=warmup, rounds=rounds))
-        dead = [pid for pid in processes.pids if pid not in processes.running()]
-        if dead:
-            raise CliError(f"process(es) {dead} exited during the run", code=1)
+        with local_cluster(3, root / "quorumlog", [], ready_timeout=READY_TIMEOUT) as (
+                cluster, leader):
+            log(f"quorumlog pids {cluster.started_pids}, data in {root / 'quorumlog'}")
+            log(f"quorumlog leader {leader}")
+            rows = asyncio.run(compare(etcd, cluster, scenarios, duration=duration,
+                                       warmup=warmup, rounds=rounds))
+            pids = [*processes.pids, *cluster.started_pids]
+            running = {*processes.running(), *cluster.pids().values()}
+            dead = [pid for pid in pids if pid not in running]
+            if dead:
+                raise CliError(f"process(es) {dead} exited during the run", code=1)
     finally:
         processes.stop_all()
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     return {
         "etcd_version": version(binary), "size": SIZE, "duration_s": duration,
         "warmup_s": warmup, "rounds": rounds, "scenarios": rows, "load_start": load_start,
-        "load_end": load_average(), "pids": processes.pids, "data_root": str(root),
+        "load_end": load_average(), "pids": pids, "data_root": str(root),
     }
 
 

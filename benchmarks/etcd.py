@@ -28,7 +28,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from benchmarks.processes import Processes
-from quorumlog.client.cli.cluster import free_ports
+from quorumlog.node.process.launcher import free_ports
 
 INSTALL_TIMEOUT = 900.0
 

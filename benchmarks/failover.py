@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import sys
 import time
@@ -22,12 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import Processes, load_average, local_cluster, report_of
+from benchmarks.processes import load_average, local_cluster, report_of
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli.bench import LocalBenchCluster
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.process.launcher import Launcher
 
 READY_TIMEOUT = 60.0
 APPEND_DEADLINE = 30.0  # one append may wait this long for a new leader, retries included
@@ -59,15 +60,12 @@ async def wait_healthy(client: AsyncClient, members: int, timeout: float) -> str
         await asyncio.sleep(0.05)  # polling interval of a deadline-bounded wait
 
 
-async def trial(cluster: LocalBenchCluster, processes: Processes, client: AsyncClient,
-                extra: list[str]) -> dict[str, Any]:
-    leader_id = await wait_healthy(client, len(cluster.members), READY_TIMEOUT)
+async def trial(cluster: Launcher, client: AsyncClient) -> dict[str, Any]:
+    leader_id = await wait_healthy(client, len(cluster.nodes), READY_TIMEOUT)
     await client.append(SESSION, b"before", deadline=APPEND_DEADLINE)  # client knows the leader
-    member = next(m for m in cluster.members if m.name == leader_id)
-    assert member.process is not None
     load = load_average()
     killed_at = time.monotonic()
-    member.process.kill()
+    cluster.signal(leader_id, signal.SIGKILL)
     attempts = 0
     for _ in range(10**6):  # bounded by APPEND_DEADLINE per append as well
         attempts += 1
@@ -79,20 +77,20 @@ async def trial(cluster: LocalBenchCluster, processes: Processes, client: AsyncC
                 raise CliError(f"no append succeeded within {APPEND_DEADLINE:g} s: {error}",
                                code=1) from None
     seconds = time.monotonic() - killed_at
-    member.process.wait(timeout=10)
-    processes.adopt(cluster.start_member(member, extra))
-    new_leader = await wait_healthy(client, len(cluster.members), READY_TIMEOUT)
+    cluster.kill([leader_id], timeout=10)  # reaps it
+    cluster.start([leader_id])
+    new_leader = await wait_healthy(client, len(cluster.nodes), READY_TIMEOUT)
     return {"killed": leader_id, "new_leader": new_leader, "seconds": round(seconds, 3),
             "sdk_calls": attempts, "load": load}
 
 
-async def run_trials(cluster: LocalBenchCluster, processes: Processes, trials: int,
-                     extra: list[str], retry: RetryPolicy) -> list[dict[str, Any]]:
+async def run_trials(cluster: Launcher, trials: int, retry: RetryPolicy
+                     ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     async with AsyncClient(cluster.client_addrs, deadline=APPEND_DEADLINE, seed=1,
                            retry=retry) as client:
         for number in range(trials):
-            result = await trial(cluster, processes, client, extra)
+            result = await trial(cluster, client)
             log(f"trial {number + 1}: {result['killed']} killed, {result['new_leader']} leads, "
                 f"first append after {result['seconds']:.3f} s (load {result['load']})")
             results.append(result)
@@ -111,11 +109,12 @@ def run(trials: int, extra: list[str], data_root: Path | None,
         retry: RetryPolicy | None = None) -> dict[str, Any]:
     retry = retry or RetryPolicy()
     load_start = load_average()
-    with local_cluster("quorumlog-failover-", data_root, extra) as (cluster, processes):
-        results = asyncio.run(run_trials(cluster, processes, trials, extra, retry))
+    with local_cluster("quorumlog-failover-", data_root, extra) as cluster:
+        results = asyncio.run(run_trials(cluster, trials, retry))
     return {"trials": results, **summarize(results), "node_args": extra,
             "client_max_backoff_s": retry.max_backoff,
-            "load_start": load_start, "load_end": load_average(), "pids": processes.pids}
+            "load_start": load_start, "load_end": load_average(),
+            "pids": cluster.started_pids}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

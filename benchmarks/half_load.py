@@ -50,11 +50,11 @@ async def measure(addresses: list[str], metrics: list[str], duration: float,
 
 def run(duration: float, warmup: float, data_root: Path | None) -> dict[str, Any]:
     load_start = load_average()
-    with local_cluster("quorumlog-half-load-", data_root) as (cluster, processes):
+    with local_cluster("quorumlog-half-load-", data_root) as cluster:
         rows = asyncio.run(measure(cluster.client_addrs, cluster.metrics_addrs, duration,
                                    warmup))
     return {"size": SIZE, "workloads": rows, "load_start": load_start,
-            "load_end": load_average(), "pids": processes.pids}
+            "load_end": load_average(), "pids": cluster.started_pids}
 
 
 def human(report: dict[str, Any]) -> str:

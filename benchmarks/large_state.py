@@ -20,19 +20,17 @@ import asyncio
 import contextlib
 import json
 import random
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import Processes, load_average, local_cluster, report_of
+from benchmarks.processes import load_average, local_cluster, report_of
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli.bench import LocalBenchCluster
-from quorumlog.client.cli.cluster import LocalNode
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.process.launcher import Launcher, LocalNode
 
 READY_TIMEOUT = 120.0
 SIZE = 100
@@ -55,15 +53,21 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def node_rss(cluster: LocalBenchCluster) -> dict[str, float | None]:
-    return {m.name: rss_mb(m.process.pid) if m.process else None for m in cluster.members}
+def node_rss(cluster: Launcher) -> dict[str, float | None]:
+    pids = cluster.pids()
+    return {name: rss_mb(pids[name]) if name in pids else None for name in cluster.nodes}
+
+
+def data_root(cluster: Launcher) -> Path:
+    """The directory holding every node's data directory (and so its log)."""
+    return next(iter(cluster.nodes.values())).data_dir.parent
 
 
 def du_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 1)
 
 
-async def load(client: AsyncClient, cluster: LocalBenchCluster, total: int, *, batch: int,
+async def load(client: AsyncClient, cluster: Launcher, total: int, *, batch: int,
                concurrency: int, time_limit: float) -> dict[str, Any]:
     rng = random.Random(1)
     payloads = [rng.randbytes(SIZE) for _ in range(batch)]
@@ -125,29 +129,29 @@ async def serving(client: AsyncClient, member: LocalNode, commit: int, timeout: 
         await asyncio.sleep(0.01)  # polling interval of a deadline-bounded wait
 
 
-async def restart_follower(client: AsyncClient, cluster: LocalBenchCluster,
-                           processes: Processes, kill: bool) -> dict[str, Any]:
+async def restart_follower(client: AsyncClient, cluster: Launcher, kill: bool
+                           ) -> dict[str, Any]:
     status = await client.cluster_status(deadline=5.0)
     leader = status.leader
     if leader is None or leader.status is None:
         raise CliError("no leader before the restart", code=1)
-    member = next(m for m in cluster.members if m.name != leader.status.id)
-    assert member.process is not None
-    rss_before = rss_mb(member.process.pid)
+    member = next(node for name, node in cluster.nodes.items() if name != leader.status.id)
+    pid = cluster.pid(member.name)
+    assert pid is not None
+    rss_before = rss_mb(pid)
     if kill:
-        member.process.kill()
+        cluster.kill([member.name], timeout=30)
     else:
-        member.process.send_signal(signal.SIGTERM)
-    member.process.wait(timeout=30)
+        cluster.stop([member.name], timeout=30)
     commit = (await client.node_status(leader.address, deadline=5.0)).commit_index
     started, wall = time.monotonic(), time.time()
-    processes.adopt(cluster.start_member(member, []))
+    cluster.start([member.name])
     await serving(client, member, commit, READY_TIMEOUT)
     seconds = time.monotonic() - started
-    assert member.process is not None
+    pid = cluster.pid(member.name)
     return {"node": member.name, "how": "kill -9" if kill else "SIGTERM",
             "restart_to_serving_s": round(seconds, 3), "rss_before_mb": rss_before,
-            "rss_after_mb": rss_mb(member.process.pid), "load": load_average(),
+            "rss_after_mb": rss_mb(pid) if pid is not None else None, "load": load_average(),
             "phases": startup_phases(member, wall)}
 
 
@@ -157,7 +161,7 @@ def startup_phases(member: LocalNode, since: float) -> dict[str, float | None]:
     phases: dict[str, float | None] = {"first_log_s": None, "serving_s": None,
                                         "follows_s": None, "leader_s": None}
     with contextlib.suppress(OSError):
-        for line in (member.data_dir / "node.log").read_text(errors="replace").splitlines():
+        for line in member.log_path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
                 at, message = float(record["ts"]) - since, str(record.get("msg", ""))
@@ -173,45 +177,42 @@ def startup_phases(member: LocalNode, since: float) -> dict[str, float | None]:
     return phases
 
 
-async def restart_cluster(addresses: list[str], cluster: LocalBenchCluster,
-                          processes: Processes) -> dict[str, Any]:
+async def restart_cluster(addresses: list[str], cluster: Launcher) -> dict[str, Any]:
     cluster.stop()  # SIGTERM all, clean shutdown
     started, wall = time.monotonic(), time.time()
-    for member in cluster.members:
-        processes.adopt(cluster.start_member(member, []))
+    cluster.start()
     async with AsyncClient(addresses, deadline=READY_TIMEOUT) as client:
         await client.append("large-after-restart", b"x")
         seconds = time.monotonic() - started
         read = await client.read("large-0", from_offset=0, limit=10)
     return {"restart_to_first_append_s": round(seconds, 3), "rss_mb": node_rss(cluster),
             "first_read_ok": len(read.records) == 10, "load": load_average(),
-            "phases": {m.name: startup_phases(m, wall) for m in cluster.members}}
+            "phases": {name: startup_phases(node, wall) for name, node in cluster.nodes.items()}}
 
 
-async def measure(cluster: LocalBenchCluster, processes: Processes, args: argparse.Namespace
-                  ) -> dict[str, Any]:
+async def measure(cluster: Launcher, args: argparse.Namespace) -> dict[str, Any]:
     async with AsyncClient(cluster.client_addrs, deadline=60.0) as client:
         loaded = await load(client, cluster, args.messages, batch=args.batch,
                             concurrency=args.concurrency, time_limit=args.time_limit)
         log(f"loaded {loaded['messages']:,} messages in {loaded['seconds']} s")
         rss_loaded = node_rss(cluster)
-        follower_term = await restart_follower(client, cluster, processes, kill=False)
+        follower_term = await restart_follower(client, cluster, kill=False)
         log(f"follower restart (SIGTERM): {follower_term}")
-        follower_kill = await restart_follower(client, cluster, processes, kill=True)
+        follower_kill = await restart_follower(client, cluster, kill=True)
         log(f"follower restart (kill -9): {follower_kill}")
-    whole = await restart_cluster(cluster.client_addrs, cluster, processes)
+    whole = await restart_cluster(cluster.client_addrs, cluster)
     log(f"cluster restart: {whole}")
     return {"load": loaded, "rss_after_load_mb": rss_loaded,
             "follower_restart": [follower_term, follower_kill], "cluster_restart": whole,
-            "data_mb": du_mb(cluster.root)}
+            "data_mb": du_mb(data_root(cluster))}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = load_average()
-    with local_cluster("quorumlog-large-", args.data_root) as (cluster, processes):
-        report = asyncio.run(measure(cluster, processes, args))
+    with local_cluster("quorumlog-large-", args.data_root) as cluster:
+        report = asyncio.run(measure(cluster, args))
     return {**report, "load_start": load_start, "load_end": load_average(),
-            "pids": processes.pids}
+            "pids": cluster.started_pids}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,12 @@
 """Child processes of a benchmark run, and the machine's load next to every figure.
 
-Owns: starting processes whose pids are remembered and stopping every one of them (SIGTERM,
-then SIGKILL after a timeout, then reaping; ``quorumlog.client.cli.bench.stop_processes``) on
-normal exit, exception, Ctrl-C or SIGTERM; the load average. Must never: stop a process it did
-not start, or return from ``stop_all`` while a child it started is still running.
+Owns: the benchmarks' 3-node quorumlog cluster (``local_cluster``: ``quorumlog bench``'s local
+cluster through the launcher, ``quorumlog.node.process.launcher``, with its data in a new
+directory that is deleted afterwards); a registry of the other servers a benchmark starts
+(etcd) that stops every one of them (SIGTERM, then SIGKILL after a timeout, then reaping;
+``quorumlog.node.process.supervisor.stop_processes``) on normal exit, exception, Ctrl-C or
+SIGTERM; the load average and CPU time. Must never: stop a process it did not start, or
+return from ``stop_all`` while a child it started is still running.
 """
 
 from __future__ import annotations
@@ -21,12 +24,10 @@ from types import TracebackType
 from typing import Any
 
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli.bench import (
-    LocalBenchCluster,
-    plan_local,
-    sigterm_as_interrupt,
-    stop_processes,
-)
+from quorumlog.client.cli.bench import local_cluster as bench_cluster
+from quorumlog.client.cli.bench import sigterm_as_interrupt
+from quorumlog.node.process.launcher import Launcher
+from quorumlog.node.process.supervisor import spawn, stop_processes
 
 
 class Processes:
@@ -36,19 +37,9 @@ class Processes:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, command: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                list(command), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        process = spawn(command, log_path, {**os.environ, "PYTHONUNBUFFERED": "1"})
         self.started.append(process)
         return process
-
-    def adopt(self, process: subprocess.Popen[bytes] | None) -> None:
-        """Track a process started elsewhere (quorumlog's local cluster helpers)."""
-        if process is not None and process not in self.started:
-            self.started.append(process)
 
     @property
     def pids(self) -> list[int]:
@@ -96,21 +87,14 @@ READY_TIMEOUT = 60.0
 
 @contextlib.contextmanager
 def local_cluster(prefix: str, data_root: Path | None, extra: Sequence[str] = ()
-                  ) -> Iterator[tuple[LocalBenchCluster, Processes]]:
+                  ) -> Iterator[Launcher]:
     """A 3-node quorumlog cluster with a leader, data in a new directory under ``data_root``;
-    on exit every process started meanwhile (``Processes``) is stopped and the data deleted."""
+    on exit every node it ever started is stopped and the data deleted."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir=data_root))
-    cluster = plan_local(3, root)
-    processes = Processes()
     try:
-        cluster.start(list(extra))
-        for member in cluster.members:
-            processes.adopt(member.process)
-        cluster.wait_leader(READY_TIMEOUT)
-        yield cluster, processes
+        with bench_cluster(3, root, extra, ready_timeout=READY_TIMEOUT) as (cluster, _):
+            yield cluster
     finally:
-        processes.stop_all()
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,15 +1,18 @@
 """Real node processes on loopback for integration tests.
 
-Owns: picking free ports, starting ``quorumlog node`` subprocesses with their own data
-directories and logs, waiting (with deadlines) for a leader, kill -9 / SIGSTOP / restart /
-wipe of single nodes, and stopping every process it started. Must never: leave a process
-behind or wait with a bare sleep for something to happen (it polls a condition).
+Owns: the tests' view of a local cluster (``LocalCluster``: nodes n1..nN on free ports, data
+in ROOT/n<i>, logs in ROOT/n<i>.log, each node with its own extra flags, added members in
+the ``--peers`` of every later start) on the launcher every local cluster uses
+(``quorumlog.node.process.launcher``: processes, kill -9 / SIGSTOP / restart, readiness, clean
+stop); wiping a node's data; status probes (plaintext, or TLS via ``security``);
+deadline-bounded waits for a leader; printing the logs when a test fails.
+Must never: leave a process behind or wait with a bare sleep for something to happen (it
+polls a condition).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -21,14 +24,18 @@ from typing import TypeVar
 
 import grpc
 
-from quorumlog.client.cli.cluster import LocalNode, free_ports, node_command
 from quorumlog.client.tls import ClientSecurity, sync_channel
-from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
+from quorumlog.node.process.launcher import Launcher, LocalNode, free_ports, node_command, plan
+from quorumlog.proto import quorumlog_pb2
 
-__all__ = ["LocalCluster", "NodeProcess", "free_ports", "running", "running_cluster", "wait_until"]
+__all__ = ["LocalCluster", "NodeProcess", "free_ports", "running", "running_cluster",
+           "wait_until"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound="LocalCluster")
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0  # seconds a node gets after SIGTERM before SIGKILL
 
 
 def wait_until(
@@ -51,17 +58,24 @@ def wait_until(
 
 @dataclass
 class NodeProcess:
+    """A test's handle on one node: its place (from the launcher's plan), its own extra flags
+    (read at every start) and its process."""
+
     name: str
     client_addr: str
     peer_addr: str
     data_dir: Path
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: list[str] = field(default_factory=list)
+    extra_args: list[str]
+    launcher: Launcher = field(repr=False)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.launcher.process(self.name)
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.launcher.alive(self.name)
 
 
 class LocalCluster:
@@ -73,62 +87,57 @@ class LocalCluster:
     ) -> None:
         self.root = root
         self.security: ClientSecurity | None = None  # how status probes connect (TLS)
-        ports = free_ports(2 * size)
-        self.nodes = {
-            f"n{i}": NodeProcess(
-                f"n{i}",
-                f"127.0.0.1:{ports[2 * (i - 1)]}",
-                f"127.0.0.1:{ports[2 * (i - 1) + 1]}",
-                root / f"n{i}",
-                root / f"n{i}.log",
-                extra_args=list(extra_args or []),
-            )
-            for i in range(1, size + 1)
-        }
+        self.launcher = Launcher([], command=self._command, channel=self._channel,
+                                 stop_timeout=STOP_TIMEOUT)
+        self.nodes: dict[str, NodeProcess] = {}
+        for node in plan(size, root, log_dir=root):
+            self._add(node, extra_args)
+
+    def _add(self, node: LocalNode, extra_args: list[str] | None) -> NodeProcess:
+        self.nodes[node.name] = NodeProcess(
+            node.name, node.client_addr, node.peer_addr, node.data_dir, node.log_path,
+            list(extra_args or []), self.launcher)
+        self.launcher.add(node)
+        return self.nodes[node.name]
+
+    def _command(self, node: LocalNode) -> list[str]:
+        members = list(self.launcher.nodes.values())
+        return node_command(node, members, self.nodes[node.name].extra_args)
+
+    def _channel(self, address: str) -> grpc.Channel:
+        return sync_channel(address, self.security)
 
     def add_member(self, name: str, extra_args: list[str] | None = None) -> NodeProcess:
         """A new node entry with its own free ports, not started (e.g. one to ``--join``)."""
         client_port, peer_port = free_ports(2)
-        node = NodeProcess(
-            name, f"127.0.0.1:{client_port}", f"127.0.0.1:{peer_port}", self.root / name,
-            self.root / f"{name}.log", extra_args=list(extra_args or []),
-        )
-        self.nodes[name] = node
-        return node
+        return self._add(LocalNode(name, f"127.0.0.1:{client_port}", f"127.0.0.1:{peer_port}",
+                                   self.root / name, self.root / f"{name}.log"), extra_args)
 
     @property
     def addresses(self) -> list[str]:
-        return [node.client_addr for node in self.nodes.values()]
+        return self.launcher.client_addrs
 
     def command(self, node: NodeProcess) -> list[str]:
-        """Exactly the command ``quorumlog cluster up`` runs for a node (shared code)."""
-        members = [
-            LocalNode(n.name, n.client_addr, n.peer_addr, n.data_dir) for n in self.nodes.values()
-        ]
-        local = LocalNode(node.name, node.client_addr, node.peer_addr, node.data_dir)
-        return node_command(local, members, node.extra_args)
+        """Exactly the command a node is started with (the launcher's, as in cluster up)."""
+        return self.launcher.command_of(node.name)
 
     def start(self, name: str | None = None) -> None:
-        targets = [self.nodes[name]] if name else list(self.nodes.values())
-        for node in targets:
-            if node.alive:
-                continue
-            log = open(node.log_path, "ab")  # noqa: SIM115 -- owned by the child
-            node.process = subprocess.Popen(
-                self.command(node), stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            log.close()
+        self.launcher.start([name] if name else None)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        node = self.nodes[name]
-        if node.process is not None and node.process.poll() is None:
-            node.process.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                node.process.wait(timeout=30)
+        """``sig`` to a running node; after SIGKILL or SIGTERM, wait (30 s) for its exit."""
+        if sig == signal.SIGKILL:
+            self.launcher.kill([name], timeout=30)
+            return
+        process = self.launcher.process(name)
+        if process is None or not self.launcher.alive(name):
+            return
+        self.launcher.signal(name, sig)
+        if sig == signal.SIGTERM:
+            process.wait(timeout=30)  # a clean stop that hangs fails the test
 
     def resume(self, name: str) -> None:
-        self.kill(name, signal.SIGCONT)
+        self.launcher.resume(name)
 
     def wipe(self, name: str) -> None:
         node = self.nodes[name]
@@ -136,48 +145,27 @@ class LocalCluster:
         shutil.rmtree(node.data_dir, ignore_errors=True)
 
     def stop(self) -> None:
-        for node in self.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    node.process.send_signal(signal.SIGCONT)
-                    node.process.terminate()
-        for node in self.nodes.values():
-            if node.process is not None:
-                try:
-                    node.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
+        self.launcher.stop_all()
 
     def status(self, name: str, timeout: float = 1.0) -> quorumlog_pb2.NodeStatus:
-        with sync_channel(self.nodes[name].client_addr, self.security) as channel:
-            stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
-            status: quorumlog_pb2.NodeStatus = stub.ClusterStatus(
-                quorumlog_pb2.ClusterStatusRequest(), timeout=timeout
-            )
-            return status
+        return self.launcher.status(name, timeout)
 
     def leader(self, exclude: tuple[str, ...] = ()) -> str | None:
         """The name of a live node that reports itself leader, or None."""
-        for name, node in self.nodes.items():
-            if name in exclude or not node.alive:
-                continue
-            try:
-                status = self.status(name)
-            except grpc.RpcError:
-                continue
-            if status.role == "leader":
-                return name
-        return None
+        return self.launcher.leader([name for name in self.nodes if name not in exclude])
 
-    def wait_leader(self, timeout: float = 30.0, exclude: tuple[str, ...] = ()) -> str:
+    def wait_leader(self, timeout: float = READY_TIMEOUT, exclude: tuple[str, ...] = ()) -> str:
         return wait_until(lambda: self.leader(exclude), timeout, "a leader")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
+        """A leader every running node knows (a node exiting first fails at once)."""
+        return self.launcher.wait_ready(timeout, interval=0.05)
 
     def logs(self) -> str:
         parts = []
         for node in self.nodes.values():
             if node.log_path.exists():
-                tail = node.log_path.read_text(errors="replace").splitlines()[-40:]
+                tail = self.launcher.log_tail(node.name, 40)
                 parts.append(f"--- {node.name} ---\n" + "\n".join(tail))
         return "\n".join(parts)
 
@@ -190,10 +178,11 @@ def running_cluster(
 
 @contextlib.contextmanager
 def running(cluster: C) -> Iterator[C]:
-    """``cluster`` started, with a leader; its logs printed on failure; stopped after."""
+    """``cluster`` started, with a leader every node knows; its logs printed on failure;
+    stopped after."""
     try:
         cluster.start()
-        cluster.wait_leader()
+        cluster.wait_ready()
         yield cluster
     except BaseException:
         print(cluster.logs())

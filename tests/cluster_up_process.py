@@ -1,10 +1,10 @@
 """``quorumlog cluster up`` as a subprocess for tests of the launcher and its supervision.
 
-Owns: picking a free base port for ``cluster up``'s layout (base..base+N-1 for clients,
-base+100.. for peers), starting the launcher (any command line) in its own process group,
-reading its stdout line by line with arrival times, parsing its node lines
-(``n1: client ADDR peer ADDR pid PID log PATH``), deadline-bounded waits for lines and
-conditions, and killing the whole process group (launcher and nodes) in a ``finally``.
+Owns: starting ``cluster up`` (any command line) in its own process group (a free base port
+for its layout, base..base+N-1 for clients and base+100.. for peers, is the launcher's
+``free_base_port``), reading its stdout line by line with arrival times, parsing its node
+lines (``n1: client ADDR peer ADDR pid PID log PATH``), deadline-bounded waits for lines and
+conditions, and killing the whole process group (cluster up and its nodes) in a ``finally``.
 Must never: wait with a bare sleep for something to happen, or leave a process behind.
 """
 
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,38 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from quorumlog.node.process.launcher import free_base_port
+
+__all__ = ["ClusterUp", "GroupProcess", "addresses", "cluster_up", "free_base_port", "pid_gone",
+           "wait_for"]
+
 NODE_LINE = re.compile(
     r"^(?P<name>n\d+): client (?P<client>\S+) peer (?P<peer>\S+) pid (?P<pid>\d+) "
     r"log (?P<log>.+)$"
 )
-
-
-def ports_free(ports: Sequence[int]) -> bool:
-    sockets: list[socket.socket] = []
-    try:
-        for port in ports:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_base_port(nodes: int = 3) -> int:
-    """A base port whose client and peer ports are all free, below the kernel's ephemeral
-    range (so no outgoing connection of another test can take one of them meanwhile)."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        base = random.randrange(20_000, max(20_001, low - 100 - nodes))
-        if ports_free([base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]):
-            return base
-    raise AssertionError("no free port range for cluster up")
 
 
 def addresses(base: int, nodes: int = 3) -> str:

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import compare_etcd  # noqa: E402
 from benchmarks.processes import Processes  # noqa: E402
-from quorumlog.client.cli.bench import drive, stop_processes  # noqa: E402
+from quorumlog.client.cli.bench import drive  # noqa: E402
+from quorumlog.node.process.supervisor import stop_processes  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from typing import Any
 import pytest
 from cluster_harness import free_ports, wait_until
 
+from quorumlog.node.process.launcher import free_base_port
+
 pytestmark = pytest.mark.cluster
 
 CLI_TIMEOUT = 60.0  # per CLI run; generous for a loaded 2-core machine
@@ -30,32 +31,6 @@ READY_TIMEOUT = 60.0
 STATUS_KEYS = {
     "id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid",
 }
-
-
-def ports_free(ports: list[int]) -> bool:
-    sockets: list[socket.socket] = []
-    try:
-        for port in ports:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_base_port() -> int:
-    """A base port with base..base+2 and base+100..base+102 free (cluster up's layout)."""
-    for _ in range(50):
-        (base,) = free_ports(1)
-        if 1024 <= base <= 65335 and ports_free(
-            [base + i for i in range(3)] + [base + 100 + i for i in range(3)]
-        ):
-            return base
-    raise AssertionError("no free port range for cluster up")
 
 
 def cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 pid, exit status, log) and is restarted with a new pid after ``--restart-delay`` while the
 other nodes keep running untouched; ``--no-restart`` leaves it down while the cluster keeps
 serving; Ctrl-C (SIGINT to the group) or SIGINT to the launcher alone stops every node, the
-restarted ones included. And ``client/cli/supervisor.py`` on its own: exit statuses in words,
+restarted ones included. And ``node/process/supervisor.py`` on its own: exit statuses in words,
 back-off then giving up on a child that keeps failing fast (its sibling untouched), and a
 child that ignores SIGTERM is killed by ``stop_all``."""
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from cluster_up_process import ClusterUp, addresses, cluster_up, free_base_port, pid_gone, wait_for
 
-from quorumlog.client.cli.supervisor import ChildSpec, RestartPolicy, Supervisor, describe_status
+from quorumlog.node.process.supervisor import ChildSpec, RestartPolicy, Supervisor, describe_status
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0

@@ -50,9 +50,10 @@ ALLOWED: dict[str, set[str]] = {
     "chaos.run": {"chaos.toxiproxy", "client", "proto"},
 }
 
-# The local-cluster launcher is the one piece of the CLI the chaos run may use (it starts the
-# node processes it then breaks); ARCHITECTURE.md names it as chaos's third dependency.
-LAUNCHER_MODULES = {"quorumlog.client.cli.cluster", "quorumlog.client.cli.supervisor"}
+# The local-cluster launcher is the one piece of the node package the chaos run may use (it
+# starts the node processes it then breaks); ARCHITECTURE.md names it as chaos's third
+# dependency. It imports only proto and its supervisor, never the node's server code.
+LAUNCHER_MODULES = {"quorumlog.node.process.launcher", "quorumlog.node.process.supervisor"}
 LAUNCHER_USERS = {"chaos.run"}
 
 
@@ -138,3 +139,18 @@ def test_every_folder_with_code_has_a_layer() -> None:
     missing = sorted({path.parent.relative_to(ROOT).as_posix() for path in source_files()
                       if layer_of_file(path) is None})
     assert not missing, f"folders with no layer: {missing}"
+
+
+def test_the_launcher_imports_only_proto_and_itself() -> None:
+    """The chaos run may use the launcher, so the launcher must not bring the node's server
+    (or anything else of ours) along with it."""
+    problems = []
+    for module in sorted(LAUNCHER_MODULES):
+        path = ROOT / (module.removeprefix("quorumlog.").replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, imported in imported_modules(tree):
+            inside = any(imported == launcher or imported.startswith(launcher + ".")
+                         for launcher in LAUNCHER_MODULES)
+            if layer_of_module(imported) not in (None, "proto") and not inside:
+                problems.append(f"{path.relative_to(ROOT)}:{line}: imports {imported}")
+    assert not problems, "\n".join(problems)

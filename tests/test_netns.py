@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 from cluster_harness import wait_until
+
+from quorumlog.node.process.launcher import Launcher, LocalNode
 
 pytestmark = pytest.mark.cluster
 
@@ -49,33 +50,29 @@ def _netns_works() -> None:
 
 
 class Hosts:
+    """The hosts' nodes, started as the unit starts them, through the local-cluster launcher
+    (``ip netns exec <host>`` as its command prefix, the unit's environment only)."""
+
     def __init__(self, bed: Any, logs: Path) -> None:
         self.bed = bed
         self.logs = logs
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.launcher = Launcher([], command=lambda node: bed.unit_command(node.name),
+                                 stop_timeout=20.0)
 
     def start(self, name: str) -> None:
-        command, env = self.bed.node_command(name)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        if name not in self.launcher.nodes:
+            host = self.bed.host_name(name)
+            self.launcher.add(LocalNode(
+                name, f"{host}:7001", f"{host}:7101", self.bed.config_dir / "data" / name,
+                self.logs / f"{name}.log", prefix=tuple(self.bed.exec_prefix(name)),
+                env=self.bed.unit_environment(name)))
+        self.launcher.start([name])
 
     def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        self.launcher.kill([name], timeout=30)
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.launcher.stop_all()
 
     def cli(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items()

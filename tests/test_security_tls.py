@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -29,10 +27,10 @@ from waiting import wait_until
 
 from quorumlog.client import Client, errors
 from quorumlog.client.cli import main
-from quorumlog.client.cli.cluster import free_ports
 from quorumlog.client.sdk import Consistency
 from quorumlog.client.tls import ClientSecurity
 from quorumlog.node.common.config import ConfigError, NodeConfig
+from quorumlog.node.process.launcher import free_base_port
 
 pytestmark = pytest.mark.cluster
 
@@ -143,7 +141,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def test_cluster_up_and_every_client_command_over_tls(tmp_path: Path) -> None:
     directory = tmp_path / "tls"
     assert _run("certs", "init", str(directory), "--clients", "admin,bob").returncode == 0
-    base = _free_block()  # cluster up uses base..base+2 and base+100..base+102
+    base = free_base_port()  # cluster up uses base..base+2 and base+100..base+102
     up = subprocess.Popen(
         [*QUORUMLOG, "cluster", "up", "--nodes", "3", "--data-dir", str(tmp_path / "data"),
          "--base-port", str(base), "--tls-dir", str(directory)],
@@ -212,23 +210,6 @@ def test_cluster_up_and_every_client_command_over_tls(tmp_path: Path) -> None:
             up.wait()
         if up.stdout is not None:
             up.stdout.close()
-
-
-def _free_block() -> int:
-    """A base port with base..base+2 and base+100..base+102 all free."""
-    for candidate in sorted(set(free_ports(8))):
-        if candidate + 102 > 65535:
-            continue
-        ports = (*range(candidate, candidate + 3), *range(candidate + 100, candidate + 103))
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in ports:
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return candidate
-    raise AssertionError("no free block of ports")
 
 
 def test_a_node_joins_and_catches_up_over_tls(tmp_path: Path) -> None:

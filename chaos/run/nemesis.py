@@ -132,10 +132,10 @@ class Nemesis:
 
     async def _heal_all(self) -> None:
         await self._net(self.network.heal)
-        for name, node in self.nodes.nodes.items():
-            if node.paused:
+        for name in self.nodes.names:
+            if self.nodes.paused(name):
                 self.nodes.resume(name)
-            if not node.alive:
+            if not self.nodes.alive(name):
                 self.nodes.start(name)
 
     async def _recover(self, record: FaultRecord) -> None:

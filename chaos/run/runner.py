@@ -44,7 +44,7 @@ from quorumlog.chaos.toxiproxy.client import (
     ToxiproxyServer,
     real_server_binary,
 )
-from quorumlog.client.cli.cluster import free_ports
+from quorumlog.node.process.launcher import plan
 
 NODE_NAMES = ("n1", "n2", "n3")
 # Low snapshot thresholds so a blackholed follower falls behind the leader's compaction
@@ -158,25 +158,24 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
     """Run the whole thing; raises ``RunError`` when the harness cannot even start."""
     _clean_outputs(options.out)
     started = time.monotonic()
-    names = list(NODE_NAMES)
-    count = len(names)
-    ports = free_ports(2 * count)
-    real_client = {name: f"127.0.0.1:{ports[i]}" for i, name in enumerate(names)}
-    real_peer = {name: f"127.0.0.1:{ports[count + i]}" for i, name in enumerate(names)}
+    data = options.out / "data"
+    planned = plan(len(NODE_NAMES), data, log_dir=data)  # n1..n3 on free ports
+    assert tuple(node.name for node in planned) == NODE_NAMES
+    real_client = {node.name: node.client_addr for node in planned}
+    real_peer = {node.name: node.peer_addr for node in planned}
     implementation: Implementation = (
         "toxiproxy-server" if real_server_binary() else "quorumlog")
     extra = ("--seed", str(options.seed)) if implementation == "quorumlog" else ()
     node_args = [*NODE_ARGS, *(CANARY_NODE_ARGS if options.canary else ())]
-    data = options.out / "data"
     with ToxiproxyServer(implementation, extra_args=extra) as server:
         network = ChaosNetwork(server.client(), real_client, real_peer)
         # Each proxy listens on a port the server picks (port 0) and reports back: a port
         # picked here and bound later could be taken meanwhile by any connection's local end.
         network.setup()
         nodes = ChaosNodes([
-            ChaosNode(name, real_client[name], real_peer[name], network.routes_for(name),
-                      data / name, data / f"{name}.log") for name in names],
-            node_args, options.seed)
+            ChaosNode(node.name, node.client_addr, node.peer_addr,
+                      network.routes_for(node.name), node.data_dir, node.log_path)
+            for node in planned], node_args, options.seed)
         try:
             nodes.start_all()
             state = asyncio.run(_run_async(options, network, nodes, stream))

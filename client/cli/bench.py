@@ -12,9 +12,10 @@ TTY or ``--progress``); the report (messages/s, MB/s with MB = 10^6 payload byte
 latency percentiles in ms, errors by type) on stdout, or one JSON object with ``--json``; the
 nodes' write-path figures from their Prometheus ``/metrics`` scraped before and after the
 measured interval (entries per fsync and per AppendEntries message, on the leader); with
-``--local N``, starting N nodes on free loopback ports with their own metrics endpoints,
-waiting for a leader, and stopping every node (SIGTERM, then SIGKILL after a timeout) on
-success, error, Ctrl-C or SIGTERM.
+``--local N``, N nodes on free loopback ports with their own metrics endpoints through the
+local-cluster launcher (``quorumlog.node.process.launcher``), a wait until every node knows
+the leader, and every node stopped (SIGTERM, then SIGKILL after a timeout) on success, error,
+Ctrl-C or SIGTERM.
 
 Must never: leave a node process behind, run without a time bound, hold every latency sample
 in memory, or retry on its own (the SDK retries each append until its deadline).
@@ -25,19 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
-import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -46,15 +46,15 @@ from typing import Any
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
-from quorumlog.client.cli.cluster import LocalNode, free_ports, leader_of, node_command
 from quorumlog.client.sdk import AsyncClient
-from quorumlog.client.tls import ClientSecurity
+from quorumlog.client.tls import ClientSecurity, sync_channel
+from quorumlog.node.process import launcher
+from quorumlog.node.process.launcher import Launcher, NodeExited, NoLeader, plan
 
 RESERVOIR_SIZE = 100_000
-STOP_TIMEOUT = 10.0  # seconds a node gets after SIGTERM before SIGKILL
 PROGRESS_INTERVAL = 0.5
 ERROR_PAUSE = 0.01  # after a failed append, so a fast-failing cluster is not spun on
-MAX_LOCAL_NODES = 9
+MAX_LOCAL_NODES = launcher.MAX_NODES
 MAX_SIZE = 4 * 1024 * 1024
 
 
@@ -310,109 +310,40 @@ def node_figures(
 # -- local cluster -----------------------------------------------------------------------------
 
 
-@dataclass
-class LocalBenchCluster:
-    members: list[LocalNode]
-    metrics_addrs: list[str]
-    root: Path
-    temporary: bool
-    pids: list[int] = field(default_factory=list)
-    security: ClientSecurity | None = None  # how leader probes connect (--tls-dir)
-
-    @property
-    def client_addrs(self) -> list[str]:
-        return [member.client_addr for member in self.members]
-
-    def start(self, extra: list[str]) -> None:
-        for member in self.members:
-            self.start_member(member, extra)
-
-    def start_member(self, member: LocalNode, extra: list[str]) -> subprocess.Popen[bytes]:
-        """Start (or restart, on its data) one member; its log is appended to."""
-        metrics_addr = self.metrics_addrs[self.members.index(member)]
-        member.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(member.data_dir / "node.log", "ab") as log:
-            member.process = subprocess.Popen(
-                node_command(member, self.members, ["--metrics-addr", metrics_addr, *extra]),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.pids.append(member.process.pid)
-        return member.process
-
-    def _last_log_line(self, member: LocalNode) -> str:
-        with contextlib.suppress(OSError):
-            lines = (member.data_dir / "node.log").read_text(errors="replace").splitlines()
-            for line in reversed(lines):
-                if line.strip():
-                    return line.strip()[:200]
-        return ""
-
-    def wait_leader(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for member in self.members:
-                process = member.process
-                if process is not None and process.poll() is not None:
-                    last = self._last_log_line(member)
-                    raise CliError(
-                        f"node {member.name} exited with status {process.returncode}"
-                        + (f": {last}" if last else ""),
-                        code=1,
-                    )
-            leader = leader_of(self.members, timeout=0.5, security=self.security)
-            if leader is not None:
-                return leader
-            if time.monotonic() >= deadline:
-                raise CliError(f"no leader elected within {timeout:g} s", code=1)
-            time.sleep(0.1)  # polling interval of the deadline-bounded leader wait
-
-    def dead(self) -> list[str]:
-        return [m.name for m in self.members if m.process is not None
-                and m.process.poll() is not None]
-
-    def stop(self) -> None:
-        """SIGTERM every node, SIGKILL those still running after STOP_TIMEOUT; reap all."""
-        stop_processes([m.process for m in self.members if m.process is not None])
-        if self.temporary:
-            shutil.rmtree(self.root, ignore_errors=True)
+def wait_ready(cluster: Launcher, timeout: float) -> str:
+    """The first leader every node knows; a node exiting first, or no leader within
+    ``timeout``, is one error line (the node's last log line says why it exited)."""
+    try:
+        return cluster.wait_ready(timeout, interval=0.1, probe_timeout=0.5)
+    except NodeExited as exited:
+        last = next((line.strip()[:200] for line in reversed(cluster.log_tail(exited.name, 50))
+                     if line.strip()), "")
+        raise CliError(f"node {exited.name} exited with status {exited.returncode}"
+                       + (f": {last}" if last else ""), code=1) from None
+    except NoLeader:
+        raise CliError(f"no leader elected within {timeout:g} s", code=1) from None
 
 
-def stop_processes(processes: list[subprocess.Popen[bytes]],
-                   timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM each running process, SIGKILL those alive after ``timeout``; reap all."""
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-                process.terminate()
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()
-
-
-def plan_local(nodes: int, data_dir: Path | None) -> LocalBenchCluster:
-    ports = free_ports(3 * nodes)
-    temporary = data_dir is None
-    root = Path(tempfile.mkdtemp(prefix="quorumlog-bench-")) if data_dir is None else data_dir
-    members = [
-        LocalNode(
-            f"n{i}",
-            f"127.0.0.1:{ports[3 * (i - 1)]}",
-            f"127.0.0.1:{ports[3 * (i - 1) + 1]}",
-            root / f"n{i}",
-        )
-        for i in range(1, nodes + 1)
-    ]
-    metrics_addrs = [f"127.0.0.1:{ports[3 * (i - 1) + 2]}" for i in range(1, nodes + 1)]
-    return LocalBenchCluster(members, metrics_addrs, root, temporary)
+@contextlib.contextmanager
+def local_cluster(
+    nodes: int, data_dir: Path | None, node_args: Sequence[str], *, ready_timeout: float,
+    security: ClientSecurity | None = None, temp_prefix: str = "quorumlog-bench-",
+) -> Iterator[tuple[Launcher, str]]:
+    """``nodes`` nodes on free loopback ports, each with a metrics endpoint, data under
+    ``data_dir`` (default: a new temporary directory, removed afterwards), started and with a
+    leader: (the launcher, that leader). Every node is stopped on leaving, however it is
+    left (``security``: how the readiness probes connect, for ``--tls-dir``)."""
+    if nodes > MAX_LOCAL_NODES:
+        raise CliError(f"--local must be at most {MAX_LOCAL_NODES}, got {nodes}")
+    root = Path(tempfile.mkdtemp(prefix=temp_prefix)) if data_dir is None else data_dir
+    try:
+        with Launcher(plan(nodes, root, metrics=True), node_args=node_args,
+                      channel=functools.partial(sync_channel, security=security)) as cluster:
+            cluster.start()
+            yield cluster, wait_ready(cluster, ready_timeout)
+    finally:
+        if data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -670,19 +601,15 @@ def run(args: argparse.Namespace) -> int:
             report = _run_async(addresses, settings, metrics_addrs)
             report.update(target=",".join(addresses), node_pids=[], leader=None)
         else:
-            cluster = plan_local(local_nodes, args.data_dir)
-            try:
-                cluster.security = settings.security
-                tls = ["--tls-dir", str(args.tls_dir)] if args.tls_dir else []
-                cluster.start([*args.node_arg, *tls])
-                leader = cluster.wait_leader(settings.ready_timeout)
+            tls = ["--tls-dir", str(args.tls_dir)] if args.tls_dir else []
+            with local_cluster(local_nodes, args.data_dir, [*args.node_arg, *tls],
+                               ready_timeout=settings.ready_timeout,
+                               security=settings.security) as (cluster, leader):
                 report = _run_async(cluster.client_addrs, settings, cluster.metrics_addrs)
                 dead = cluster.dead()
                 if dead:
                     raise CliError(f"node(s) {', '.join(dead)} exited during the run", code=1)
-            finally:
-                cluster.stop()
-            report.update(target=f"local {local_nodes} nodes", node_pids=cluster.pids,
+            report.update(target=f"local {local_nodes} nodes", node_pids=cluster.started_pids,
                           leader=leader)
     if args.json:
         cli_common.print_json(report)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
 
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
-from quorumlog.client.cli.bench import plan_local
+from quorumlog.client.cli.bench import local_cluster
 from quorumlog.client.sdk import AsyncClient
 from quorumlog.client.tls import ClientSecurity
 
@@ -57,26 +58,21 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster and args.local:
         raise CliError("give --cluster or --local, not both")
     security = cli_common.security_of(args)
-    local = None
-    addresses: list[str] = []
-    if args.cluster:
-        addresses = args.cluster.split(",")
-    else:
-        local = plan_local(cli_common.integer("--local", args.local, minimum=1, default=3), None)
-    try:
-        if local is not None:
-            local.security = security
-            local.start(["--tls-dir", str(args.tls_dir)] if args.tls_dir else [])
-            local.wait_leader(60.0)
+    with contextlib.ExitStack() as stack:
+        if args.cluster:
+            addresses = args.cluster.split(",")
+        else:
+            nodes = cli_common.integer("--local", args.local, minimum=1, default=3)
+            tls = ["--tls-dir", str(args.tls_dir)] if args.tls_dir else []
+            local, _ = stack.enter_context(local_cluster(nodes, None, tls, ready_timeout=60.0,
+                                                         security=security))
             addresses = local.client_addrs
-        report = asyncio.run(asyncio.wait_for(
-            consume(addresses, sessions, messages, batch, size, security=security), timeout
-        ))
-    except TimeoutError:
-        raise CliError(f"bench-consume did not finish within {timeout} s", 1) from None
-    finally:
-        if local is not None:
-            local.stop()
+        try:
+            report = asyncio.run(asyncio.wait_for(
+                consume(addresses, sessions, messages, batch, size, security=security), timeout
+            ))
+        except TimeoutError:
+            raise CliError(f"bench-consume did not finish within {timeout} s", 1) from None
     report["nodes"] = len(addresses)
     if args.json:
         cli_common.print_json(report)

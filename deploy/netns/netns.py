@@ -222,12 +222,25 @@ class Testbed:
         env = TEMPLATE_ENV.read_text().replace("n1", name)
         (self.config_dir / f"{name}.env").write_text(env)
 
-    def node_command(self, name: str) -> tuple[list[str], dict[str, str]]:
-        """``ip netns exec <host> <ExecStart>`` and the unit's environment."""
+    def exec_prefix(self, name: str) -> list[str]:
+        """What runs a command on host ``name``: ``ip netns exec <host>``."""
+        return ["ip", "netns", "exec", self.namespace(name)]
+
+    def unit_command(self, name: str) -> list[str]:
+        """The unit's ``ExecStart`` for node ``name`` (run it behind ``exec_prefix``)."""
         environment = read_environment_file(self.config_dir / f"{name}.env")
-        argv = unit_exec_start(name, environment, self.config_dir)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environment}
-        return ["ip", "netns", "exec", self.namespace(name), *argv], env
+        return unit_exec_start(name, environment, self.config_dir)
+
+    def unit_environment(self, name: str) -> dict[str, str]:
+        """The unit's environment (its ``EnvironmentFile``, plus ``PATH``) and nothing else."""
+        environment = read_environment_file(self.config_dir / f"{name}.env")
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environment}
+
+    def node_command(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """``ip netns exec <host> <ExecStart>`` and the unit's environment. (The tests start
+        nodes from these pieces with the local-cluster launcher,
+        ``quorumlog.node.process.launcher``; this script itself needs no quorumlog.)"""
+        return [*self.exec_prefix(name), *self.unit_command(name)], self.unit_environment(name)
 
     def client_command(self, *argv: str) -> list[str]:
         """A ``quorumlog`` command run from the client namespace."""
