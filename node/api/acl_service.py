@@ -4,36 +4,34 @@ Owns: turning Grant / Revoke / SetEnabled into replicated ``AclCommand`` entries
 before anything is proposed; the caller recorded as ``by``), refusing to enable ACLs when the
 caller would not keep ``manage`` on every session (so no one locks the cluster out by
 accident), and listing the rules from a linearizable read point. Must never: write rules
-except through Raft, or check who may call it (``quorumlog.node.api.guard`` does, from
-``quorumlog.node.api.authz``).
+except through Raft (the node port, ``quorumlog.node.api.node_port``), or check who may call
+it (``quorumlog.node.api.guard`` does, from ``quorumlog.node.api.authz``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
+from quorumlog.node.api import rpc
 from quorumlog.node.api.guard import current_principal
-from quorumlog.node.api.quorumlog_service import QuorumLogService
+from quorumlog.node.api.node_port import NodePort
+from quorumlog.node.api.rpc import Context
 from quorumlog.node.common.limits import InvalidInput
 from quorumlog.node.state import acl
 from quorumlog.proto import acl_pb2, acl_pb2_grpc, commands_pb2
 
-Context = grpc.aio.ServicerContext[Any, Any]
-
 
 class AclService(acl_pb2_grpc.AclServicer):
-    def __init__(self, client_service: QuorumLogService) -> None:
-        self.client_service = client_service
-        self.store = client_service.state_machine.acl
+    def __init__(self, port: NodePort, store: acl.AclStore) -> None:
+        self.port = port
+        self.store = store
 
     async def _change(
         self, context: Context, command: commands_pb2.AclCommand
     ) -> acl_pb2.AclChangeResponse:
         command.by = current_principal.get()
-        index, result = await self.client_service._replicate(
-            context, commands_pb2.Command(acl=command), command.ByteSize() + 16
+        index, result = await rpc.propose(
+            context, self.port, commands_pb2.Command(acl=command), command.ByteSize() + 16
         )
         assert isinstance(result, acl.AclResult)
         return acl_pb2.AclChangeResponse(changed=result.changed, index=index)
@@ -48,7 +46,7 @@ class AclService(acl_pb2_grpc.AclServicer):
         try:
             acl.check_rule(rule)
         except InvalidInput as error:
-            await self.client_service._invalid(context, error)
+            await rpc.abort_invalid(context, error)
         command = commands_pb2.AclCommand()
         getattr(command, kind).CopyFrom(rule)
         return await self._change(context, command)
@@ -80,7 +78,7 @@ class AclService(acl_pb2_grpc.AclServicer):
     async def List(  # noqa: N802 -- gRPC method name
         self, request: acl_pb2.AclListRequest, context: Context
     ) -> acl_pb2.AclListResponse:
-        await self.client_service._linearizable(context)
+        await rpc.linearizable(context, self.port)
         state = self.store.state()
         return acl_pb2.AclListResponse(
             enabled=state.enabled,

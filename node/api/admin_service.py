@@ -4,8 +4,8 @@ Owns: serving AddNode (learner first, promoted once caught up), RemoveNode, Tran
 and Backup on the leader; checking every request against the current configuration before
 anything is proposed (``quorumlog.node.replication.membership`` decides, this maps its refusal to
 the gRPC status); waiting, with the caller's deadline, until a change is applied. Must never:
-touch the Raft core except through ``RaftNode``'s queues and read-only views, or propose a
-change it has not checked.
+reach the Raft driver other than through the node port (``quorumlog.node.api.node_port``), or
+propose a change it has not checked.
 """
 
 from __future__ import annotations
@@ -14,23 +14,21 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
-from quorumlog.node.api.quorumlog_service import QuorumLogService
+from quorumlog.node.api import rpc
+from quorumlog.node.api.node_port import NodeError, NodePort
+from quorumlog.node.api.rpc import Context
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.membership import MembershipError
-from quorumlog.node.replication.raft_node import NotLeader, RaftNode
-from quorumlog.node.replication.transport import PeerTransport
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.backup_file import BackupHeader, backup_chunks
 from quorumlog.proto import admin_pb2, admin_pb2_grpc, commands_pb2
-from quorumlog.raft.errors import ConfChangeRefused
 from quorumlog.raft.types import ConfChange, ConfChangeType, NodeId, StateRole
 
-Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 60.0  # seconds, when the caller sets no deadline (a catch-up takes a while)
@@ -39,44 +37,39 @@ DEFAULT_TIMEOUT = 60.0  # seconds, when the caller sets no deadline (a catch-up 
 CAUGHT_UP_LAG = 64
 
 
-def _remaining(context: Context) -> float:
-    remaining: float | None = context.time_remaining()
-    return DEFAULT_TIMEOUT if remaining is None else max(0.0, float(remaining))
-
-
 def _give_up_at(context: Context) -> float:
     """When to stop waiting (monotonic): a little before the caller's deadline, so the
     caller receives our precise answer rather than its own DEADLINE_EXCEEDED."""
-    remaining = _remaining(context)
+    remaining = rpc.remaining(context, DEFAULT_TIMEOUT)
     return time.monotonic() + remaining - min(1.0, remaining / 10)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, client_service: QuorumLogService) -> None:
-        # The client service's node, state and peers; its leader hint and read point.
-        self.client_service = client_service
-        self.node: RaftNode = client_service.node
-        self.state_machine: SessionStateMachine = client_service.state_machine
-        self.transport: PeerTransport = client_service.transport
-        self.config: NodeConfig = client_service.config
+    def __init__(
+        self, port: NodePort, state_machine: SessionStateMachine, config: NodeConfig
+    ) -> None:
+        self.port = port
+        self.state_machine = state_machine
+        self.config = config
 
     # -- helpers -------------------------------------------------------------------------
     async def _leader_only(self, context: Context) -> None:
-        if self.node.role != StateRole.LEADER:
-            await self.client_service._not_leader(context, "operations are served by the leader")
+        if not self.port.is_leader:
+            await rpc.abort_not_leader(context, self.port, "operations are served by the leader")
 
     async def _checked(self, context: Context, check: Callable[[], T]) -> T:
         """``check()``'s answer, or abort with its refusal's precise status."""
         try:
             return check()
         except MembershipError as error:
-            await self.client_service._invalid(context, error)
+            await rpc.abort_invalid(context, error)
 
     def _records(self) -> dict[NodeId, commands_pb2.MemberAddress]:
         """The member records, with client addresses learned at run time filled in."""
         records = self.state_machine.members()
+        peers = self.port.peers
         for node_id, record in records.items():
-            info = self.transport.peers.get(node_id)
+            info = peers.get(node_id)
             if not record.client_address and info is not None:
                 record.client_address = info.client_address
         return records
@@ -88,27 +81,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         while not done():
             if time.monotonic() >= end:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, what)
-            await asyncio.sleep(self.node.tick_seconds)  # re-check once per Raft tick
+            await asyncio.sleep(self.port.tick_seconds)  # re-check once per Raft tick
 
     async def _change(
         self, context: Context, change: ConfChange, applied: Callable[[], bool]
     ) -> int:
         """Propose ``change`` and wait until it is applied here; returns its index."""
         try:
-            term, index = await asyncio.wait_for(
-                self.node.propose_conf_change(change), _remaining(context)
+            term, index = await self.port.change_membership(
+                change, rpc.deadline(context, DEFAULT_TIMEOUT)
             )
-            await asyncio.wait_for(self.node.wait_applied(index), _remaining(context))
-        except NotLeader as error:
-            await self.client_service._not_leader(context, str(error))
-        except ConfChangeRefused as error:  # e.g. another change still in progress
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{change.type.name} n{change.node_id} not applied before the deadline; "
-                "check `quorumlog status` before retrying",
-            )
+        except NodeError as error:  # not the leader, another change in progress, deadline
+            await rpc.abort_node_error(context, error)
         if not applied():
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -122,8 +106,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.AddNodeRequest, context: Context
     ) -> admin_pb2.AddNodeResponse:
         await self._leader_only(context)
+        port = self.port
         new = await self._checked(context, lambda: membership.check_add(
-            self.node.raw.raft.conf_state(), self._records(), request.id,
+            port.configuration(), self._records(), request.id,
             request.peer_address, request.client_address,
         ))
         node_id = raft_id(request.id)
@@ -137,17 +122,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             learner_index = await self._change(
                 context,
                 ConfChange(ConfChangeType.ADD_LEARNER, node_id, context_bytes),
-                lambda: node_id in self.node.raw.raft.learners,
+                lambda: node_id in port.configuration().learners,
             )
 
         def caught_up() -> bool:
-            progress = self.node.raw.raft.prs.get(node_id)
-            if progress is None or self.node.role != StateRole.LEADER:
+            status = port.status()
+            follower = status.follower(node_id)  # the leader's view; none on a follower
+            if follower is None or status.role != StateRole.LEADER:
                 return True  # removed meanwhile, or leadership lost: the promotion says so
-            return (
-                progress.match >= learner_index
-                and self.node.raw.raft.log.last_index() - progress.match <= CAUGHT_UP_LAG
-            )
+            return follower.match_index >= learner_index and follower.lag <= CAUGHT_UP_LAG
 
         await self._poll(
             context, caught_up, end,
@@ -158,7 +141,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         voter_index = await self._change(
             context,
             ConfChange(ConfChangeType.ADD_NODE, node_id),
-            lambda: node_id in self.node.raw.raft.voters,
+            lambda: node_id in port.configuration().voters,
         )
         return admin_pb2.AddNodeResponse(
             id=request.id,
@@ -171,13 +154,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.RemoveNodeRequest, context: Context
     ) -> admin_pb2.RemoveNodeResponse:
         await self._leader_only(context)
+        port = self.port
         node_id = await self._checked(context, lambda: membership.check_remove(
-            self.node.raw.raft.conf_state(), self._records(), request.id
+            port.configuration(), self._records(), request.id
         ))
         index = await self._change(
             context,
             ConfChange(ConfChangeType.REMOVE_NODE, node_id),
-            lambda: node_id not in self.node.raw.raft.prs,
+            lambda: node_id not in port.configuration().all_ids(),
         )
         return admin_pb2.RemoveNodeResponse(index=index)
 
@@ -185,16 +169,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.TransferLeaderRequest, context: Context
     ) -> admin_pb2.TransferLeaderResponse:
         await self._leader_only(context)
-        raft = self.node.raw.raft
+        port = self.port
         node_id = await self._checked(context, lambda: membership.check_transfer(
-            raft.conf_state(), self._records(), request.id
+            port.configuration(), self._records(), request.id
         ))
         end = _give_up_at(context)
-        election_seconds = self.node.tick_seconds * raft.election_timeout
-        while self.node.leader_id != node_id:
-            if self.node.role == StateRole.LEADER:
+        election_seconds = port.election_seconds
+        while port.leader_id != node_id:
+            if port.is_leader:
                 # Ask (again: the core abandons a transfer after an election timeout).
-                self.node.transfer_leader(node_id)
+                port.transfer_leader(node_id)
             if time.monotonic() >= end:
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -202,21 +186,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                     "unreachable?); check `quorumlog status`",
                 )
             await asyncio.sleep(min(election_seconds, max(0.0, end - time.monotonic())))
-        return admin_pb2.TransferLeaderResponse(leader=request.id, term=raft.term)
+        return admin_pb2.TransferLeaderResponse(leader=request.id, term=port.term)
 
     async def Backup(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.BackupRequest, context: Context
     ) -> AsyncIterator[admin_pb2.BackupChunk]:
         await self._leader_only(context)
         # A linearizable point first: the copy holds every write acknowledged before the call.
-        await self.client_service._linearizable(context)
+        await rpc.linearizable(context, self.port)
         export = self.state_machine.export_state()
         header = BackupHeader(
             applied_index=export.applied_index,
             cluster_id=self.config.cluster_id,
             created_ms=int(time.time() * 1000),
             source=self.config.name,
-            members={info.name: info.peer_address for info in self.transport.peers.values()},
+            members={info.name: info.peer_address for info in self.port.peers.values()},
         )
         digest = hashlib.sha256()
         total = 0

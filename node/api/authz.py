@@ -13,7 +13,7 @@ Names checked per method:
 - a session field: that session (``Append``, ``Read``, ``Subscribe``, ``DescribeSession``,
   ``TrimSession``, ``DeleteSession``);
 - ``AppendBatch`` / ``AppendStream``: each append's session, checked per append before it is
-  proposed (``guard.may_append``, called by the service): a refused append gets its own
+  proposed (``guard.may_append``, on the append path): a refused append gets its own
   PERMISSION_DENIED outcome and the others of the batch go ahead;
 - ``ListSessions``: the listed prefix (listing ``orders/`` needs read on a prefix of it);
 - ``quorumlog.v1.Consumer``: the request's ``session`` when set; else its ``prefix`` field
@@ -42,7 +42,7 @@ def _session(request: Any) -> Sequence[str]:
 
 
 def _each_append(request: Any) -> Sequence[str]:
-    return ()  # checked per append by the service (guard.may_append), not per call
+    return ()  # checked per append on the append path (guard.may_append), not per call
 
 
 def _prefix(request: Any) -> Sequence[str]:

@@ -6,10 +6,11 @@ Owns: validating requests before anything is proposed, turning them into replica
 filling a receive's payloads from the applied state once its entry is applied, long-polling
 receives, the consumer listings (read like ``ListSessions``: ReadIndex on the leader), and
 proposing a sweep (TTL, retention) every ``SWEEP_SECONDS`` on the leader while any session has
-a policy. Leader hints, read points and status mapping are the client service's
-(``QuorumLogService``), reused, never copied. Must never: decide anything at this node's clock
-(the apply does, at the entry's leader time; the clock here only decides when to ask), or
-touch the Raft core other than through ``RaftNode``.
+a policy. Proposals, read points and the applied index come from the node port
+(``quorumlog.node.api.node_port``); leader hints and status mapping from
+``quorumlog.node.api.rpc``, shared with every service. Must never: decide anything at this
+node's clock (the apply does, at the entry's leader time; the clock here only decides when to
+ask), or reach the Raft driver other than through the port.
 """
 
 from __future__ import annotations
@@ -23,23 +24,23 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from quorumlog.node.api import rpc
 from quorumlog.node.api.guard import current_principal
-from quorumlog.node.api.quorumlog_service import Context, QuorumLogService
+from quorumlog.node.api.node_port import NodePort
+from quorumlog.node.api.rpc import Context
 from quorumlog.node.common import limits
 from quorumlog.node.common.limits import InvalidInput
 from quorumlog.node.state import consumer_records
 from quorumlog.node.state.consumer_records import ConsumerResult, Cursor
 from quorumlog.node.state.consumer_state import ConsumerState
-from quorumlog.node.state.state_machine import StateMachineError
+from quorumlog.node.state.state_machine import SessionStateMachine, StateMachineError
 from quorumlog.proto import (
     commands_pb2,
     consumer_commands_pb2,
     consumer_pb2,
     consumer_pb2_grpc,
-    quorumlog_pb2,
 )
 from quorumlog.proto import consumer_commands_pb2 as cc
-from quorumlog.raft.types import StateRole
 
 log = logging.getLogger("quorumlog.consumer")
 
@@ -55,11 +56,16 @@ def _command(**kind: Any) -> commands_pb2.Command:
 
 
 class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
-    def __init__(self, client_service: QuorumLogService) -> None:
-        self.client_service = client_service
-        self.node = client_service.node
-        self.state_machine = client_service.state_machine
-        self.consumers: ConsumerState = client_service.state_machine.consumers
+    def __init__(
+        self,
+        port: NodePort,
+        state_machine: SessionStateMachine,
+        node_limits: limits.Limits = limits.DEFAULT_LIMITS,
+    ) -> None:
+        self.port = port
+        self.state_machine = state_machine
+        self.consumers: ConsumerState = state_machine.consumers
+        self.limits = node_limits
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle (the sweep) ---------------------------------------------------------------
@@ -76,11 +82,10 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         command = _command(sweep=cc.SweepCommand())
         while True:
             await asyncio.sleep(SWEEP_SECONDS)  # a period, not a wait for an event
-            if self.node.role != StateRole.LEADER or not self.consumers.has_policies():
+            if not self.port.is_leader or not self.consumers.has_policies():
                 continue
-            future = self.node.submit(command, 8)
             try:
-                await asyncio.wait_for(future, 10)
+                await self.port.propose(command, 8, time.monotonic() + 10)
             except Exception as error:  # the next period tries again
                 log.debug("sweep not applied: %s", error)
 
@@ -91,27 +96,27 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             for check in checks:
                 check()
         except InvalidInput as error:
-            await self.client_service._invalid(context, error)
+            await rpc.abort_invalid(context, error)
 
     async def _propose(
         self, context: Context, command: commands_pb2.Command, kind: type[R]
     ) -> tuple[int, R]:
         """Replicate ``command``; (its Raft index, its answer of type ``kind``)."""
-        index, result = await self.client_service._replicate(context, command, command.ByteSize())
+        index, result = await rpc.propose(context, self.port, command, command.ByteSize())
         assert isinstance(result, ConsumerResult) and isinstance(result.response, kind)
         return index, result.response
 
     async def _read_session(self, context: Context, session: str) -> None:
         """A linearizable read point, after which ``session`` is known to exist."""
         await self._check(context, self._session_check(session))
-        await self.client_service._read_point(context, quorumlog_pb2.LINEARIZABLE)
+        await rpc.linearizable(context, self.port)
         try:
             self.state_machine.describe(session)
         except StateMachineError as error:
-            await self.client_service._invalid(context, error)
+            await rpc.abort_invalid(context, error)
 
     def _session_check(self, session: str) -> Any:
-        return lambda: limits.check_session_id(session, self.client_service.limits)
+        return lambda: limits.check_session_id(session, self.limits)
 
     # -- RPCs ------------------------------------------------------------------------------------
     async def CreateGroup(  # noqa: N802 -- gRPC method name
@@ -149,15 +154,14 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         while True:
             if request.wait_ms:
                 await self._wait_deliverable(request.session, request.group, end)
-            applied = self.node.applied
+            applied = self.port.applied_index
             index, response = await self._propose(context, command, consumer_pb2.ReceiveResponse)
             if response.messages or loop.time() >= end:
                 break
-            with contextlib.suppress(TimeoutError):  # no busy loop of empty receives
-                await asyncio.wait_for(
-                    self.node.wait_applied(max(applied, index) + 1),
-                    min(POLL_SECONDS, max(0.0, end - loop.time())),
-                )
+            await self.port.wait_applied(  # no busy loop of empty receives
+                max(applied, index) + 1,
+                time.monotonic() + min(POLL_SECONDS, max(0.0, end - loop.time())),
+            )
         response.commit_index = index
         self._fill_payloads(response)
         return response
@@ -168,7 +172,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         session_bytes = session.encode("utf-8")
         group_bytes = group.encode("utf-8")
         while loop.time() < end:
-            applied = self.node.applied
+            applied = self.port.applied_index
             try:
                 info = self.state_machine.describe(session)
             except StateMachineError:
@@ -177,10 +181,9 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             now = max(self.consumers.clock(), int(time.time() * 1000))
             if cursor.deliverable(now, info.first_offset, info.next_offset):
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.node.wait_applied(applied + 1), min(POLL_SECONDS, end - loop.time())
-                )
+            await self.port.wait_applied(
+                applied + 1, time.monotonic() + min(POLL_SECONDS, end - loop.time())
+            )
 
     def _fill_payloads(self, response: consumer_pb2.ReceiveResponse) -> None:
         """Payloads of the delivered offsets from the applied state (read in runs). A message
@@ -201,7 +204,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
                 try:
                     page = self.state_machine.read(
                         response.session, offset, start + run - offset,
-                        self.client_service.limits.max_read_bytes,
+                        self.limits.max_read_bytes,
                     )
                 except StateMachineError:
                     break
@@ -365,7 +368,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             await self._read_session(context, request.session)
             sessions, truncated = [self.state_machine.describe(request.session)], False
         else:
-            await self.client_service._read_point(context, quorumlog_pb2.LINEARIZABLE)
+            await rpc.linearizable(context, self.port)
             limit = min(request.limit or 100, consumer_records.MAX_LIST)
             page = self.state_machine.list_sessions(request.prefix, limit, request.start_after)
             sessions, truncated = page.sessions, page.truncated

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -189,12 +189,17 @@ def wrap(
     return make(behaviour, deserializer, handler.response_serializer)
 
 
-def may_append(acl: AclStore, session: str) -> None:
-    """Raise ``InvalidInput(PERMISSION_DENIED)`` unless the current principal may append to
-    ``session``: the per-append check of AppendBatch / AppendStream, whose other appends go
-    ahead (each append has its own outcome)."""
-    principal = current_principal.get()
-    if not acl.allows(principal, APPEND, session):
+class Rules(Protocol):
+    """The replicated ACL rules: ``AclState`` (one reading), or the ``AclStore`` itself."""
+
+    def allows(self, principal: str, verb: str, name: str) -> bool: ...
+
+
+def may_append(rules: Rules, principal: str, session: str) -> None:
+    """Raise ``InvalidInput(PERMISSION_DENIED)`` unless ``principal`` may append to
+    ``session``: the per-append check of the append path (``quorumlog.node.api.appends``),
+    so one refused append of a batch gets its own outcome and the others go ahead."""
+    if not rules.allows(principal, APPEND, session):
         raise InvalidInput(
             ErrorCode.PERMISSION_DENIED,
             f"principal {principal!r} may not append session {session[:_SHOWN_NAME]!r}",

@@ -42,7 +42,7 @@ class _NodeCollector(Collector):
 
 class _RaftCollector(_NodeCollector):
     def _collect(self, node: RaftNode) -> list[Metric]:
-        raft = node.raw.raft
+        status = node.status()  # one consistent reading; the core itself is never touched
         labels = ["node"]
         values = [self._name]
 
@@ -58,32 +58,30 @@ class _RaftCollector(_NodeCollector):
 
         metrics = node.metrics
         syncs = max(metrics.synced_writes, 1)
-        conf = raft.conf_state()
+        conf = status.conf_state
         lag = GaugeMetricFamily(
             "quorumlog_raft_follower_lag_entries",
             "leader only: entries each follower is behind the leader's last index",
             labels=["node", "follower"],
         )
-        last = raft.log.last_index()
-        if str(raft.role) == "leader":
-            for peer_id, progress in sorted(raft.prs.items()):
-                if peer_id != raft.id:
-                    lag.add_metric([self._name, f"n{peer_id}"], max(0, last - progress.match))
+        last = status.last_index
+        role = str(status.role)
+        for peer_id, progress in sorted(status.progress.items()):  # the leader's only
+            if peer_id != status.id:
+                lag.add_metric([self._name, f"n{peer_id}"], max(0, last - progress.match))
         return [
             lag,
             gauge("quorumlog_raft_voters", "voters in the configuration", len(conf.voters)),
             gauge("quorumlog_raft_learners", "learners in the configuration",
                   len(conf.learners)),
-            gauge("quorumlog_raft_term", "current Raft term", raft.term),
+            gauge("quorumlog_raft_term", "current Raft term", status.term),
             gauge("quorumlog_raft_role", "0 follower, 1 candidate, 2 leader, 3 pre-candidate",
-                  ROLE_VALUES.get(str(raft.role), -1)),
-            gauge("quorumlog_raft_is_leader", "1 on the leader", 1 if str(raft.role) ==
-                  "leader" else 0),
-            gauge("quorumlog_raft_commit_index", "commit index", raft.log.committed),
-            gauge("quorumlog_raft_applied_index", "applied index", raft.log.applied),
-            gauge("quorumlog_raft_last_index", "last log index", raft.log.last_index()),
-            gauge("quorumlog_raft_first_index", "first retained log index",
-                  raft.log.first_index()),
+                  ROLE_VALUES.get(role, -1)),
+            gauge("quorumlog_raft_is_leader", "1 on the leader", 1 if role == "leader" else 0),
+            gauge("quorumlog_raft_commit_index", "commit index", status.commit),
+            gauge("quorumlog_raft_applied_index", "applied index", status.applied),
+            gauge("quorumlog_raft_last_index", "last log index", status.last_index),
+            gauge("quorumlog_raft_first_index", "first retained log index", status.first_index),
             counter("quorumlog_raft_readies", "Ready batches handled", metrics.readies),
             counter("quorumlog_raft_fsyncs", "synced log writes", metrics.synced_writes),
             counter("quorumlog_raft_entries_persisted", "log entries written",

@@ -27,6 +27,7 @@ from quorumlog.node.api import reflection
 from quorumlog.node.api.acl_service import AclService
 from quorumlog.node.api.admin_service import AdminService
 from quorumlog.node.api.consumer_service import ConsumerService
+from quorumlog.node.api.node_port import NodePort
 from quorumlog.node.api.quorumlog_service import QuorumLogService
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
@@ -208,8 +209,10 @@ class NodeServer:
             ],
         )
         request_seconds = self.metrics.request_seconds
+        # The services reach the node only through this port, never through each other.
+        port = NodePort(node, transport, config.name)
         service = QuorumLogService(
-            node, state_machine, transport, config,
+            port, state_machine, config,
             observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
                 seconds
             ),
@@ -218,12 +221,12 @@ class NodeServer:
             service, self.client_server
         )
         admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
-            AdminService(service), self.client_server
+            AdminService(port, state_machine, config), self.client_server
         )
         acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
-            AclService(service), self.client_server
+            AclService(port, state_machine.acl), self.client_server
         )
-        self.consumer_service = ConsumerService(service)
+        self.consumer_service = ConsumerService(port, state_machine)
         consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
             self.consumer_service, self.client_server
         )

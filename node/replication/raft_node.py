@@ -28,9 +28,9 @@ from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
 from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2
-from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole
+from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
 from quorumlog.raft.errors import ConfChangeRefused, ProposalDropped, RaftError
-from quorumlog.raft.types import NONE, ConfChange, EntryType, MessageType, NodeId
+from quorumlog.raft.types import NONE, ConfChange, ConfState, EntryType, MessageType, NodeId
 
 log = logging.getLogger("quorumlog.node")
 
@@ -262,6 +262,30 @@ class RaftNode:
     @property
     def applied(self) -> int:
         return self.raw.raft.log.applied
+
+    # -- read-only views (services and metrics read these, never ``raw``) -------------------
+    def status(self) -> Status:
+        """The core's status, copied: term, role, leader, commit / applied / first / last
+        index, the configuration and, on the leader only, every member's progress."""
+        return self.raw.status()
+
+    def conf_state(self) -> ConfState:
+        """The current configuration (voters and learners), copied."""
+        return self.raw.raft.conf_state()
+
+    @property
+    def term(self) -> int:
+        return self.raw.raft.term
+
+    @property
+    def election_ticks(self) -> int:
+        """Ticks without a leader before a follower campaigns (``Config.election_tick``)."""
+        return self.raw.raft.election_timeout
+
+    @property
+    def snapshot_index(self) -> int:
+        """The index of the latest snapshot (from memory, no RocksDB read)."""
+        return self.storage.snapshot_index()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
