@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.node.storage.raft_store import RocksStorage
 
 ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
 
@@ -126,9 +127,12 @@ class _RocksCollector(_NodeCollector):
 
     def _collect(self, node: RaftNode) -> list[Metric]:
         families: list[Metric] = []
+        storage = node.storage
+        if not isinstance(storage, RocksStorage):
+            return families  # a log store without RocksDB (tests' in-memory store)
         for metric, prop, help_text in ROCKSDB_GAUGES:
             try:
-                value = node.storage.db.property_int_value(prop)
+                value = storage.db.property_int_value(prop)
             except Exception:  # closed while shutting down: report nothing
                 return []
             if value is None:

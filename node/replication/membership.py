@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from quorumlog.node.common.config import ConfigError, parse_address, raft_id, valid_name
 from quorumlog.node.common.limits import ErrorCode, InvalidInput
 from quorumlog.node.replication.transport import PeerInfo
-from quorumlog.node.storage.raft_store import RocksStorage
+from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2, quorumlog_pb2
 from quorumlog.raft import RawNode
 from quorumlog.raft.rawnode import Status
@@ -176,7 +176,7 @@ def follower_progress(
     return rows
 
 
-def replay_conf_changes(raw: RawNode, storage: RocksStorage, after: int, upto: int) -> int:
+def replay_conf_changes(raw: RawNode, storage: LogStore, after: int, upto: int) -> int:
     """Re-apply the membership changes of entries ``after+1 .. upto`` to the Raft core.
 
     The core starts from the snapshot's configuration; entries the state machine had

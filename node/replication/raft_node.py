@@ -1,7 +1,7 @@
 """The one asyncio task that owns a node's Raft core (docs/architecture.md#the-raft-loop).
 
 Owns: the ``RawNode``, the input queues (peer messages, ticks, proposals, reads), the Ready
-loop — persist (one RocksDB write batch, fsynced when ``must_sync``, off the event loop) →
+loop — persist (one atomic ``LogStore`` write, fsynced when ``must_sync``, off the event loop) →
 send → restore/apply → resolve waiting client calls by (term, index) → advance — group commit
 of client commands (everything pending becomes one Raft entry), linearizable read points,
 snapshot-based log compaction and state restore from the leader. Must never: let anything but
@@ -26,7 +26,7 @@ from typing import Any
 
 from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
-from quorumlog.node.storage.raft_store import RocksStorage
+from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
 from quorumlog.raft.errors import ConfChangeRefused, ProposalDropped, RaftError
@@ -111,7 +111,7 @@ class RaftNode:
         self,
         *,
         node_id: NodeId,
-        storage: RocksStorage,
+        storage: LogStore,
         state_machine: StateMachine,
         send: Callable[[list[Message]], None],
         fetch_state: FetchState,
