@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -266,13 +266,25 @@ class InProcessCluster:
             node.state_storage.close()
         node.raft = None
 
-    # -- links ----------------------------------------------------------------------------------
+    # -- links (each switch is in force when the call returns) ---------------------------------
+    async def _switch(self, change: Callable[[], None]) -> None:
+        change()
+
     def partition(self, name: str) -> None:
         """Cut ``name`` off from the others, both ways (it keeps serving its clients)."""
-        self.loop.call_soon_threadsafe(self.network.partition, raft_id(name))
+        self.call(self._switch(lambda: self.network.partition(raft_id(name))))
 
     def heal_all(self) -> None:
-        self.loop.call_soon_threadsafe(self.network.heal_all)
+        self.call(self._switch(self.network.heal_all))
+
+    def pause(self, name: str) -> None:
+        """The peers' view of a paused (SIGSTOP) node: nothing reaches it or comes from it.
+        Unlike a paused process it still answers its own clients."""
+        self.partition(name)
+
+    def resume(self, name: str) -> None:
+        """Undo ``pause``: every link to and from ``name`` works again."""
+        self.call(self._switch(lambda: self.network.heal_node(raft_id(name))))
 
     # -- the LocalCluster surface ---------------------------------------------------------------
     @property

@@ -105,6 +105,13 @@ def test_partition_stop_and_unknown_peers() -> None:
         await _settle()
         assert [message.index for message in ends.received[2]] == [1]
         assert ends.received[3] == []
+        ends.network.cut(1, 2)
+        ends.network.heal_node(3)  # n3's links only: 1 -> 2 stays cut
+        ends.ends[3].send([app(3, 1, 5)])
+        ends.ends[1].send([app(1, 2, 6)])
+        await _settle()
+        assert [message.index for message in ends.received[1]] == [5]
+        assert [message.index for message in ends.received[2]] == [1]
         ends.network.heal_all()
         await ends.ends[2].stop()  # a stopped node receives nothing
         ends.ends[1].send([app(1, 2, 3)])

@@ -6,8 +6,8 @@ Owns: a ``MemoryNetwork`` of nodes in one process and one asyncio loop, each wit
 ``set_peers``, ``peer_address``, ``start`` / ``stop`` — plus ``fetch_state`` (the
 ``RaftNode``'s ``FetchState``: a peer's exported state, as the ``FetchState`` RPC streams it);
 and the switches tests use to break links: ``cut`` / ``heal`` one direction, ``partition`` a
-node from the others, ``heal_all``. Messages travel as on the wire (encoded to the peer
-protocol's batch and decoded on arrival, so the receiver never shares an object with the
+node from the others, ``heal_node``, ``heal_all``. Messages travel as on the wire (encoded to
+the peer protocol's batch and decoded on arrival, so the receiver never shares an object with the
 sender), each on a later turn of the loop and in order per link; a message on a cut link is
 dropped and its sender told the peer is unreachable, as a failed gRPC stream does.
 Must never: block, deliver inline (a node's Ready handling must not re-enter another node), or
@@ -80,6 +80,10 @@ class MemoryNetwork:
             if other != node_id:
                 self.cut(node_id, other)
                 self.cut(other, node_id)
+
+    def heal_node(self, node_id: NodeId) -> None:
+        """Undo every cut to or from ``node_id``."""
+        self._cut = {link for link in self._cut if node_id not in link}
 
     def heal_all(self) -> None:
         self._cut.clear()
