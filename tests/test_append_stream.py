@@ -1,10 +1,11 @@
 """AppendStream: AppendBatch calls on one long-lived stream, answered by id, refusals in-band.
 
-Against real nodes: pipelined requests on one stream are each answered once with their own
-offsets; a follower answers in-band UNAVAILABLE naming the leader and keeps the stream open;
-an invalid batch is refused in-band and changes nothing; the SDK sends every append of a
-sequential producer on ONE stream call. Against the fake cluster (which has no AppendStream,
-like an older server): the SDK falls back to unary AppendBatch and still works.
+Against an in-process cluster (``tests/inprocess_cluster.py``: real RaftNodes and services on
+real gRPC, the Raft log in memory): pipelined requests on one stream are each answered once
+with their own offsets; a follower answers in-band UNAVAILABLE naming the leader and keeps the
+stream open; an invalid batch is refused in-band and changes nothing; the SDK sends every
+append of a sequential producer on ONE stream call. Against the fake cluster (which has no
+AppendStream, like an older server): the SDK falls back to unary AppendBatch and still works.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from cluster_harness import LocalCluster, running_cluster, wait_until
+from cluster_harness import wait_until
+from inprocess_cluster import InProcessCluster, inprocess_cluster
 from quorumlog_fake import FakeCluster
 
 from quorumlog.client.sdk import AsyncClient
 from quorumlog.proto import quorumlog_pb2 as pb
 from quorumlog.proto import quorumlog_pb2_grpc
 
-pytestmark = pytest.mark.cluster
-
 DEADLINE = 30.0  # a loaded two-core machine
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path_factory.mktemp("append-stream")) as running:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessCluster]:
+    with inprocess_cluster(tmp_path_factory.mktemp("append-stream")) as running:
         yield running
 
 
@@ -60,7 +60,7 @@ def _append(session: str, *messages: bytes) -> pb.AppendRequest:
     return pb.AppendRequest(session=session, messages=list(messages))
 
 
-def _read(cluster: LocalCluster, address: str, session: str) -> list[bytes]:
+def _read(cluster: InProcessCluster, address: str, session: str) -> list[bytes]:
     with grpc.insecure_channel(address) as channel:
         stub = quorumlog_pb2_grpc.QuorumLogStub(channel)  # type: ignore[no-untyped-call]
         try:
@@ -73,7 +73,7 @@ def _read(cluster: LocalCluster, address: str, session: str) -> list[bytes]:
 
 
 def test_pipelined_requests_are_each_answered_once_with_their_offsets(
-    cluster: LocalCluster,
+    cluster: InProcessCluster,
 ) -> None:
     leader = cluster.nodes[cluster.wait_leader()]
     call = StreamCall(leader.client_addr)
@@ -94,7 +94,7 @@ def test_pipelined_requests_are_each_answered_once_with_their_offsets(
 
 
 def test_follower_refuses_in_band_with_the_leader_and_keeps_the_stream(
-    cluster: LocalCluster,
+    cluster: InProcessCluster,
 ) -> None:
     def refusals() -> tuple[str, list[pb.AppendStreamResponse]] | None:
         # Retried only while an election makes the follower not know a leader yet.
@@ -121,7 +121,7 @@ def test_follower_refuses_in_band_with_the_leader_and_keeps_the_stream(
     assert _read(cluster, cluster.nodes[leader_name].client_addr, "refused") == []
 
 
-def test_invalid_batches_are_refused_in_band_and_change_nothing(cluster: LocalCluster) -> None:
+def test_invalid_batches_are_refused_in_band_and_change_nothing(cluster: InProcessCluster) -> None:
     leader = cluster.nodes[cluster.wait_leader()]
     call = StreamCall(leader.client_addr)
     call.send(1)  # no appends at all
@@ -138,7 +138,7 @@ def test_invalid_batches_are_refused_in_band_and_change_nothing(cluster: LocalCl
     assert _read(cluster, leader.client_addr, "kept-apart") == [b"good"]
 
 
-def test_sdk_sends_a_sequential_producer_on_one_stream_call(cluster: LocalCluster) -> None:
+def test_sdk_sends_a_sequential_producer_on_one_stream_call(cluster: InProcessCluster) -> None:
     async def run() -> tuple[list[int], int, int]:
         async with AsyncClient(cluster.addresses, deadline=DEADLINE, seed=3) as client:
             offsets = [
