@@ -4,6 +4,7 @@ state machine on a real RocksDB (``quorumlog.node.state.consumer_state``): every
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -420,6 +421,35 @@ def test_results_and_bytes_do_not_depend_on_how_entries_are_grouped(
     finally:
         one.close()
         many.close()
+
+
+# Taken with the consumer state as it was before it was split into one module per concern
+# (issue 18): the ``C/`` bytes are the replicated format.
+PINNED_CONSUMER_STATE = "99f6161923c204d19730565a5884a1e14b1e2e2b644ef6a47ce7470a9e754ad0"
+
+
+def test_the_consumer_bytes_are_pinned(node: Node) -> None:
+    """Every ``C/`` sub-prefix written by a fixed script, then random commands."""
+    node.run(append("t", b"t0", b"t1"))
+    node.ok(consumer(configure=cc.ConfigureSessionCommand(
+        session="t", retention_ms=1_000_000, message_ttl_ms=500_000)))
+    node.run(append("t", b"t2"))
+    lease = node.accept()
+    got = node.receive(n=4, token=lease.token)
+    node.settle([got[0]], token=lease.token, state=cc.StateWrite(expected_version=0, data=b"v"))
+    node.settle([got[1]], action=consumer_pb2.DEAD_LETTER, token=lease.token, reason="poison")
+    node.settle([got[2]], action=consumer_pb2.ABANDON, token=lease.token, delay_ms=100)
+    node.ok(consumer(accept=cc.AcceptCommand(group="g", consumer="b", lease_ms=1_000)))
+    rng = random.Random(7)
+    node.group("h", lock_ms=100, max_deliveries=2)
+    for _ in range(100):
+        node.now += rng.choice([0, 10, 60, 300])
+        node.run(*[_random_command(rng) for _ in range(rng.randint(1, 3))])
+    pairs = [(key, value) for key, value in dump(node.storage) if key.startswith(CONSUMER_PREFIX)]
+    assert {key[:4] for key, _ in pairs} >= {
+        b"C/cl", b"C/po", b"C/sw", b"C/g/", b"C/r/", b"C/c/", b"C/m/", b"C/d/", b"C/x/", b"C/t/"
+    }
+    assert hashlib.sha256(repr(pairs).encode()).hexdigest() == PINNED_CONSUMER_STATE
 
 
 def test_lease_holder_gets_its_lost_deliveries_again_in_order(node: Node) -> None:

@@ -13,7 +13,7 @@ enabled (``quorumlog acl enable``) every call is allowed; once enabled, a call i
 when some rule of its principal (or ``*``) for its verb has a prefix the name starts with
 (the empty prefix covers every name). Deny by default.
 
-Key layout (appended to ``quorumlog.node.state.state_machine``'s table):
+Key layout (``A/`` in the map of ``quorumlog.node.state.keys``):
 
 =====================================  ===============================================
 ``A/on``                               empty; present while ACLs are enforced
@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import rocksdict
 
 from quorumlog.node.common.limits import DEFAULT_LIMITS, ErrorCode, InvalidInput
+from quorumlog.node.state.keys import ACL_PREFIX
 from quorumlog.proto import commands_pb2
 
-ACL_PREFIX = b"A/"
-ENABLED_KEY = b"A/on"
-RULE_PREFIX = b"A/r/"
-BINDING_PREFIX = b"A/b/"
+ENABLED_KEY = ACL_PREFIX + b"on"
+RULE_PREFIX = ACL_PREFIX + b"r/"
+BINDING_PREFIX = ACL_PREFIX + b"b/"
 
 APPEND, READ, CONSUME, MANAGE = "append", "read", "consume", "manage"
 VERBS: tuple[str, ...] = (APPEND, READ, CONSUME, MANAGE)

@@ -1,36 +1,68 @@
-"""Records, keys and the per-apply overlay of the consumer state (``C/`` keys).
+"""Consumer state records: the ``C/`` keys, their encodings, and the replicated limits.
 
-Owns: the encodings of the keys ``quorumlog.node.state.consumer_state`` documents (its module
-docstring has the layout), the limits and defaults that are part of the replicated contract,
-the input checks shared by the consumer service and the apply, :class:`Cursor` (one (session,
-group): cursor, lease, unsettled deliveries) and :class:`ConsumerBatch`, the read-your-writes
-overlay of one apply call. Must never: read a clock or hold anything beyond one apply call.
+Owns: the ``C/`` sub-key table below (the bytes are the on-disk format), the encodings of its
+values (:class:`Cursor`: one (session, group)'s cursor, lease and unsettled deliveries; the
+rest are ``consumer_commands`` protobuf records or raw integers), the limits and defaults that
+are part of the replicated contract, and the input checks shared by the consumer service and
+the apply. Must never: read a clock, touch the database beyond the ordered ``scan`` helper,
+or hold anything beyond one call.
+
+Key layout (``<sid>`` is the ``>H`` length + UTF-8 session id of ``quorumlog.node.state.keys``,
+so one session's keys are one contiguous range per sub-prefix; integers unsigned big-endian):
+
+==============================  ==============================================================
+key                             value
+==============================  ==============================================================
+``C/clock``                     ``>Q`` the latest leader time any consumer command used
+``C/policies``                  ``>Q`` sessions with a TTL or retention policy (sweeps needed)
+``C/sweep``                     UTF-8 name of the session the last sweep stopped after
+``C/g/<group UTF-8>``           ``GroupRecord``: lock duration, max deliveries
+``C/r/<group UTF-8>``           UTF-8 name of the session "accept next" last handed out
+``C/c/<sid><group UTF-8>``      the (session, group) cursor: ``>QQQH`` next undelivered offset,
+                                fencing token, lease expiry (leader ms, 0 none), owner length;
+                                the owner's name; then one ``>QIQB`` per delivered but
+                                unsettled message, by offset: offset, delivery count, time,
+                                kind (0 locked until time, 1 available again from time)
+``C/m/<sid>``                   ``SessionPolicy``: TTLs, retention, closed flag, dead-letter
+                                sequence and count, last consumer activity
+``C/d/<sid><sequence >Q>``      ``DeadLetterRecord`` (a copy of the payload: never lost to a
+                                trim)
+``C/x/<sid>``                   session state: ``>Q`` version, then the opaque blob
+``C/t/<sid><time >Q><offset>``  time index: the leader time of an append and its first
+                                offset, kept only for sessions with an age policy
+==============================  ==============================================================
+
+Who writes what while applying (modules of ``quorumlog.node.state``): ``consumer_overlay``
+``C/clock``; ``consumer_groups`` ``C/g/`` and a cursor's deliveries (next offset, unsettled
+messages); ``leases`` ``C/r/`` and a cursor's lease (token, expiry, owner); ``session_state``
+``C/x/``; ``dead_letters`` ``C/d/`` and the dead-letter counters of ``C/m/``;
+``session_policies`` the rest of ``C/m/``, ``C/t/``, ``C/policies`` and ``C/sweep``. A
+session's delete removes its keys under every per-session sub-prefix (``SESSION_SUBPREFIXES``).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
 
 import rocksdict
 from google.protobuf.message import Message
 
 from quorumlog.node.common.limits import ErrorCode, InvalidInput, check_name
+from quorumlog.node.state.keys import CONSUMER_PREFIX, sid, successor
 from quorumlog.proto import consumer_commands_pb2, consumer_pb2
 
-CONSUMER_PREFIX = b"C/"
-CLOCK_KEY = b"C/clock"
-POLICIES_KEY = b"C/policies"
-SWEEP_KEY = b"C/sweep"
-GROUP_PREFIX = b"C/g/"
-ROTATION_PREFIX = b"C/r/"
-CURSOR_PREFIX = b"C/c/"
-POLICY_PREFIX = b"C/m/"
-DEAD_PREFIX = b"C/d/"
-STATE_PREFIX = b"C/x/"
-TIME_PREFIX = b"C/t/"
+CLOCK_KEY = CONSUMER_PREFIX + b"clock"
+POLICIES_KEY = CONSUMER_PREFIX + b"policies"
+SWEEP_KEY = CONSUMER_PREFIX + b"sweep"
+GROUP_PREFIX = CONSUMER_PREFIX + b"g/"
+ROTATION_PREFIX = CONSUMER_PREFIX + b"r/"
+CURSOR_PREFIX = CONSUMER_PREFIX + b"c/"
+POLICY_PREFIX = CONSUMER_PREFIX + b"m/"
+DEAD_PREFIX = CONSUMER_PREFIX + b"d/"
+STATE_PREFIX = CONSUMER_PREFIX + b"x/"
+TIME_PREFIX = CONSUMER_PREFIX + b"t/"
 # The per-session sub-prefixes: deleted with the session.
 SESSION_SUBPREFIXES = (CURSOR_PREFIX, POLICY_PREFIX, DEAD_PREFIX, STATE_PREFIX, TIME_PREFIX)
 
@@ -60,27 +92,13 @@ COMPLETE = consumer_pb2.COMPLETE
 ABANDON = consumer_pb2.ABANDON
 DEAD_LETTER = consumer_pb2.DEAD_LETTER
 
-V = TypeVar("V")
-M = TypeVar("M", bound=Message)
-
-U16 = struct.Struct(">H")
-U64 = struct.Struct(">Q")
 _CURSOR = struct.Struct(">QQQH")
 _PENDING = struct.Struct(">QIQB")
 TIME = struct.Struct(">QQ")
 
 
-def sid_of(session: bytes) -> bytes:
-    return U16.pack(len(session)) + session
-
-
-def successor(prefix: bytes) -> bytes:
-    stripped = prefix.rstrip(b"\xff")
-    return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
 def cursor_key(session: bytes, group: bytes) -> bytes:
-    return CURSOR_PREFIX + sid_of(session) + group
+    return CURSOR_PREFIX + sid(session) + group
 
 
 def refuse(message: str) -> InvalidInput:
@@ -173,176 +191,6 @@ class Cursor:
                 item[3] = AVAILABLE
 
 
-class SessionView(Protocol):
-    """What the session state machine's apply batch offers this module."""
-
-    raw: rocksdict.WriteBatch
-    consumer: ConsumerBatch | None
-
-    def meta_range(self, session: bytes) -> tuple[int, int] | None: ...
-
-    def cumulative_before(self, session: bytes, offset: int) -> int: ...
-
-    def payload(self, session: bytes, offset: int) -> bytes | None: ...
-
-    def total_bytes(self, session: bytes) -> int: ...
-
-    def last_append(self, session: bytes) -> int: ...
-
-    def live_sessions(self, start: bytes, upper: bytes) -> Iterator[bytes]: ...
-
-
-class SessionOps(Protocol):
-    """Session-level writes the state machine performs for this module (same apply batch)."""
-
-    # ``batch`` is the caller's own apply batch (a SessionView), passed back unchanged.
-    def append_messages(
-        self, batch: Any, session: str, messages: list[bytes], now: int, principal: str
-    ) -> tuple[int, int]: ...
-
-    def trim_before(self, batch: Any, session: str, before: int) -> None: ...
-
-    def delete(self, batch: Any, session: str) -> None: ...
-
-
-class PolicyHint:
-    """Whether any session may have a policy record (``C/m/``): False only when none exists,
-    so the append hook can skip its point read. Set on every policy write (before it is even
-    written: True is always safe); recomputed after the whole state is replaced."""
-
-    __slots__ = ("maybe",)
-
-    def __init__(self, db: rocksdict.Rdict) -> None:
-        self.maybe = True
-        self.recompute(db)
-
-    def recompute(self, db: rocksdict.Rdict) -> None:
-        self.maybe = any(True for _ in scan(db, POLICY_PREFIX, POLICY_PREFIX, 1))
-
-
-class ConsumerBatch:
-    """Read-your-writes overlay of one apply call over the ``C/`` keys (decoded objects).
-
-    Every read inside an apply call goes through it (point reads and ordered key listings),
-    so what a command sees never depends on how the entries were grouped into apply calls
-    (the leader and a catching-up follower group them differently)."""
-
-    __slots__ = ("clock", "db", "dirty", "erased", "hint", "values")
-
-    def __init__(self, db: rocksdict.Rdict, hint: PolicyHint) -> None:
-        self.db = db
-        self.hint = hint
-        self.values: dict[bytes, object] = {}
-        self.dirty: set[bytes] = set()
-        self.clock: int | None = None
-        self.erased: set[bytes] = set()  # <sid> of sessions range-deleted in this call
-
-    def _erased(self, key: bytes) -> bool:
-        """``key`` belongs to a session deleted in this call (its stored value is gone)."""
-        if not self.erased or not key.startswith(SESSION_SUBPREFIXES):
-            return False
-        length = U16.unpack_from(key, len(CURSOR_PREFIX))[0]
-        return key[len(CURSOR_PREFIX) : len(CURSOR_PREFIX) + 2 + length] in self.erased
-
-    def _get(self, key: bytes, kind: type[V], decode: Callable[[bytes], V]) -> V | None:
-        if key in self.values:
-            cached = self.values[key]
-            assert cached is None or isinstance(cached, kind)
-            return cached
-        value: bytes | None = None if self._erased(key) else self.db.get(key)
-        decoded = None if value is None else decode(value)
-        self.values[key] = decoded
-        return decoded
-
-    def cursor(self, key: bytes) -> Cursor | None:
-        return self._get(key, Cursor, Cursor.decode)
-
-    def message(self, key: bytes, kind: type[M]) -> M | None:
-        return self._get(key, kind, kind.FromString)
-
-    def raw_value(self, key: bytes) -> bytes | None:
-        return self._get(key, bytes, bytes)
-
-    def put(self, key: bytes, value: object) -> None:
-        if key.startswith(POLICY_PREFIX):
-            self.hint.maybe = True
-        self.values[key] = value
-        self.dirty.add(key)
-
-    def delete(self, key: bytes) -> None:
-        self.values[key] = None
-        self.dirty.add(key)
-
-    def now(self, leader_time: int) -> int:
-        """The entry's leader time, never below any time used before (monotonic)."""
-        if self.clock is None:
-            value = self.db.get(CLOCK_KEY)
-            self.clock = 0 if value is None else U64.unpack(value)[0]
-        if leader_time > self.clock:
-            self.clock = leader_time
-            self.put(CLOCK_KEY, U64.pack(leader_time))
-        return self.clock
-
-    def forget_session(self, session: bytes) -> None:
-        """The session was range-deleted in this batch: drop what the overlay holds of it,
-        and read its stored keys as absent from now on."""
-        prefixes = tuple(prefix + sid_of(session) for prefix in SESSION_SUBPREFIXES)
-        for key in [key for key in self.values if key.startswith(prefixes)]:
-            del self.values[key]
-            self.dirty.discard(key)
-        self.erased.add(sid_of(session))
-
-    def keys(self, prefix: bytes, start: bytes, limit: int) -> list[bytes]:
-        """Up to ``limit`` keys under ``prefix`` from ``start``, in order, as of this point of
-        the apply call (stored keys merged with this call's writes and deletions)."""
-        upper = successor(prefix)
-        written = sorted(
-            key for key, value in self.values.items()
-            if value is not None and start <= key < upper
-        )
-        options = rocksdict.ReadOptions()
-        options.set_iterate_upper_bound(upper)
-        iterator = self.db.iter(options)
-        iterator.seek(start)
-        found: list[bytes] = []
-        position = 0
-        while len(found) < limit:
-            stored: bytes | None = iterator.key() if iterator.valid() else None
-            if stored is not None and (stored in self.values or self._erased(stored)):
-                iterator.next()  # this call's value decides (``written`` has it if alive)
-                continue
-            mine = written[position] if position < len(written) else None
-            if stored is None and mine is None:
-                break
-            if mine is None or (stored is not None and stored < mine):
-                assert stored is not None
-                found.append(stored)
-                iterator.next()
-            else:
-                found.append(mine)
-                position += 1
-        return found
-
-    def flush(self, raw: rocksdict.WriteBatch) -> None:
-        for key in sorted(self.dirty):
-            value = self.values[key]
-            if value is None:
-                raw.delete(key)
-            elif isinstance(value, bytes):
-                raw.put(key, value)
-            elif isinstance(value, Cursor):
-                raw.put(key, value.encode())
-            else:
-                assert isinstance(value, Message)
-                raw.put(key, value.SerializeToString())
-
-
-def overlay(batch: SessionView, db: rocksdict.Rdict, hint: PolicyHint) -> ConsumerBatch:
-    if batch.consumer is None:
-        batch.consumer = ConsumerBatch(db, hint)
-    return batch.consumer
-
-
 @dataclass(frozen=True, slots=True)
 class ConsumerResult:
     """A consumer command's answer: the API response (a receive's without payloads: the
@@ -360,7 +208,6 @@ def policy_has_sweep(policy: consumer_commands_pb2.SessionPolicy) -> bool:
 
 def needs_time_index(policy: consumer_commands_pb2.SessionPolicy) -> bool:
     return bool(policy.message_ttl_ms or policy.retention_ms)
-
 
 
 def scan(

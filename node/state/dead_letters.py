@@ -1,0 +1,142 @@
+"""Dead letters: poison messages moved aside, never dropped, and resubmitted on request.
+
+Owns: ``C/d/<sid><sequence >Q>`` (one ``DeadLetterRecord``, a copy of the payload so a trim
+never loses it) and the dead-letter sequence and count in the session's ``C/m/`` policy record
+(encodings in ``quorumlog.node.state.consumer_records``); moving a message to the dead-letter
+log (from a receive past the max delivery count, or a settle); applying ``resubmit`` (append
+the payloads again, then drop the records). Must never: drop a dead letter other than by
+resubmitting it or deleting its session, or refuse a resubmit after changing anything.
+"""
+
+from __future__ import annotations
+
+import rocksdict
+
+from quorumlog.node.common.limits import ErrorCode, InvalidInput, Limits
+from quorumlog.node.state.consumer_overlay import (
+    ConsumerBatch,
+    SessionOps,
+    SessionView,
+    existing_session,
+)
+from quorumlog.node.state.consumer_records import (
+    DEAD_PREFIX,
+    POLICY_PREFIX,
+    RESUBMIT_LIMIT,
+    refuse,
+    scan,
+)
+from quorumlog.node.state.keys import U64, sid
+from quorumlog.node.state.session_policies import policy_of
+from quorumlog.proto import consumer_commands_pb2, consumer_pb2
+
+
+def dead_letter(
+    *,
+    batch: SessionView,
+    layer: ConsumerBatch,
+    session: bytes,
+    group: str,
+    item: list[int],
+    reason: str,
+    now: int,
+) -> None:
+    """Copy the message of ``item`` (a cursor's [offset, delivery count, ...]) to the
+    session's dead-letter log; the caller drops it from the cursor."""
+    policy = policy_of(layer, session) or consumer_commands_pb2.SessionPolicy()
+    sequence = policy.next_dead_letter
+    policy.next_dead_letter += 1
+    policy.dead_letters += 1
+    layer.put(POLICY_PREFIX + sid(session), policy)
+    record = consumer_commands_pb2.DeadLetterRecord(
+        sequence=sequence,
+        offset=item[0],
+        group=group,
+        reason=reason,
+        delivery_count=item[1],
+        dead_lettered_ms=now,
+        data=batch.payload(session, item[0]) or b"",
+    )
+    layer.put(DEAD_PREFIX + sid(session) + U64.pack(sequence), record)
+
+
+def resubmit(
+    batch: SessionView,
+    layer: ConsumerBatch,
+    ops: SessionOps,
+    command: consumer_commands_pb2.ResubmitCommand,
+    now: int,
+    *,
+    limits: Limits,
+) -> consumer_pb2.ResubmitDeadLettersResponse:
+    session, _, _ = existing_session(batch, command.session, limits)
+    session_sid = sid(session)
+    if len(command.sequences) > RESUBMIT_LIMIT:
+        raise InvalidInput(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{len(command.sequences)} dead letters; the limit is {RESUBMIT_LIMIT} per call",
+        )
+    sequences = list(dict.fromkeys(command.sequences)) or _held_sequences(layer, session_sid)
+    records: list[consumer_commands_pb2.DeadLetterRecord] = []
+    total = 0
+    for sequence in sequences:
+        record = layer.message(
+            DEAD_PREFIX + session_sid + U64.pack(sequence), consumer_commands_pb2.DeadLetterRecord
+        )
+        if record is None:
+            raise InvalidInput(
+                ErrorCode.NOT_FOUND,
+                f"dead letter {sequence} of session {command.session!r} not found",
+            )
+        if (
+            len(records) >= limits.max_messages_per_append
+            or total + len(record.data) > limits.max_append_bytes
+        ):
+            if command.sequences:
+                raise InvalidInput(
+                    ErrorCode.RESOURCE_EXHAUSTED, "dead letters too large for one append"
+                )
+            break
+        total += len(record.data)
+        records.append(record)
+    policy = policy_of(layer, session)
+    if policy is not None and policy.closed:
+        raise refuse(f"session {command.session!r} is closed")
+    response = consumer_pb2.ResubmitDeadLettersResponse()
+    if records:
+        first, count = ops.append_messages(
+            batch, command.session, [record.data for record in records], now,
+            command.principal,
+        )
+        response.offsets.extend(range(first, first + count))
+        for record in records:
+            layer.delete(DEAD_PREFIX + session_sid + U64.pack(record.sequence))
+        policy = policy_of(layer, session)
+        assert policy is not None  # a dead letter exists, so does its counter
+        policy.dead_letters -= len(records)
+        layer.put(POLICY_PREFIX + session_sid, policy)
+    policy = policy_of(layer, session)
+    response.remaining = policy.dead_letters if policy is not None else 0
+    return response
+
+
+def _held_sequences(layer: ConsumerBatch, session_sid: bytes) -> list[int]:
+    """Sequences of the session's dead letters (stored and written in this batch)."""
+    prefix = DEAD_PREFIX + session_sid
+    return [
+        int(U64.unpack_from(key, len(prefix))[0])
+        for key in layer.keys(prefix, prefix, RESUBMIT_LIMIT)
+    ]
+
+
+# -- local reads (the applied state) ------------------------------------------------------------
+def stored_dead_letters(
+    db: rocksdict.Rdict, session: bytes, from_sequence: int, limit: int
+) -> tuple[list[consumer_commands_pb2.DeadLetterRecord], bool]:
+    """Up to ``limit`` dead letters from ``from_sequence``; True when more follow."""
+    prefix = DEAD_PREFIX + sid(session)
+    found = [
+        consumer_commands_pb2.DeadLetterRecord.FromString(value)
+        for _, value in scan(db, prefix, prefix + U64.pack(from_sequence), limit + 1)
+    ]
+    return found[:limit], len(found) > limit
