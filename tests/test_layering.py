@@ -51,8 +51,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 # The local-cluster launcher is the one piece of the node package the chaos run may use (it
-# starts the node processes it then breaks); ARCHITECTURE.md names it as chaos's third
-# dependency. It imports only proto and its supervisor, never the node's server code.
+# starts the node processes it then breaks); docs/architecture.md ("Layers") names it as chaos's
+# third dependency. It imports only proto and its supervisor, never the node's server code.
 LAUNCHER_MODULES = {"quorumlog.node.process.launcher", "quorumlog.node.process.supervisor"}
 LAUNCHER_USERS = {"chaos.run"}
 
