@@ -205,3 +205,27 @@ def test_a_node_stopped_and_started_again_keeps_its_log(cluster: InProcessCluste
     with Client([cluster.nodes[follower].client_addr], deadline=SETTLE, seed=5) as client:
         records = client.read("r", 0, consistency=Consistency.FOLLOWER).records
     assert [record.data for record in records] == [b"before", b"while-down"]
+
+
+def test_a_follower_behind_the_compacted_log_restores_the_leaders_state(tmp_path: Path) -> None:
+    """The leader's log no longer reaches back to the follower's: it is sent a snapshot and
+    fetches the state itself over the in-memory transport (``fetch_state``)."""
+    with inprocess_cluster(tmp_path, snapshot_every=10, snapshot_keep=2) as cluster:
+        leader = cluster.wait_ready()
+        follower = next(name for name in cluster.nodes if name != leader)
+        with Client(cluster.addresses, deadline=SETTLE, seed=6) as client:
+            client.append("c", b"first")
+            wait_applied_everywhere(cluster, [follower], leader)
+            cluster.stop_node(follower)
+            behind = cluster.nodes[follower].log_store.last_index()
+            for index in range(40):
+                client.append("c", b"m%d" % index)
+            assert cluster.status(leader).first_index > behind + 1  # compacted past it
+            cluster.start_node(follower)
+            wait_applied_everywhere(cluster, [follower], leader)
+        raft = cluster.nodes[follower].raft
+        assert raft is not None and raft.metrics.snapshots_restored >= 1
+        with Client([cluster.nodes[follower].client_addr], deadline=SETTLE, seed=6) as client:
+            records = client.read("c", 0, consistency=Consistency.FOLLOWER).records
+        assert [record.data for record in records] == [b"first"] + [
+            b"m%d" % index for index in range(40)]
