@@ -3,14 +3,15 @@
 Owns: ``InProcessCluster``: one asyncio loop in a thread of its own running, per node, a
 ``RaftNode`` on a ``MemoryLogStore`` (the Raft log in memory; the session state machine on a
 RocksDB directory of its own under ROOT/<name>), the peers on a ``MemoryNetwork`` (with its
-switches to cut links), the ``NodePort`` and every client service on a real ``grpc.aio``
-server at 127.0.0.1:<ephemeral port> — so the SDK, raw stubs and the tests written against
-``cluster_harness.LocalCluster`` (``nodes[name].client_addr``, ``addresses``, ``status``,
-``leader``, ``wait_leader``, ``wait_ready``) work unchanged, minus what needs a process
-(kill -9, SIGSTOP, restart from disk, TLS, the CLI). n1 campaigns at start, so the first
-leader is known without an election timeout. Must never: wait with a bare sleep (waits poll
-a condition with a deadline), or leave a thread, server or database open once ``stop`` (or
-the ``with`` block) is done.
+switches to cut links), the ``NodePort`` and every client service (and server reflection) on a
+real ``grpc.aio`` server at 127.0.0.1:<ephemeral port>, wired by the same
+``quorumlog.node.process.wiring`` functions as ``NodeServer`` — so the SDK, raw stubs and the
+tests written against ``cluster_harness.LocalCluster`` (``nodes[name].client_addr``,
+``addresses``, ``status``, ``leader``, ``wait_leader``, ``wait_ready``) work unchanged, minus
+what needs a process (kill -9, SIGSTOP, restart from disk, TLS, the CLI). n1 campaigns at start,
+so the first leader is known without an election timeout. Must never: wait with a bare sleep
+(waits poll a condition with a deadline), or leave a thread, server or database open once
+``stop`` (or the ``with`` block) is done.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from typing import Any, TypeVar
 import grpc
 from cluster_harness import wait_until
 
-from quorumlog.node.api.acl_service import AclService
-from quorumlog.node.api.admin_service import AdminService
 from quorumlog.node.api.consumer_service import ConsumerService
 from quorumlog.node.api.node_port import NodePort
-from quorumlog.node.api.quorumlog_service import QuorumLogService
 from quorumlog.node.common.config import NodeConfig, raft_id
+from quorumlog.node.process import wiring
 from quorumlog.node.process.launcher import agreed_leader
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.process.server import SERVER_OPTIONS
@@ -42,13 +41,7 @@ from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.log_store import MemoryLogStore
 from quorumlog.node.storage.raft_store import RocksStorage
-from quorumlog.proto import (
-    acl_pb2_grpc,
-    admin_pb2_grpc,
-    consumer_pb2_grpc,
-    quorumlog_pb2,
-    quorumlog_pb2_grpc,
-)
+from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
 T = TypeVar("T")
 
@@ -176,10 +169,7 @@ class InProcessCluster:
             raise OSError(f"{name}: cannot listen on {config.client_addr}")
         node.client_addr = config.client_addr = f"127.0.0.1:{port_number}"
 
-        peers = {
-            node_id: PeerInfo(address.name, address.peer_address, address.client_address)
-            for node_id, address in membership.address_book(records, self.peers).items()
-        }
+        peers = wiring.peer_infos(records, config.peers)
         peers[node.node_id] = PeerInfo(name, node.peer_addr, node.client_addr)
 
         def deliver(messages: list[Any]) -> None:
@@ -205,41 +195,13 @@ class InProcessCluster:
             export_state=export_state,
         )
 
-        def sync_members() -> None:
-            members = state_machine.members()
-            if members:
-                transport.set_peers({
-                    node_id: PeerInfo(address.name, address.peer_address, address.client_address)
-                    for node_id, address in membership.address_book(members, self.peers).items()
-                })
-
-        raft = RaftNode(
-            node_id=node.node_id,
-            storage=node.log_store,
-            state_machine=state_machine,
-            send=transport.send,
-            fetch_state=transport.fetch_state,
-            peer_ids=lambda: list(transport.peers),
-            tick_seconds=config.tick_ms / 1000,
-            election_tick=config.election_tick,
-            heartbeat_tick=config.heartbeat_tick,
-            snapshot_every=config.snapshot_every,
-            snapshot_keep=config.snapshot_keep,
-            snapshot_bytes=config.snapshot_bytes,
-            max_entry_bytes=config.max_entry_bytes,
-            seed=config.seed,
-            on_membership_applied=sync_members,
+        raft = wiring.build_raft_node(
+            config, node.log_store, state_machine, transport, transport.fetch_state,
+            on_membership_applied=lambda: wiring.sync_members(
+                state_machine, transport, config.peers),
         )
         port = NodePort(raft, transport, name)
-        consumer_service = ConsumerService(port, state_machine)
-        quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
-            QuorumLogService(port, state_machine, config), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
-            AdminService(port, state_machine, config), server)
-        acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
-            AclService(port, state_machine.acl), server)
-        consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
-            consumer_service, server)
+        consumer_service = wiring.add_client_services(server, port, state_machine, config)
         node.state_storage, node.state_machine = state_storage, state_machine
         node.transport, node.raft, node.port = transport, raft, port
         node.server, node.consumer_service = server, consumer_service

@@ -4,8 +4,10 @@ Owns: wiring the pieces of a node together and their start/stop order (storage â
 peer server â†’ client server; the reverse on stop), bootstrapping an empty data directory as a
 founding member (or, with ``--join``, leaving it empty until the leader adds this node), keeping
 the peer links in step with the replicated member records, the gRPC health service and server
-reflection (``quorumlog.node.api.reflection``) on the client port, and structured JSON logs. Must
-never: contain protocol or state-machine logic.
+reflection (``quorumlog.node.api.reflection``) on the client port, and structured JSON logs. The
+RaftNode construction, peer address book and client-service registration it shares with the
+in-process test cluster are in ``quorumlog.node.process.wiring``. Must never: contain protocol
+or state-machine logic.
 """
 
 from __future__ import annotations
@@ -21,16 +23,13 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
-from quorumlog.node.api import reflection
-from quorumlog.node.api.acl_service import AclService
-from quorumlog.node.api.admin_service import AdminService
 from quorumlog.node.api.consumer_service import ConsumerService
 from quorumlog.node.api.node_port import NodePort
-from quorumlog.node.api.quorumlog_service import QuorumLogService
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
+from quorumlog.node.process import wiring
 from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.replication import membership
@@ -43,14 +42,7 @@ from quorumlog.node.replication.transport import (
 )
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.raft_store import RocksStorage
-from quorumlog.proto import (
-    acl_pb2_grpc,
-    admin_pb2_grpc,
-    consumer_pb2_grpc,
-    quorumlog_pb2_grpc,
-    raft_pb2,
-    raft_pb2_grpc,
-)
+from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId, StateRole
 
 log = logging.getLogger("quorumlog.server")
@@ -120,16 +112,7 @@ class NodeServer:
         membership change applied or a state restore)."""
         if self.state_machine is None or self.transport is None:
             return
-        records = self.state_machine.members()
-        if not records:
-            return  # nothing replicated yet (a joining node): keep seeds and learned peers
-        book = membership.address_book(records, self.config.peers)
-        self.transport.set_peers(
-            {
-                node_id: PeerInfo(address.name, address.peer_address, address.client_address)
-                for node_id, address in book.items()
-            }
-        )
+        wiring.sync_members(self.state_machine, self.transport, self.config.peers)
 
     async def start(self) -> None:
         config = self.config
@@ -153,10 +136,7 @@ class NodeServer:
                 config.peers, storage.snapshot().metadata.conf_state.all_ids()
             )
             state_machine.seed_members(records)
-        peers = {
-            node_id: PeerInfo(address.name, address.peer_address, address.client_address)
-            for node_id, address in membership.address_book(records, config.peers).items()
-        }
+        peers = wiring.peer_infos(records, config.peers)
         peers[config.id] = PeerInfo(config.name, config.peer_addr, config.client_addr)
         transport = PeerTransport(
             self_name=config.name,
@@ -171,24 +151,9 @@ class NodeServer:
             tls=self.security.tls,
         )
         self.transport = transport
-        node = RaftNode(
-            node_id=config.id,
-            storage=storage,
-            state_machine=state_machine,
-            send=transport.send,
-            fetch_state=self._fetch_state_from,
-            peer_ids=lambda: list(transport.peers),
-            tick_seconds=config.tick_ms / 1000,
-            election_tick=config.election_tick,
-            heartbeat_tick=config.heartbeat_tick,
-            snapshot_every=config.snapshot_every,
-            snapshot_keep=config.snapshot_keep,
-            snapshot_bytes=config.snapshot_bytes,
-            max_entry_bytes=config.max_entry_bytes,
-            seed=config.seed,
-            unsafe_ack_before_fsync=config.unsafe_ack_before_fsync,
-            on_role_change=self._on_role_change,
-            on_membership_applied=self._sync_members,
+        node = wiring.build_raft_node(
+            config, storage, state_machine, transport, self._fetch_state_from,
+            on_role_change=self._on_role_change, on_membership_applied=self._sync_members,
         )
         self.node = node
 
@@ -211,27 +176,13 @@ class NodeServer:
         request_seconds = self.metrics.request_seconds
         # The services reach the node only through this port, never through each other.
         port = NodePort(node, transport, config.name)
-        service = QuorumLogService(
-            port, state_machine, config,
+        self.consumer_service = wiring.add_client_services(
+            self.client_server, port, state_machine, config,
             observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
                 seconds
             ),
+            health_servicer=self.health,
         )
-        quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
-            service, self.client_server
-        )
-        admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
-            AdminService(port, state_machine, config), self.client_server
-        )
-        acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
-            AclService(port, state_machine.acl), self.client_server
-        )
-        self.consumer_service = ConsumerService(port, state_machine)
-        consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
-            self.consumer_service, self.client_server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.client_server)
-        reflection.enable(self.client_server)  # schema only; anyone may ask, like health
         self.security.bind(self.client_server, config.client_addr, "--client-addr")
 
         node.start()
