@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from quorumlog.node.process.launcher import free_base_port
 
-__all__ = ["ClusterUp", "GroupProcess", "addresses", "cluster_up", "free_base_port", "pid_gone",
-           "wait_for"]
+__all__ = ["ClusterUp", "GroupProcess", "Line", "addresses", "cluster_up", "free_base_port",
+           "pid_gone", "up_command", "wait_for"]
 
 NODE_LINE = re.compile(
     r"^(?P<name>n\d+): client (?P<client>\S+) peer (?P<peer>\S+) pid (?P<pid>\d+) "
@@ -36,6 +37,14 @@ NODE_LINE = re.compile(
 def addresses(base: int, nodes: int = 3) -> str:
     """The client addresses of ``cluster up --base-port base`` (a ``--cluster`` value)."""
     return ",".join(f"127.0.0.1:{base + i}" for i in range(nodes))
+
+
+def up_command(data_dir: Path, base: int, *flags: str, nodes: int = 3) -> list[str]:
+    """``quorumlog cluster up`` of this checkout (``python -m``) on ``--base-port base``."""
+    return [
+        sys.executable, "-m", "quorumlog.client.cli", "cluster", "up", "--nodes", str(nodes),
+        "--data-dir", str(data_dir), "--base-port", str(base), *flags,
+    ]
 
 
 def pid_gone(pid: int) -> bool:
@@ -152,6 +161,8 @@ class GroupProcess:
 class ClusterUp(GroupProcess):
     """``quorumlog cluster up`` (or any command that prints its lines) in its own group."""
 
+    ready: Line | None = None  # the ``cluster ready: leader <id>`` line, once ``wait_ready`` saw it
+
     def node_lines(self, after: int = 0) -> list[NodeLine]:
         found = []
         for line in self.output.lines[after:]:
@@ -164,8 +175,22 @@ class ClusterUp(GroupProcess):
         """The first leader and each node's pid, from the lines up to ``cluster ready``."""
         ready = self.output.wait_line(lambda text: text.startswith("cluster ready: leader "),
                                       timeout, "cluster ready")
+        self.ready = ready
         pids = {node.name: node.pid for node in self.node_lines() if node.at <= ready.at}
         return ready.text.removeprefix("cluster ready: leader "), pids
+
+    def lines_before_ready(self) -> list[str]:
+        """Every line printed before ``cluster ready`` (call ``wait_ready`` first)."""
+        assert self.ready is not None, "wait_ready first"
+        return [line.text for line in self.output.lines[:self.ready.index]]
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> tuple[int, list[str]]:
+        """``signum`` to cluster up alone (it stops its nodes); its exit code and the lines
+        printed after ``cluster ready``."""
+        self.process.send_signal(signum)
+        code = self.wait(timeout)
+        after = self.ready.index + 1 if self.ready is not None else 0
+        return code, [line.text for line in self.output.lines[after:]]
 
     def wait_restarted(self, name: str, after: int, timeout: float) -> NodeLine:
         """The node line printed when ``name`` was started again (after line ``after``)."""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_checks import assert_gapless, read_all, wait_caught_up
 from cluster_harness import LocalCluster, running_cluster, wait_until
 
 from quorumlog.client import _grpc
@@ -47,21 +48,6 @@ def read_all_sync(
         offset = page.next_offset
 
 
-async def read_all(client: AsyncClient, session: str) -> list[Record]:
-    records: list[Record] = []
-    offset = 0
-    while True:
-        page = await client.read(session, offset)
-        records.extend(page.records)
-        if page.next_offset >= page.end_offset:
-            return records
-        offset = page.next_offset
-
-
-def assert_gapless(records: list[Record], first: int = 0) -> None:
-    assert [record.offset for record in records] == list(range(first, first + len(records)))
-
-
 def assert_exactly_the_acknowledged(
     records: list[Record], acknowledged: dict[bytes, int], attempted: set[bytes]
 ) -> None:
@@ -78,14 +64,6 @@ def assert_exactly_the_acknowledged(
 def follower_client(cluster: LocalCluster, name: str) -> Client:
     """A client that talks to ``name`` only (follower reads of that node's applied state)."""
     return Client([cluster.nodes[name].client_addr], deadline=DEADLINE, seed=5)
-
-
-def wait_caught_up(cluster: LocalCluster, names: list[str], leader: str) -> None:
-    def caught_up() -> bool:
-        target = cluster.status(leader).commit_index
-        return all(cluster.status(name).applied_index >= target for name in names)
-
-    wait_until(caught_up, SETTLE, f"{names} to apply everything {leader} committed")
 
 
 @pytest.fixture
@@ -153,7 +131,7 @@ async def _appends_across_a_leader_kill(cluster: LocalCluster) -> None:
 
     # The killed leader restarts and converges on exactly the same session.
     cluster.start(old_leader)
-    wait_caught_up(cluster, [old_leader], new_leader)
+    wait_caught_up(cluster, [old_leader], new_leader, SETTLE)
     with follower_client(cluster, old_leader) as direct:
         assert read_all_sync(direct, session, Consistency.FOLLOWER) == records
 
@@ -193,7 +171,7 @@ def test_restart_of_every_node_brings_all_data_back(cluster: LocalCluster) -> No
         # Appends continue after the restart, at the next offsets.
         assert client.append("restart/1", b"after").first_offset == len(expected["restart/1"])
     followers = [name for name in cluster.nodes if name != leader]
-    wait_caught_up(cluster, followers, leader)
+    wait_caught_up(cluster, followers, leader, SETTLE)
     for name in followers:
         with follower_client(cluster, name) as direct:
             page = read_all_sync(direct, "restart/1", Consistency.FOLLOWER)
@@ -225,7 +203,7 @@ def test_wiped_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
             client.append(sessions[index % 5], b"before-%d" % index)
         # Caught up first: the leader has seen this follower acknowledge every entry, so
         # after the wipe its log goes backwards and the leader must notice that.
-        wait_caught_up(cluster, [follower], leader)
+        wait_caught_up(cluster, [follower], leader, SETTLE)
         cluster.kill(follower)
         cluster.wipe(follower)
         for index in range(300):  # one Raft entry each: past a snapshot at 200 and its keep
@@ -235,13 +213,13 @@ def test_wiped_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         assert leader_status.first_index > 1, "the leader's log was not compacted"
 
         cluster.start(follower)
-        wait_caught_up(cluster, [follower], leader)
+        wait_caught_up(cluster, [follower], leader, SETTLE)
         status = cluster.status(follower)
         assert status.snapshot_index > 1 and status.first_index > 1
         log_text = cluster.nodes[follower].log_path.read_text(errors="replace")
         assert "restored state at" in log_text
         client.append("snap/1", b"after-restore")  # replication goes on after the restore
-        wait_caught_up(cluster, [follower], leader)
+        wait_caught_up(cluster, [follower], leader, SETTLE)
 
         with follower_client(cluster, follower) as direct:
             for session in sessions:

@@ -5,24 +5,18 @@ cluster within the deadline."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_harness import free_ports, wait_until
-
-from quorumlog.node.process.launcher import free_base_port
+from cluster_up_process import cluster_up, free_base_port, pid_gone, up_command
 
 pytestmark = pytest.mark.cluster
 
@@ -46,96 +40,14 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie (exited, not yet reaped) no longer runs either.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-class ClusterUp:
-    """``quorumlog cluster up`` in its own process group, its stdout read line by line."""
-
-    def __init__(self, data_dir: Path, base_port: int) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "quorumlog.client.cli", "cluster", "up", "--nodes", "3",
-                "--data-dir", str(data_dir), "--base-port", str(base_port),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_ready(self) -> str:
-        """Lines up to and including ``cluster ready: leader <id>``; returns the leader."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.output.append(line)
-            if line.startswith("cluster ready: leader "):
-                return line.removeprefix("cluster ready: leader ")
-        raise AssertionError(f"cluster up did not get ready: {self.output}")
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM; the exit code and the rest of stdout."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        rest: list[str] = []
-        while True:
-            line = self.lines.get_nowait() if not self.lines.empty() else None
-            if line is None:
-                break
-            rest.append(line)
-        return code, "\n".join(rest)
-
-    def kill_everything(self) -> None:
-        """Safety net after a failure: the whole process group (cluster up and its nodes)."""
-        if self.process.poll() is None:  # still running: its nodes share its process group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@contextmanager
-def cluster_up(data_dir: Path, base_port: int) -> Iterator[ClusterUp]:
-    up = ClusterUp(data_dir, base_port)
-    try:
-        yield up
-    finally:
-        up.kill_everything()
-
-
 def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     base = free_base_port()
     addresses = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
-    with cluster_up(data_dir, base) as up:
-        leader = up.wait_ready()
+    with cluster_up(up_command(data_dir, base)) as up:
+        leader, _ = up.wait_ready(READY_TIMEOUT)
         assert leader in {"n1", "n2", "n3"}
-        node_lines = up.output[:-1]
+        node_lines = up.lines_before_ready()
         assert len(node_lines) == 3
         pids = []
         for i, line in enumerate(node_lines):
@@ -174,8 +86,8 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
         ]
         assert (page["first_offset"], page["end_offset"]) == (0, 3)
 
-        code, rest = up.stop()
-        assert code == 0 and "cluster stopped" in rest
+        code, rest = up.stop(signal.SIGTERM, timeout=60)
+        assert code == 0 and "cluster stopped" in "\n".join(rest)
         for pid in pids:  # every node was stopped, none left behind
             wait_until(lambda pid=pid: pid_gone(pid), 30, f"node pid {pid} to exit")
         for name in ("n1", "n2", "n3"):
@@ -183,11 +95,11 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
             assert f"node {name} stopped" in log_text, log_text[-2000:]
 
     # The same data directory again: every message is back.
-    with cluster_up(data_dir, base) as up:
-        up.wait_ready()
+    with cluster_up(up_command(data_dir, base)) as up:
+        up.wait_ready(READY_TIMEOUT)
         page = ok_json(cli("read", "orders/1", "--json", "--cluster", addresses))
         assert [m["data"] for m in page["messages"]] == ["created", "paid", "shipped"]
-        code, _ = up.stop()
+        code, _ = up.stop(signal.SIGTERM, timeout=60)
         assert code == 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cluster_checks import assert_gapless, read_all, wait_caught_up
 from cluster_harness import wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 
@@ -29,29 +30,6 @@ SETTLE = 30.0  # a cluster-level wait: an election or a catch-up on a loaded mac
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-async def read_all(client: AsyncClient, session: str) -> list[Record]:
-    records: list[Record] = []
-    offset = 0
-    while True:
-        page = await client.read(session, offset)
-        records.extend(page.records)
-        if page.next_offset >= page.end_offset:
-            return records
-        offset = page.next_offset
-
-
-def assert_gapless(records: list[Record], first: int = 0) -> None:
-    assert [record.offset for record in records] == list(range(first, first + len(records)))
-
-
-def wait_caught_up(cluster: InProcessCluster, names: list[str], leader: str) -> None:
-    def caught_up() -> bool:
-        target = cluster.status(leader).commit_index
-        return all(cluster.status(name).applied_index >= target for name in names)
-
-    wait_until(caught_up, SETTLE, f"{names} to apply everything {leader} committed")
-
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[InProcessCluster]:
@@ -159,7 +137,7 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: InProcessC
         api.stub.Append(pb.AppendRequest(session="kept", messages=[b"a", b"b", b"c", b"d", b"e"]),
                         timeout=10)
         api.stub.TrimSession(pb.TrimSessionRequest(session="kept", before_offset=3), timeout=10)
-        wait_caught_up(cluster, [follower], leader)
+        wait_caught_up(cluster, [follower], leader, SETTLE)
         data_before = data_of(api)
         log_before = log_of(cluster, leader)
         invalid = grpc.StatusCode.INVALID_ARGUMENT

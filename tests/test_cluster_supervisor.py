@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_up_process import ClusterUp, addresses, cluster_up, free_base_port, pid_gone, wait_for
+from cluster_up_process import (
+    ClusterUp,
+    Line,
+    addresses,
+    cluster_up,
+    free_base_port,
+    pid_gone,
+    up_command,
+    wait_for,
+)
 
 from quorumlog.node.process.supervisor import ChildSpec, RestartPolicy, Supervisor, describe_status
 
@@ -32,13 +41,6 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "quorumlog.client.cli", *args],
         capture_output=True, text=True, timeout=timeout, env=environment, check=False,
     )
-
-
-def up_command(data_dir: Path, base: int, *flags: str) -> list[str]:
-    return [
-        sys.executable, "-m", "quorumlog.client.cli", "cluster", "up", "--nodes", "3",
-        "--data-dir", str(data_dir), "--base-port", str(base), *flags,
-    ]
 
 
 def appended(cluster: str, session: str, message: str) -> bool:
@@ -61,20 +63,28 @@ def kill_node(up: ClusterUp, pid: int) -> tuple[int, float]:
     return after, time.monotonic()
 
 
+def kill_a_follower(up: ClusterUp, data_dir: Path, leader: str, pids: dict[str, int],
+                    then: str) -> tuple[str, int, float, Line]:
+    """SIGKILL a follower of ``leader``; the launcher's exit line for it ends in ``then``.
+    The victim, the index of the launcher's next line, when it was killed, the exit line."""
+    victim = follower_of(leader)
+    after, killed_at = kill_node(up, pids[victim])
+    exited = up.output.wait_line(lambda text: "exited:" in text, 30, "the exit line", after)
+    assert exited.text == (
+        f"node {victim} (pid {pids[victim]}) exited: killed by SIGKILL; "
+        f"log {data_dir / victim / 'node.log'}; {then}"
+    )
+    return victim, after, killed_at, exited
+
+
 @pytest.mark.cluster
 def test_a_killed_follower_is_restarted_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     data_dir, base = tmp_path / "data", free_base_port()
     with cluster_up(up_command(data_dir, base, "--restart-delay", "1")) as up:
         leader, pids = up.wait_ready(READY_TIMEOUT)
         assert sorted(pids) == ["n1", "n2", "n3"]
-        victim = follower_of(leader)
-        after, killed_at = kill_node(up, pids[victim])
-
-        exited = up.output.wait_line(lambda text: "exited:" in text, 30, "the exit line", after)
-        assert exited.text == (
-            f"node {victim} (pid {pids[victim]}) exited: killed by SIGKILL; "
-            f"log {data_dir / victim / 'node.log'}; restarting in 1 s"
-        )
+        victim, after, killed_at, exited = kill_a_follower(up, data_dir, leader, pids,
+                                                           "restarting in 1 s")
         restarted = up.wait_restarted(victim, after, timeout=1 + RESTART_SLACK)
         assert restarted.pid != pids[victim] and alive(restarted.pid)
         assert restarted.log == str(data_dir / victim / "node.log")
@@ -120,13 +130,8 @@ def test_no_restart_leaves_the_node_down_and_the_cluster_serving(tmp_path: Path)
     flags = ("--no-restart", "--restart-delay", "0.5")
     with cluster_up(up_command(data_dir, base, *flags)) as up:
         leader, pids = up.wait_ready(READY_TIMEOUT)
-        victim = follower_of(leader)
-        after, killed_at = kill_node(up, pids[victim])
-        exited = up.output.wait_line(lambda text: "exited:" in text, 30, "the exit line", after)
-        assert exited.text == (
-            f"node {victim} (pid {pids[victim]}) exited: killed by SIGKILL; "
-            f"log {data_dir / victim / 'node.log'}; left down (restarts are off)"
-        )
+        victim, after, killed_at, _ = kill_a_follower(up, data_dir, leader, pids,
+                                                      "left down (restarts are off)")
         # Well past the (ignored) restart delay, the cluster serves and the node stays down.
         wait_for(lambda: time.monotonic() - killed_at > 3 and appended(cluster, "s", "m"),
                  60, "an append without the killed node, 3 s after the kill")

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+from cluster_checks import status_of
 from cluster_harness import LocalCluster, running_cluster, wait_until
 
 from quorumlog.client import errors
@@ -26,11 +27,6 @@ SETTLE = 30.0
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with running_cluster(tmp_path_factory.mktemp("consumer")) as running:
         yield running
-
-
-def status_of(client: Client, session: str) -> object:
-    (status,) = client.consumer.sessions(session=session)
-    return status
 
 
 def test_consumer_state_is_identical_after_the_leader_is_killed(cluster: LocalCluster) -> None:

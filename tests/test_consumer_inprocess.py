@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from cluster_checks import status_of
 from cluster_harness import wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 
@@ -36,11 +37,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessClust
 def client(cluster: InProcessCluster) -> Iterator[Client]:
     with Client(cluster.addresses, deadline=DEADLINE, seed=7) as created:
         yield created
-
-
-def status_of(client: Client, session: str) -> object:
-    (status,) = client.consumer.sessions(session=session)
-    return status
 
 
 def test_receive_settle_and_precise_errors_that_change_nothing(client: Client) -> None:

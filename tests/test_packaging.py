@@ -10,27 +10,23 @@ setuptools and wheel of this venv, as ``make install`` does, so nothing unlocked
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_harness import wait_until
-from test_cluster_cli import free_base_port, pid_gone
+from cluster_up_process import cluster_up, free_base_port, pid_gone
 
 from quorumlog.client.cli import main
 
@@ -173,73 +169,6 @@ def check_imports_from_venv(python: Path, site_packages: Path, cwd: Path, env: d
         assert file and Path(file).is_relative_to(site_packages), (name, file)
 
 
-class InstalledClusterUp:
-    """The installed ``quorumlog cluster up`` in its own process group, stdout read by a thread."""
-
-    def __init__(self, command: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_ready(self) -> str:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.output.append(line)
-            if line.startswith("cluster ready: leader "):
-                return line.removeprefix("cluster ready: leader ")
-        stderr = self.process.stderr.read() if self.process.poll() is not None else ""
-        raise AssertionError(f"cluster up did not get ready: {self.output} {stderr}")
-
-    def interrupt(self) -> tuple[int, list[str]]:
-        """Ctrl-C (SIGINT); the exit code and the rest of stdout."""
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        rest: list[str] = []
-        while not self.lines.empty():
-            line = self.lines.get_nowait()
-            if line is not None:
-                rest.append(line)
-        return code, rest
-
-    def kill_everything(self) -> None:
-        """Safety net after a failure: the whole process group (cluster up and its nodes)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@contextlib.contextmanager
-def installed_cluster_up(command: list[str], cwd: Path, env: dict[str, str]
-                         ) -> Iterator[InstalledClusterUp]:
-    up = InstalledClusterUp(command, cwd, env)
-    try:
-        yield up
-    finally:
-        up.kill_everything()
-
-
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_built_wheel_runs_a_cluster_from_a_fresh_venv(tmp_path: Path) -> None:
@@ -277,11 +206,13 @@ def test_built_wheel_runs_a_cluster_from_a_fresh_venv(tmp_path: Path) -> None:
         str(quorumlog), "cluster", "up", "--nodes", "3", "--data-dir", str(tmp_path / "data"),
         "--base-port", str(base),
     ]
-    with installed_cluster_up(command, elsewhere, env) as up:
-        leader = up.wait_ready()
+    # The installed command, run from elsewhere with the cleaned env: it never imports the repo.
+    with cluster_up(command, cwd=elsewhere, env=env) as up:
+        leader, _ = up.wait_ready(READY_TIMEOUT)
         assert leader in {"n1", "n2", "n3"}
-        pids = [int(line.split(" pid ")[1].split()[0]) for line in up.output[:-1]]
-        assert len(pids) == 3, up.output
+        before_ready = up.lines_before_ready()
+        pids = [int(line.split(" pid ")[1].split()[0]) for line in before_ready]
+        assert len(pids) == 3, before_ready
         for pid in pids:  # every node runs the venv's interpreter
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             assert Path(argv[0].decode()).parent == venv / "bin", argv
@@ -299,7 +230,7 @@ def test_built_wheel_runs_a_cluster_from_a_fresh_venv(tmp_path: Path) -> None:
             {"offset": 0, "data": "built"}, {"offset": 1, "data": "installed"},
         ]
 
-        code, rest = up.interrupt()
+        code, rest = up.stop(signal.SIGINT, timeout=60)  # Ctrl-C
         assert code == 0 and "cluster stopped" in rest, (code, rest)
         wait_until(lambda: all(pid_gone(pid) for pid in pids), 30, "every node process to exit")
     print(
