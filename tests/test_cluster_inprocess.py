@@ -312,3 +312,43 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(cluster: InProcessC
     finally:
         api.close()
         follower_api.close()
+
+
+# -- a failed write is fatal -------------------------------------------------------------------
+
+class DiskFailed(OSError):
+    """What the failing store raises (an fsync's EIO, say)."""
+
+
+def test_a_failed_write_ends_the_raft_loop_and_the_cluster_carries_on(
+    cluster: InProcessCluster,
+) -> None:
+    """A follower whose log write raises stops its Raft loop (never retried) and reports the
+    error through ``wait_failure`` (what the process layer exits on); the other two nodes keep
+    committing."""
+    leader = cluster.wait_ready()
+    victim = next(name for name in cluster.nodes if name != leader)
+    node = cluster.nodes[victim]
+    assert node.raft is not None
+    store = node.log_store
+    healthy = store.write_ready
+
+    def failing_write(*args: object, **kwargs: object) -> None:
+        raise DiskFailed(5, "Input/output error")
+
+    store.write_ready = failing_write  # type: ignore[method-assign]
+    try:
+        waiting = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(node.raft.wait_failure(), SETTLE), cluster.loop
+        )
+        with Client(cluster.addresses, deadline=DEADLINE) as client:
+            for i in range(5):
+                client.append("after-failure", f"m{i}".encode())
+            error = waiting.result(SETTLE)
+            assert isinstance(error, DiskFailed), error
+            # the survivors are a majority: appends go on and are read back whole
+            client.append("after-failure", b"m5")
+            records = client.read("after-failure", 0).records
+        assert [record.data for record in records] == [f"m{i}".encode() for i in range(6)]
+    finally:
+        store.write_ready = healthy  # type: ignore[method-assign]

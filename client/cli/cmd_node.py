@@ -140,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
         config.validate()
     except ConfigError as error:
         raise CliError(str(error)) from error
-    from quorumlog.node.process.server import configure_logging, serve  # noqa: PLC0415 -- heavy
+    from quorumlog.node.process.server import (  # noqa: PLC0415 -- heavy
+        RaftLoopFailed,
+        configure_logging,
+        serve,
+    )
 
     limit_malloc_arenas()  # before gRPC and RocksDB start their threads
     fix_mmap_threshold()
@@ -150,5 +154,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except OSError as error:
+        raise CliError(str(error), code=1) from error
+    except RaftLoopFailed as error:
         raise CliError(str(error), code=1) from error
     return 0

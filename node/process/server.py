@@ -20,7 +20,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -271,8 +272,14 @@ class NodeServer:
         log.info("node %s stopped", self.config.name)
 
 
+class RaftLoopFailed(Exception):
+    """The Raft loop ended by an exception (e.g. a write or fsync that failed): the node
+    stops rather than serve without it, and never retries the write."""
+
+
 async def serve(config: NodeConfig) -> None:
-    """Run a node until SIGTERM or SIGINT, then stop cleanly."""
+    """Run a node until SIGTERM or SIGINT, then stop cleanly; raise :class:`RaftLoopFailed`
+    (after stopping) if the Raft loop dies first."""
     server = NodeServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -280,6 +287,28 @@ async def serve(config: NodeConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     await server.start()
     try:
-        await stop.wait()
+        assert server.node is not None
+        failure = await run_until_stopped(stop, server.node.wait_failure())
     finally:
         await server.stop()
+    if failure is not None:
+        raise RaftLoopFailed(f"raft loop failed: {failure!r}") from failure
+
+
+async def run_until_stopped(
+    stop: asyncio.Event, failure: Coroutine[Any, Any, BaseException]
+) -> BaseException | None:
+    """Wait for ``stop`` or for ``failure`` to produce the loop's exception (returned, logged
+    as one line); ``None`` on a requested stop."""
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(failure)
+    try:
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        failed.cancel()
+    if failed.done() and not failed.cancelled():
+        error = failed.result()
+        log.critical("raft loop failed: %r; stopping the node (the write is not retried)", error)
+        return error
+    return None

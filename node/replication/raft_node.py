@@ -188,6 +188,7 @@ class RaftNode:
         self._waiter_seq = itertools.count()
         self._read_seq = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
+        self._failure: asyncio.Future[BaseException] | None = None
         self._stopping = False
         self._commit_timer: asyncio.TimerHandle | None = None
         self._flush_commit = False
@@ -290,10 +291,29 @@ class RaftNode:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._failure = loop.create_future()
         self._tasks = [
             loop.create_task(self._ticker(), name="raft-ticker"),
             loop.create_task(self._run(), name="raft-loop"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # A loop that ends by an exception (a failed write: docs/architecture.md "Durability")
+        # must not leave a process that answers calls with no Raft behind it; the process
+        # layer waits on this and exits. A write is never retried here.
+        if task.cancelled() or self._stopping or self._failure is None:
+            return
+        error = task.exception()
+        if error is not None and not self._failure.done():
+            self._failure.set_result(error)
+
+    async def wait_failure(self) -> BaseException:
+        """The exception that ended the Raft loop or its ticker; waits while the node runs
+        (for ever after a clean stop)."""
+        assert self._failure is not None, "start() first"
+        return await asyncio.shield(self._failure)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -303,6 +323,8 @@ class RaftNode:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                continue  # already reported through wait_failure(); stopping goes on
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_all(OutcomeUnknown("node is shutting down"))
