@@ -113,6 +113,13 @@ class AppendStream:
             self._broken(call, error)
         except grpc.aio.UsageError as error:
             self._broken(call, None, str(error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # e.g. InvalidStateError from a call that finished under the reader: without this
+            # the call stayed "open" with no reader, and every later request on this node
+            # waited out its whole deadline ("no answer before the deadline").
+            self._broken(call, None, f"reader failed: {error!r}")
 
     def _answer(self, response: pb.AppendStreamResponse) -> None:
         future = self._waiting.get(response.id)

@@ -191,7 +191,13 @@ class AppendOutbox:
             self._fail(items, error)
             return
         now = loop.time()
-        expired = [item for item in items if item.end <= now]
+        # The router gives up on a definite UNAVAILABLE once less than ``min_retry_budget`` is
+        # left (a try cut by the deadline would only make the outcome unknown); an item with
+        # no more time than that ends here with the same answer instead of being sent again
+        # (which spun through hundreds of doomed tries in a dead cluster's last second).
+        margin = (self._router.policy.min_retry_budget
+                  if isinstance(error, errors.Unavailable) else 0.0)
+        expired = [item for item in items if item.end - now <= margin]
         self._fail(expired, error)
         for item in reversed(items):
             if item.end > now and not item.future.done():

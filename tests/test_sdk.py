@@ -14,6 +14,7 @@ from quorumlog_fake import FakeCluster, dead_address
 from waiting import wait_until
 
 from quorumlog.client import errors
+from quorumlog.client._grpc import NodeConnection
 from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient, Client, Consistency
@@ -193,8 +194,9 @@ def test_unreachable_cluster_raises_unavailable_within_deadline() -> None:
     addresses = f"{dead_address()},{dead_address()}"
 
     async def main() -> None:
-        # 3 s, not 1: on a loaded 2-core machine one connect attempt that is still pending
-        # when the deadline passes makes the outcome "unknown" (DEADLINE_EXCEEDED), not refused.
+        # Every node refuses: the answer is a definite Unavailable, even on a loaded machine
+        # (the router starts no retry it could not hear back from, and the outbox does not
+        # re-send what has less time left than that: client/outbox.py _gave_up).
         async with async_client(addresses, deadline=3.0) as client:
             started = time.monotonic()
             with pytest.raises(errors.Unavailable) as raised:
@@ -203,6 +205,30 @@ def test_unreachable_cluster_raises_unavailable_within_deadline() -> None:
             assert "could serve it in time" in str(raised.value)
 
     asyncio.run(main())
+
+
+def test_a_dead_cluster_is_not_retried_in_a_tight_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the router gives up on a definite UNAVAILABLE (too little time left to hear back
+    from another try), the outbox ends the append instead of sending it again at once: before,
+    the last fraction of the deadline spun through thousands of doomed tries."""
+    tries = 0
+    real = NodeConnection.append_batch
+
+    async def counted(self: NodeConnection, request: object, timeout: float | None) -> object:
+        nonlocal tries
+        tries += 1
+        return await real(self, request, timeout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(NodeConnection, "append_batch", counted)
+
+    async def main() -> None:
+        async with async_client(f"{dead_address()},{dead_address()}", deadline=3.0) as client:
+            with pytest.raises(errors.Unavailable):
+                await client.append("s", b"x")
+
+    asyncio.run(main())
+    # backoff 10-100 ms over two nodes for 3 s: on the order of a hundred tries
+    assert 0 < tries < 400, tries
 
 
 def test_deadline_exceeded_when_leader_is_too_slow(cluster: FakeCluster) -> None:
