@@ -75,3 +75,22 @@ def test_core_loaded_without_forbidden_runtime_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_the_core_test_kit_has_no_clock_processes_or_io() -> None:
+    """raft/testing (simulator, in-memory cluster, traces) is as pure as the core, except that
+    it builds its own ``random.Random(seed)`` from the seed it is given; running many seeds in
+    processes and timing them is the CLI's (``quorumlog.client.cli.cmd_sim``)."""
+    problems: list[str] = []
+    allowed = {"random"}
+    for path in sorted((RAFT_DIR / "testing").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     else [])
+            for name in names:
+                root = name.split(".")[0]
+                if root in FORBIDDEN_MODULES - allowed:
+                    problems.append(f"testing/{path.name}: {name}")
+    assert problems == []

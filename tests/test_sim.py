@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from quorumlog.client.cli.cmd_sim import add_arguments, run, run_seeds, summarize
 from quorumlog.raft import (
     ConfChange,
     ConfChangeType,
@@ -25,14 +26,7 @@ from quorumlog.raft import (
 from quorumlog.raft import bootstrap_memory_storage as bootstrap
 from quorumlog.raft.invariants import InvariantChecker, InvariantViolation
 from quorumlog.raft.log import RaftLog
-from quorumlog.raft.testing.sim import (
-    DEFAULT_STEPS,
-    RunOptions,
-    add_arguments,
-    run,
-    run_seeds,
-    summarize,
-)
+from quorumlog.raft.testing.sim import DEFAULT_STEPS, RunOptions
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from typing import Protocol, cast
 # name -> (module, one-line help). Modules are imported lazily so a command never pays for
 # another's dependencies.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sim": ("quorumlog.raft.testing.sim", "run the deterministic Raft simulator over many seeds"),
+    "sim": ("quorumlog.client.cli.cmd_sim", "run the deterministic Raft simulator over many seeds"),
     "bench-core": (
         "quorumlog.client.cli.bench_core",
         "benchmark the pure Raft core (3 in-memory nodes, no I/O)",

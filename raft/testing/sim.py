@@ -40,14 +40,8 @@ reading state for the checker.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import multiprocessing
-import os
 import random
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -918,7 +912,7 @@ class Simulation:
                 return
 
 
-# -- running many seeds ------------------------------------------------------------------------
+# -- one seed ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunOptions:
     steps: int = DEFAULT_STEPS
@@ -929,151 +923,13 @@ def run_seed(seed: int, options: RunOptions = RunOptions()) -> SeedResult:
     return Simulation(seed, options.steps, heal_ticks=options.heal_ticks).run()
 
 
-def _run_seed_job(job: tuple[int, RunOptions]) -> SeedResult:
-    return run_seed(*job)
-
-
-def run_seeds(seeds: Sequence[int], options: RunOptions, jobs: int = 1) -> list[SeedResult]:
-    """Results in seed order, identical whatever ``jobs`` is."""
-    if jobs <= 1 or len(seeds) <= 1:
-        return [run_seed(seed, options) for seed in seeds]
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(jobs) as pool:
-        chunk = max(1, min(16, len(seeds) // (jobs * 8)))
-        return list(pool.imap(_run_seed_job, [(seed, options) for seed in seeds], chunk))
-
-
-def replay_command(seed: int, options: RunOptions) -> str:
-    command = f"quorumlog sim --seed {seed} --steps {options.steps}"
-    if options.heal_ticks != DEFAULT_HEAL_TICKS:
-        command += f" --heal-ticks {options.heal_ticks}"
-    return command
-
-
-def summarize(
-    seeds: Sequence[int], options: RunOptions, results: Sequence[SeedResult]
-) -> dict[str, object]:
-    """The ``--json`` object (without timings, so equal runs give equal summaries)."""
-    faults: dict[str, int] = {}
-    for result in results:
-        for name, value in vars(result.counters).items():
-            faults[name] = faults.get(name, 0) + value
-    failures = [
-        {
-            "seed": result.seed,
-            "kind": "violation" if result.violation is not None else "liveness",
-            "invariant": result.violation,
-            "message": result.message if result.violation is not None else result.liveness_failure,
-            "step": result.at_step,
-            "replay": replay_command(result.seed, options),
-        }
-        for result in results
-        if result.failed
-    ]
-    return {
-        "seeds": len(seeds),
-        "first_seed": seeds[0] if seeds else None,
-        "steps": options.steps,
-        "heal_ticks": options.heal_ticks,
-        "violations": sum(1 for result in results if result.violation is not None),
-        "liveness_failures": sum(1 for result in results if result.liveness_failure is not None),
-        "elections": sum(result.elections for result in results),
-        "committed": sum(result.committed for result in results),
-        "max_heal_ticks": max((result.heal_ticks for result in results), default=0),
-        "faults": faults,
-        "failures": failures,
-    }
-
-
-# -- command line ------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--seeds", type=int, default=None,
-        help=f"how many seeds to run (default {DEFAULT_SEEDS}, or 1 with --seed)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="first seed (alone: replay exactly this seed)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=DEFAULT_STEPS, help="fault-injection steps per seed"
-    )
-    parser.add_argument(
-        "--heal-ticks", type=int, default=DEFAULT_HEAL_TICKS,
-        help="ticks after the last fault within which every seed must recover",
-    )
-    parser.add_argument(
-        "--jobs", type=int, default=None,
-        help="worker processes (default: CPU count); results do not depend on it",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--trace", action="store_true", help="log every fault and client action (one seed)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    seeds_count: int | None = args.seeds
-    first = args.seed if args.seed is not None else 0
-    if seeds_count is None:
-        seeds_count = 1 if args.seed is not None else DEFAULT_SEEDS
-    if seeds_count < 1 or args.steps < 0 or args.heal_ticks < 1:
-        print("quorumlog sim: --seeds and --heal-ticks must be positive", file=sys.stderr)
-        return 2
-    options = RunOptions(steps=args.steps, heal_ticks=args.heal_ticks)
-    seeds = list(range(first, first + seeds_count))
-    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
-    started = time.perf_counter()
-    if args.trace:
-        results = [
-            Simulation(seed, options.steps, heal_ticks=options.heal_ticks, trace=_stderr_line).run()
-            for seed in seeds
-        ]
-    else:
-        results = run_seeds(seeds, options, jobs=max(1, jobs))
-    wall = time.perf_counter() - started
-    summary = summarize(seeds, options, results)
-    failed = [result for result in results if result.failed]
-    for result in failed:
-        if result.violation is not None:
-            what = f"violation {result.violation} at step {result.at_step}: {result.message}"
-        else:
-            what = f"liveness failure: {result.liveness_failure}"
-        print(f"seed {result.seed}: {what}", file=sys.stderr)
-        print(f"  replay: {replay_command(result.seed, options)}", file=sys.stderr)
-    if args.json:
-        summary["wall_seconds"] = round(wall, 3)
-        summary["seeds_per_second"] = round(len(seeds) / wall, 2) if wall > 0 else None
-        summary["jobs"] = jobs
-        print(json.dumps(summary, sort_keys=True))
-    else:
-        print(
-            f"{len(seeds)} seeds x {options.steps} steps: {summary['violations']} violations, "
-            f"{summary['liveness_failures']} liveness failures, {summary['elections']} "
-            f"elections, {summary['committed']} values committed, {wall:.1f}s "
-            f"({len(seeds) / wall if wall > 0 else 0:.1f} seeds/s, {jobs} jobs)"
-        )
-    return 1 if failed else 0
-
-
-def _stderr_line(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quorumlog sim")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
 __all__ = [
+    "DEFAULT_HEAL_TICKS",
+    "DEFAULT_SEEDS",
+    "DEFAULT_STEPS",
     "Profile",
     "RunOptions",
     "SeedResult",
     "Simulation",
-    "add_arguments",
-    "main",
-    "run",
     "run_seed",
-    "run_seeds",
-    "summarize",
 ]
