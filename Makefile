@@ -1,6 +1,6 @@
 # quorumlog: `make up` starts a local 3-node cluster, `make test` runs the whole suite.
 #
-# Every install comes from requirements-lock.txt: exact versions with hashes for the runtime
+# Every install comes from requirements.txt: exact versions with hashes for the runtime
 # and the test/lint tools, compiled from pyproject.toml's ranges by uv (pinned below, itself
 # installed from PyPI into .tools/). `make lock` refreshes the lock; `make test-latest` runs
 # the suite against the newest versions pyproject.toml allows, in a separate venv, so drift is
@@ -9,9 +9,9 @@ PYTHON ?= python3.11
 UV_VERSION := 0.13.8
 UV_DIR := .tools/uv-$(UV_VERSION)
 UV := $(UV_DIR)/bin/uv
-LOCK := requirements-lock.txt
+LOCK := requirements.txt
 # The runtime alone (what a node or client needs), for the container image.
-RUNTIME_LOCK := requirements-runtime-lock.txt
+RUNTIME_LOCK := requirements-runtime.txt
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -1,7 +1,7 @@
 """The lock files pin every dependency pyproject.toml declares, exactly and with hashes.
 
-`make up` / `make test` install only from requirements-lock.txt (the container image from
-requirements-runtime-lock.txt); a dependency added to pyproject.toml but not locked would be
+`make up` / `make test` install only from requirements.txt (the container image from
+requirements-runtime.txt); a dependency added to pyproject.toml but not locked would be
 missing from a fresh clone's venv, and an unpinned or unhashed line would let a registry
 release change what CI runs. `make lock` regenerates both files.
 """
@@ -18,8 +18,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = ROOT / "requirements-lock.txt"
-RUNTIME_LOCK = ROOT / "requirements-runtime-lock.txt"
+LOCK = ROOT / "requirements.txt"
+RUNTIME_LOCK = ROOT / "requirements-runtime.txt"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 

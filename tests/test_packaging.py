@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The uv the Makefile pins (and installs into .tools/ before any test runs).
 UV_VERSION = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
 UV = REPO / ".tools" / f"uv-{UV_VERSION.group(1) if UV_VERSION else '?'}" / "bin" / "uv"
-RUNTIME_LOCK = REPO / "requirements-runtime-lock.txt"
+RUNTIME_LOCK = REPO / "requirements-runtime.txt"
 #: source folder -> installed package (pyproject's [tool.setuptools.package-dir])
 PACKAGES = {"raft": "raft", "node": "node", "client": "client", "chaos": "chaos", "proto": "proto"}
 #: what a checkout holds that is not source: never copied into the build tree
