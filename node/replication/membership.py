@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 from quorumlog.node.common.config import ConfigError, parse_address, raft_id, valid_name
 from quorumlog.node.common.limits import ErrorCode, InvalidInput
-from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.node.storage.log_store import LogStore
-from quorumlog.proto import commands_pb2, quorumlog_pb2
+from quorumlog.proto import commands_pb2
 from quorumlog.raft import RawNode
-from quorumlog.raft.rawnode import Status
 from quorumlog.raft.types import ConfChange, ConfChangeType, ConfState, EntryType, NodeId
 
 _REPLAY_CHUNK = 1024  # entries read at a time while replaying (bounded memory)
@@ -151,31 +149,6 @@ def check_transfer(
     return node_id
 
 
-def follower_progress(
-    status: Status, peers: Mapping[NodeId, PeerInfo], last_heard: Mapping[NodeId, float],
-    now: float,
-) -> list[quorumlog_pb2.FollowerProgress]:
-    """The leader's replication view of every other member (empty on a follower)."""
-    rows = []
-    for node_id, progress in sorted(status.progress.items()):
-        if node_id == status.id:
-            continue
-        info = peers.get(node_id)
-        heard = last_heard.get(node_id)
-        rows.append(
-            quorumlog_pb2.FollowerProgress(
-                id=info.name if info is not None else f"n{node_id}",
-                match_index=progress.match,
-                next_index=progress.next,
-                state=progress.state,
-                learner=progress.is_learner,
-                lag=max(0, status.last_index - progress.match),
-                last_contact_ms=-1 if heard is None else int((now - heard) * 1000),
-            )
-        )
-    return rows
-
-
 def replay_conf_changes(raw: RawNode, storage: LogStore, after: int, upto: int) -> int:
     """Re-apply the membership changes of entries ``after+1 .. upto`` to the Raft core.
 
@@ -206,7 +179,6 @@ __all__ = [
     "check_remove",
     "check_transfer",
     "encode_context",
-    "follower_progress",
     "records_from_peers",
     "replay_conf_changes",
 ]
