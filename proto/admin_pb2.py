@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18quorumlog/v1/admin.proto\x12\x0cquorumlog.v1\"J\n\x0e\x41\x64\x64NodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"c\n\x0f\x41\x64\x64NodeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rlearner_index\x18\x02 \x01(\x04\x12\x13\n\x0bvoter_index\x18\x03 \x01(\x04\x12\x18\n\x10\x63\x61tch_up_seconds\x18\x04 \x01(\x01\"\x1f\n\x11RemoveNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\x12RemoveNodeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\"#\n\x15TransferLeaderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x16TransferLeaderResponse\x12\x0e\n\x06leader\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\"\x0f\n\rBackupRequest\"e\n\x0b\x42\x61\x63kupChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x32\xc1\x02\n\x05\x41\x64min\x12\x46\n\x07\x41\x64\x64Node\x12\x1c.quorumlog.v1.AddNodeRequest\x1a\x1d.quorumlog.v1.AddNodeResponse\x12O\n\nRemoveNode\x12\x1f.quorumlog.v1.RemoveNodeRequest\x1a .quorumlog.v1.RemoveNodeResponse\x12[\n\x0eTransferLeader\x12#.quorumlog.v1.TransferLeaderRequest\x1a$.quorumlog.v1.TransferLeaderResponse\x12\x42\n\x06\x42\x61\x63kup\x12\x1b.quorumlog.v1.BackupRequest\x1a\x19.quorumlog.v1.BackupChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18quorumlog/v1/admin.proto\x12\x0cquorumlog.v1\"J\n\x0e\x41\x64\x64NodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"c\n\x0f\x41\x64\x64NodeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rlearner_index\x18\x02 \x01(\x04\x12\x13\n\x0bvoter_index\x18\x03 \x01(\x04\x12\x18\n\x10\x63\x61tch_up_seconds\x18\x04 \x01(\x01\"\x1f\n\x11RemoveNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\x12RemoveNodeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\"#\n\x15TransferLeaderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x16TransferLeaderResponse\x12\x0e\n\x06leader\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\"+\n\x15\x42\x61lanceLeadersRequest\x12\x12\n\nlocal_only\x18\x01 \x01(\x08\"5\n\nLeaderMove\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\n\n\x02to\x18\x03 \x01(\t\"\xb5\x01\n\x16\x42\x61lanceLeadersResponse\x12\'\n\x05moves\x18\x01 \x03(\x0b\x32\x18.quorumlog.v1.LeaderMove\x12\x42\n\x07leaders\x18\x02 \x03(\x0b\x32\x31.quorumlog.v1.BalanceLeadersResponse.LeadersEntry\x1a.\n\x0cLeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0f\n\rBackupRequest\"e\n\x0b\x42\x61\x63kupChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x32\x9e\x03\n\x05\x41\x64min\x12\x46\n\x07\x41\x64\x64Node\x12\x1c.quorumlog.v1.AddNodeRequest\x1a\x1d.quorumlog.v1.AddNodeResponse\x12O\n\nRemoveNode\x12\x1f.quorumlog.v1.RemoveNodeRequest\x1a .quorumlog.v1.RemoveNodeResponse\x12[\n\x0eTransferLeader\x12#.quorumlog.v1.TransferLeaderRequest\x1a$.quorumlog.v1.TransferLeaderResponse\x12[\n\x0e\x42\x61lanceLeaders\x12#.quorumlog.v1.BalanceLeadersRequest\x1a$.quorumlog.v1.BalanceLeadersResponse\x12\x42\n\x06\x42\x61\x63kup\x12\x1b.quorumlog.v1.BackupRequest\x1a\x19.quorumlog.v1.BackupChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorumlog.proto.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_BALANCELEADERSRESPONSE_LEADERSENTRY']._loaded_options = None
+  _globals['_BALANCELEADERSRESPONSE_LEADERSENTRY']._serialized_options = b'8\001'
   _globals['_ADDNODEREQUEST']._serialized_start=42
   _globals['_ADDNODEREQUEST']._serialized_end=116
   _globals['_ADDNODERESPONSE']._serialized_start=118
@@ -43,10 +45,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFERLEADERREQUEST']._serialized_end=324
   _globals['_TRANSFERLEADERRESPONSE']._serialized_start=326
   _globals['_TRANSFERLEADERRESPONSE']._serialized_end=380
-  _globals['_BACKUPREQUEST']._serialized_start=382
-  _globals['_BACKUPREQUEST']._serialized_end=397
-  _globals['_BACKUPCHUNK']._serialized_start=399
-  _globals['_BACKUPCHUNK']._serialized_end=500
-  _globals['_ADMIN']._serialized_start=503
-  _globals['_ADMIN']._serialized_end=824
+  _globals['_BALANCELEADERSREQUEST']._serialized_start=382
+  _globals['_BALANCELEADERSREQUEST']._serialized_end=425
+  _globals['_LEADERMOVE']._serialized_start=427
+  _globals['_LEADERMOVE']._serialized_end=480
+  _globals['_BALANCELEADERSRESPONSE']._serialized_start=483
+  _globals['_BALANCELEADERSRESPONSE']._serialized_end=664
+  _globals['_BALANCELEADERSRESPONSE_LEADERSENTRY']._serialized_start=618
+  _globals['_BALANCELEADERSRESPONSE_LEADERSENTRY']._serialized_end=664
+  _globals['_BACKUPREQUEST']._serialized_start=666
+  _globals['_BACKUPREQUEST']._serialized_end=681
+  _globals['_BACKUPCHUNK']._serialized_start=683
+  _globals['_BACKUPCHUNK']._serialized_end=784
+  _globals['_ADMIN']._serialized_start=787
+  _globals['_ADMIN']._serialized_end=1201
 # @@protoc_insertion_point(module_scope)

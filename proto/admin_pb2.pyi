@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -51,6 +53,36 @@ class TransferLeaderResponse(_message.Message):
     leader: str
     term: int
     def __init__(self, leader: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+
+class BalanceLeadersRequest(_message.Message):
+    __slots__ = ("local_only",)
+    LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    local_only: bool
+    def __init__(self, local_only: _Optional[bool] = ...) -> None: ...
+
+class LeaderMove(_message.Message):
+    __slots__ = ("shard", "to")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    to: str
+    def __init__(self, shard: _Optional[int] = ..., to: _Optional[str] = ..., **kwargs) -> None: ...
+
+class BalanceLeadersResponse(_message.Message):
+    __slots__ = ("moves", "leaders")
+    class LeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    LEADERS_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[LeaderMove]
+    leaders: _containers.ScalarMap[str, int]
+    def __init__(self, moves: _Optional[_Iterable[_Union[LeaderMove, _Mapping]]] = ..., leaders: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ()

@@ -49,6 +49,11 @@ class AdminStub:
                 request_serializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.BalanceLeaders = channel.unary_unary(
+                '/quorumlog.v1.Admin/BalanceLeaders',
+                request_serializer=quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersResponse.FromString,
+                _registered_method=True)
         self.Backup = channel.unary_stream(
                 '/quorumlog.v1.Admin/Backup',
                 request_serializer=quorumlog_dot_v1_dot_admin__pb2.BackupRequest.SerializeToString,
@@ -80,6 +85,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BalanceLeaders(self, request, context):
+        """Hand every shard's leadership to its preferred leader (`quorumlog cluster balance`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Backup(self, request, context):
         """A consistent snapshot of the whole state, taken while the cluster keeps serving.
         """
@@ -104,6 +116,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.FromString,
                     response_serializer=quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'BalanceLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.BalanceLeaders,
+                    request_deserializer=quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersResponse.SerializeToString,
             ),
             'Backup': grpc.unary_stream_rpc_method_handler(
                     servicer.Backup,
@@ -192,6 +209,33 @@ class Admin:
             '/quorumlog.v1.Admin/TransferLeader',
             quorumlog_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
             quorumlog_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BalanceLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.Admin/BalanceLeaders',
+            quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersRequest.SerializeToString,
+            quorumlog_dot_v1_dot_admin__pb2.BalanceLeadersResponse.FromString,
             options,
             channel_credentials,
             insecure,

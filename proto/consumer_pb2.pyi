@@ -150,18 +150,20 @@ class SettleResponse(_message.Message):
     def __init__(self, completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., state_version: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
 
 class AcceptSessionRequest(_message.Message):
-    __slots__ = ("session", "group", "consumer", "lease_ms", "prefix")
+    __slots__ = ("session", "group", "consumer", "lease_ms", "prefix", "shard")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     session: str
     group: str
     consumer: str
     lease_ms: int
     prefix: str
-    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., consumer: _Optional[str] = ..., lease_ms: _Optional[int] = ..., prefix: _Optional[str] = ...) -> None: ...
+    shard: int
+    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., consumer: _Optional[str] = ..., lease_ms: _Optional[int] = ..., prefix: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("session", "group", "consumer", "token", "expires_ms", "commit_index")

@@ -47,14 +47,20 @@ class AppendBatchRequest(_message.Message):
     def __init__(self, appends: _Optional[_Iterable[_Union[AppendRequest, _Mapping]]] = ...) -> None: ...
 
 class AppendOutcome(_message.Message):
-    __slots__ = ("result", "code", "message")
+    __slots__ = ("result", "code", "message", "leader_id", "leader_addr", "shard")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     result: AppendResponse
     code: int
     message: str
-    def __init__(self, result: _Optional[_Union[AppendResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    leader_id: str
+    leader_addr: str
+    shard: int
+    def __init__(self, result: _Optional[_Union[AppendResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_addr: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
 
 class AppendBatchResponse(_message.Message):
     __slots__ = ("outcomes",)
@@ -153,16 +159,18 @@ class SessionInfo(_message.Message):
     def __init__(self, session: _Optional[str] = ..., first_offset: _Optional[int] = ..., next_offset: _Optional[int] = ..., count: _Optional[int] = ..., bytes: _Optional[int] = ..., created_ms: _Optional[int] = ..., last_append_ms: _Optional[int] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
-    __slots__ = ("prefix", "limit", "start_after", "consistency")
+    __slots__ = ("prefix", "limit", "start_after", "consistency", "shard")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     prefix: str
     limit: int
     start_after: str
     consistency: Consistency
-    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+    shard: int
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., shard: _Optional[int] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions", "truncated")
@@ -241,7 +249,7 @@ class FollowerProgress(_message.Message):
     def __init__(self, id: _Optional[str] = ..., match_index: _Optional[int] = ..., next_index: _Optional[int] = ..., state: _Optional[str] = ..., learner: _Optional[bool] = ..., lag: _Optional[int] = ..., last_contact_ms: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index", "followers")
+    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index", "followers", "shard_count", "shards", "host_tag")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +263,9 @@ class NodeStatus(_message.Message):
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
     FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_TAG_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     role: str
@@ -268,4 +279,37 @@ class NodeStatus(_message.Message):
     first_index: int
     snapshot_index: int
     followers: _containers.RepeatedCompositeFieldContainer[FollowerProgress]
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ...) -> None: ...
+    shard_count: int
+    shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
+    host_tag: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ..., shard_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., host_tag: _Optional[str] = ...) -> None: ...
+
+class ShardStatus(_message.Message):
+    __slots__ = ("shard", "group", "replicas", "leader", "leader_address", "role", "term", "commit_index", "applied_index", "last_index", "max_lag", "sessions", "followers")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAG_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    group: int
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    leader: str
+    leader_address: str
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    last_index: int
+    max_lag: int
+    sessions: int
+    followers: _containers.RepeatedCompositeFieldContainer[FollowerProgress]
+    def __init__(self, shard: _Optional[int] = ..., group: _Optional[int] = ..., replicas: _Optional[_Iterable[str]] = ..., leader: _Optional[str] = ..., leader_address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., max_lag: _Optional[int] = ..., sessions: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ...) -> None: ...

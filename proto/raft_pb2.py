@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquorumlog/raft/v1/raft.proto\x12\x11quorumlog.raft.v1\"@\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"a\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x30\n\nconf_state\x18\x03 \x01(\x0b\x32\x1c.quorumlog.raft.v1.ConfState\"T\n\rSnapshotChunk\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32#.quorumlog.raft.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xad\x02\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12)\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x18.quorumlog.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x32\n\x08snapshot\x18\x0b \x01(\x0b\x32 .quorumlog.raft.v1.SnapshotChunk\x12\x13\n\x0bsnap_offset\x18\x0c \x01(\x04\x12\x11\n\tsnap_done\x18\r \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x0e \x01(\x0c\"\xa1\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12,\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.quorumlog.raft.v1.Message\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\x12\x13\n\x0bsender_name\x18\x05 \x01(\t\x12\x14\n\x0cpeer_address\x18\x06 \x01(\t\":\n\x11\x46\x65tchStateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmin_index\x18\x02 \x01(\x04\"\x1a\n\nStateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\n\n\x08\x42\x61tchAck2\xef\x01\n\x08RaftPeer\x12H\n\x06Stream\x12\x1f.quorumlog.raft.v1.MessageBatch\x1a\x1b.quorumlog.raft.v1.BatchAck(\x01\x12\x44\n\x04Send\x12\x1f.quorumlog.raft.v1.MessageBatch\x1a\x1b.quorumlog.raft.v1.BatchAck\x12S\n\nFetchState\x12$.quorumlog.raft.v1.FetchStateRequest\x1a\x1d.quorumlog.raft.v1.StateChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquorumlog/raft/v1/raft.proto\x12\x11quorumlog.raft.v1\"@\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"a\n\x10SnapshotMetadata\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x30\n\nconf_state\x18\x03 \x01(\x0b\x32\x1c.quorumlog.raft.v1.ConfState\"T\n\rSnapshotChunk\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32#.quorumlog.raft.v1.SnapshotMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xbc\x02\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12)\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x18.quorumlog.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x32\n\x08snapshot\x18\x0b \x01(\x0b\x32 .quorumlog.raft.v1.SnapshotChunk\x12\x13\n\x0bsnap_offset\x18\x0c \x01(\x04\x12\x11\n\tsnap_done\x18\r \x01(\x08\x12\x0f\n\x07\x63ontext\x18\x0e \x01(\x0c\x12\r\n\x05group\x18\x0f \x01(\r\"\xa1\x01\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12,\n\x08messages\x18\x03 \x03(\x0b\x32\x1a.quorumlog.raft.v1.Message\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\x12\x13\n\x0bsender_name\x18\x05 \x01(\t\x12\x14\n\x0cpeer_address\x18\x06 \x01(\t\"I\n\x11\x46\x65tchStateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmin_index\x18\x02 \x01(\x04\x12\r\n\x05group\x18\x03 \x01(\r\"\x1a\n\nStateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\n\n\x08\x42\x61tchAck2\xef\x01\n\x08RaftPeer\x12H\n\x06Stream\x12\x1f.quorumlog.raft.v1.MessageBatch\x1a\x1b.quorumlog.raft.v1.BatchAck(\x01\x12\x44\n\x04Send\x12\x1f.quorumlog.raft.v1.MessageBatch\x1a\x1b.quorumlog.raft.v1.BatchAck\x12S\n\nFetchState\x12$.quorumlog.raft.v1.FetchStateRequest\x1a\x1d.quorumlog.raft.v1.StateChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTCHUNK']._serialized_start=263
   _globals['_SNAPSHOTCHUNK']._serialized_end=347
   _globals['_MESSAGE']._serialized_start=350
-  _globals['_MESSAGE']._serialized_end=651
-  _globals['_MESSAGEBATCH']._serialized_start=654
-  _globals['_MESSAGEBATCH']._serialized_end=815
-  _globals['_FETCHSTATEREQUEST']._serialized_start=817
-  _globals['_FETCHSTATEREQUEST']._serialized_end=875
-  _globals['_STATECHUNK']._serialized_start=877
-  _globals['_STATECHUNK']._serialized_end=903
-  _globals['_BATCHACK']._serialized_start=905
-  _globals['_BATCHACK']._serialized_end=915
-  _globals['_RAFTPEER']._serialized_start=918
-  _globals['_RAFTPEER']._serialized_end=1157
+  _globals['_MESSAGE']._serialized_end=666
+  _globals['_MESSAGEBATCH']._serialized_start=669
+  _globals['_MESSAGEBATCH']._serialized_end=830
+  _globals['_FETCHSTATEREQUEST']._serialized_start=832
+  _globals['_FETCHSTATEREQUEST']._serialized_end=905
+  _globals['_STATECHUNK']._serialized_start=907
+  _globals['_STATECHUNK']._serialized_end=933
+  _globals['_BATCHACK']._serialized_start=935
+  _globals['_BATCHACK']._serialized_end=945
+  _globals['_RAFTPEER']._serialized_start=948
+  _globals['_RAFTPEER']._serialized_end=1187
 # @@protoc_insertion_point(module_scope)

@@ -45,7 +45,7 @@ class SnapshotChunk(_message.Message):
     def __init__(self, metadata: _Optional[_Union[SnapshotMetadata, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("type", "to", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "snapshot", "snap_offset", "snap_done", "context")
+    __slots__ = ("type", "to", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "snapshot", "snap_offset", "snap_done", "context", "group")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Message(_message.Message):
     SNAP_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SNAP_DONE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     type: int
     to: int
     term: int
@@ -73,7 +74,8 @@ class Message(_message.Message):
     snap_offset: int
     snap_done: bool
     context: bytes
-    def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_done: _Optional[bool] = ..., context: _Optional[bytes] = ..., **kwargs) -> None: ...
+    group: int
+    def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_done: _Optional[bool] = ..., context: _Optional[bytes] = ..., group: _Optional[int] = ..., **kwargs) -> None: ...
 
 class MessageBatch(_message.Message):
     __slots__ = ("cluster_id", "messages", "client_address", "sender_name", "peer_address")
@@ -91,12 +93,14 @@ class MessageBatch(_message.Message):
     def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., client_address: _Optional[str] = ..., sender_name: _Optional[str] = ..., peer_address: _Optional[str] = ..., **kwargs) -> None: ...
 
 class FetchStateRequest(_message.Message):
-    __slots__ = ("cluster_id", "min_index")
+    __slots__ = ("cluster_id", "min_index", "group")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     min_index: int
-    def __init__(self, cluster_id: _Optional[int] = ..., min_index: _Optional[int] = ...) -> None: ...
+    group: int
+    def __init__(self, cluster_id: _Optional[int] = ..., min_index: _Optional[int] = ..., group: _Optional[int] = ...) -> None: ...
 
 class StateChunk(_message.Message):
     __slots__ = ("data",)
