@@ -2,20 +2,21 @@
 
 Usage: ``quorumlog bench [--cluster ADDRS | --local N] [--concurrency C] [--batch B]
 [--size BYTES] [--sessions S] [--duration SECONDS] [--json]`` (plus ``--warmup``, ``--seed``,
-``--metrics ADDRS``, ``--progress``, ``--data-dir``, ``--deadline``, ``--ready-timeout``).
+``--metrics ADDRS``, ``--progress``, ``--data-dir``, ``--deadline``, ``--ready-timeout``, and
+with ``--local`` ``--shards S``).
 
 Owns: C worker tasks on one :class:`AsyncClient`, each with one append in flight at a time,
-appending B messages of SIZE bytes per call to sessions ``bench-<i>`` chosen round-robin
-among S; stopping by itself after ``--warmup`` + ``--duration``; per-call latency in a
-fixed-size reservoir (bounded memory); a single-line progress bar on stderr (when stderr is a
-TTY or ``--progress``); the report (messages/s, MB/s with MB = 10^6 payload bytes, appends/s,
-latency percentiles in ms, errors by type) on stdout, or one JSON object with ``--json``; the
-nodes' write-path figures from their Prometheus ``/metrics`` scraped before and after the
-measured interval (entries per fsync and per AppendEntries message, on the leader); with
-``--local N``, N nodes on free loopback ports with their own metrics endpoints through the
-local-cluster launcher (``quorumlog.node.process.launcher``), a wait until every node knows
-the leader, and every node stopped (SIGTERM, then SIGKILL after a timeout) on success, error,
-Ctrl-C or SIGTERM.
+appending B messages of SIZE bytes per call to sessions ``bench-<i>`` chosen round-robin among
+S; stopping by itself after ``--warmup`` + ``--duration``; per-call latency in a fixed-size
+reservoir (bounded memory); a single-line progress bar on stderr (when stderr is a TTY or
+``--progress``); the report (messages/s, MB/s with MB = 10^6 payload bytes, appends/s, latency
+percentiles in ms, errors by type) on stdout, or one JSON object with ``--json``; the nodes'
+write-path figures from their Prometheus ``/metrics`` scraped before and after the measured
+interval (entries per fsync and per AppendEntries message, on the leader); with ``--local N``,
+N nodes on free loopback ports with their own metrics endpoints through the local-cluster
+launcher (``quorumlog.node.process.launcher``; ``--shards S`` data shards), a wait until every
+node knows the leader and every shard has one, and every node stopped (SIGTERM, then SIGKILL
+after a timeout) on success, error, Ctrl-C or SIGTERM.
 
 Must never: leave a node process behind, run without a time bound, hold every latency sample
 in memory, or retry on its own (the SDK retries each append until its deadline).
@@ -50,6 +51,7 @@ from quorumlog.client.sdk import AsyncClient
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.node.process import launcher
 from quorumlog.node.process.launcher import Launcher, NodeExited, NoLeader, plan
+from quorumlog.proto.sharding import MAX_SHARDS
 
 RESERVOIR_SIZE = 100_000
 PROGRESS_INTERVAL = 0.5
@@ -93,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "temporary directory, removed afterwards)")
     parser.add_argument("--node-arg", action="append", default=[],
                         help="with --local: extra flag for every node (repeatable)")
+    parser.add_argument("--shards", metavar="S", default=None,
+                        help="with --local: data shards (Raft groups) of the new cluster "
+                        "(default 1)")
     parser.add_argument("--rate", metavar="MSGS_PER_S", default=None,
                         help="open loop: offer this many messages/s in total, each call "
                         "timed from its scheduled start (default: as fast as possible)")
@@ -137,8 +142,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
         raise CliError("give either --cluster or --local, not both")
     if args.local is not None and args.metrics is not None:
         raise CliError("--metrics is for --cluster; --local scrapes its own nodes")
-    if args.local is None and (args.data_dir is not None or args.node_arg):
-        raise CliError("--data-dir and --node-arg need --local")
+    if args.local is None and (args.data_dir is not None or args.node_arg
+                               or args.shards is not None):
+        raise CliError("--data-dir, --node-arg and --shards need --local")
     integer = cli_common.integer
     concurrency = integer("--concurrency", args.concurrency, minimum=1, default=16)
     batch = integer("--batch", args.batch, minimum=1, default=1)
@@ -328,16 +334,18 @@ def wait_ready(cluster: Launcher, timeout: float) -> str:
 def local_cluster(
     nodes: int, data_dir: Path | None, node_args: Sequence[str], *, ready_timeout: float,
     security: ClientSecurity | None = None, temp_prefix: str = "quorumlog-bench-",
+    shards: int | None = None,
 ) -> Iterator[tuple[Launcher, str]]:
     """``nodes`` nodes on free loopback ports, each with a metrics endpoint, data under
-    ``data_dir`` (default: a new temporary directory, removed afterwards), started and with a
-    leader: (the launcher, that leader). Every node is stopped on leaving, however it is
-    left (``security``: how the readiness probes connect, for ``--tls-dir``)."""
+    ``data_dir`` (default: a new temporary directory, removed afterwards), founding a cluster
+    of ``shards`` data shards (None: the node's default), started and with a leader (and every
+    shard with one): (the launcher, that leader). Every node is stopped on leaving, however
+    it is left (``security``: how the readiness probes connect, for ``--tls-dir``)."""
     if nodes > MAX_LOCAL_NODES:
         raise CliError(f"--local must be at most {MAX_LOCAL_NODES}, got {nodes}")
     root = Path(tempfile.mkdtemp(prefix=temp_prefix)) if data_dir is None else data_dir
     try:
-        with Launcher(plan(nodes, root, metrics=True), node_args=node_args,
+        with Launcher(plan(nodes, root, metrics=True, shards=shards), node_args=node_args,
                       channel=functools.partial(sync_channel, security=security)) as cluster:
             cluster.start()
             yield cluster, wait_ready(cluster, ready_timeout)
@@ -593,24 +601,30 @@ def run(args: argparse.Namespace) -> int:
         local_nodes = cli_common.integer("--local", args.local, minimum=1, default=3)
         if local_nodes > MAX_LOCAL_NODES:
             raise CliError(f"--local must be at most {MAX_LOCAL_NODES}, got {local_nodes}")
+    shards = None
+    if args.shards is not None:
+        shards = cli_common.integer("--shards", args.shards, minimum=1, default=1)
+        if shards > MAX_SHARDS:
+            raise CliError(f"--shards must be at most {MAX_SHARDS}, got {shards}")
     with sigterm_as_interrupt():
         if local_nodes is None:
             addresses = [a.strip() for a in cli_common.cluster_addresses(args).split(",")
                          if a.strip()]
             metrics_addrs = [a.strip() for a in (args.metrics or "").split(",") if a.strip()]
             report = _run_async(addresses, settings, metrics_addrs)
-            report.update(target=",".join(addresses), node_pids=[], leader=None)
+            report.update(target=",".join(addresses), node_pids=[], leader=None, shards=None)
         else:
             tls = ["--tls-dir", str(args.tls_dir)] if args.tls_dir else []
             with local_cluster(local_nodes, args.data_dir, [*args.node_arg, *tls],
                                ready_timeout=settings.ready_timeout,
-                               security=settings.security) as (cluster, leader):
+                               security=settings.security, shards=shards) as (cluster, leader):
                 report = _run_async(cluster.client_addrs, settings, cluster.metrics_addrs)
                 dead = cluster.dead()
                 if dead:
                     raise CliError(f"node(s) {', '.join(dead)} exited during the run", code=1)
-            report.update(target=f"local {local_nodes} nodes", node_pids=cluster.started_pids,
-                          leader=leader)
+            report.update(target=f"local {local_nodes} nodes"
+                          + (f", {shards} shards" if shards is not None else ""),
+                          node_pids=cluster.started_pids, leader=leader, shards=shards)
     if args.json:
         cli_common.print_json(report)
     else:

@@ -1,5 +1,6 @@
-"""``quorumlog cluster up``: run a local N-node cluster in the foreground and keep it running
-(and dispatch the ``add-node`` / ``remove-node`` / ``transfer-leader`` actions to
+"""``quorumlog cluster up``: run a local N-node cluster in the foreground and keep it running;
+``quorumlog cluster balance``: hand every shard's leadership to its preferred leader (and
+dispatch the ``add-node`` / ``remove-node`` / ``transfer-leader`` actions to
 ``cmd_membership``).
 
 Owns: the command's flags and output lines, over the local-cluster launcher
@@ -12,6 +13,12 @@ line, the others keep running, the node restarts after ``--restart-delay`` unles
 ``--no-restart``); and stopping every node cleanly on Ctrl-C or SIGTERM. Running it again on
 the same data directory brings every message back. Must never: leave a node process behind
 after a Ctrl-C or SIGTERM, or stop a healthy node because another one exited.
+
+``balance`` owns one ``Admin.BalanceLeaders`` call (the SDK has none): to the first address
+of ``--cluster`` that answers (the node asks the others), printing each leadership move and
+the shards each node leads afterwards (or ``--json``: ``{"moves": [{"shard", "from", "to"}],
+"leaders": {node: count}}``). Exit codes as ``cmd_membership``'s: 0 done, 2 refused
+(FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND), 1 unreachable or not finished in time.
 """
 
 from __future__ import annotations
@@ -21,28 +28,43 @@ import functools
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+import grpc
+
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError, cmd_membership
+from quorumlog.client.cli import common as cli_common
+from quorumlog.client.leader import parse_addresses
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.node.process import launcher
 from quorumlog.node.process.launcher import Launcher, LocalNode, NodeExited
 from quorumlog.node.process.supervisor import RestartPolicy, describe_status
+from quorumlog.proto import admin_pb2, admin_pb2_grpc
+from quorumlog.proto.sharding import MAX_SHARDS
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the nodes (election wait, supervision)
+BALANCE_DEADLINE = 30.0  # the moves settle (each a leadership transfer) before the answer
 
 
-def plan(nodes: int, base_port: int, data_dir: Path) -> list[LocalNode]:
-    """``cluster up``'s fixed layout, after checking the flags."""
+def plan(nodes: int, base_port: int, data_dir: Path, shards: int | None = None,
+         host_tags: str | None = None) -> list[LocalNode]:
+    """``cluster up``'s fixed layout, after checking the flags (``host_tags``: the
+    comma-separated ``--host-tags``, one per node)."""
     if not 1 <= nodes <= launcher.MAX_NODES:
         raise CliError(f"--nodes must be between 1 and {launcher.MAX_NODES}, got {nodes}")
     if not 1024 <= base_port <= 65535 - 200:
         raise CliError(f"--base-port must be between 1024 and 65335, got {base_port}")
-    return launcher.plan(nodes, data_dir, base_port=base_port)
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise CliError(f"--shards must be between 1 and {MAX_SHARDS}, got {shards}")
+    tags = None if host_tags is None else [tag.strip() for tag in host_tags.split(",")]
+    if tags is not None and (len(tags) != nodes or not all(tags)):
+        raise CliError(f"--host-tags must name one host tag per node ({nodes}), "
+                       f"got {host_tags!r}")
+    return launcher.plan(nodes, data_dir, base_port=base_port, shards=shards, host_tags=tags)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--data-dir", type=Path, default=Path("./data"), help="default ./data")
     up.add_argument("--base-port", type=int, default=7001, help="first client port (7001)")
     up.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to elect")
+    up.add_argument(
+        "--shards", type=int, default=None, metavar="S",
+        help="data shards (Raft groups) of a new cluster (default 1); ignored when the data "
+        "directory already holds one",
+    )
+    up.add_argument(
+        "--host-tags", default=None, metavar="TAGS",
+        help="comma-separated host tag of each node, e.g. h1,h1,h2 (no two replicas of a "
+        "shard share a tag; default: each node's name)",
+    )
     up.add_argument("--node-arg", action="append", default=[], help="extra flag for nodes")
     up.add_argument(
         "--tls-dir", type=Path, default=None,
@@ -66,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-restart", action="store_true",
         help="leave a node that exited down (the others keep running)",
     )
+    balance = sub.add_parser(
+        "balance", help="hand every shard's leadership to its preferred leader",
+        description="Ask one node (the first of --cluster that answers) to move each shard's "
+        "leadership to its preferred leader (the first replica of its placement) where that "
+        "replica is caught up; print the moves and the shards each node leads afterwards.",
+    )
+    cli_common.add_common_arguments(balance)
     cmd_membership.add_arguments(sub)
 
 
@@ -95,7 +134,8 @@ def _announce(node: LocalNode, pid: int) -> None:
 def _launcher(args: argparse.Namespace) -> Launcher:
     node_args, security = _node_arguments(args)
     return Launcher(
-        plan(args.nodes, args.base_port, args.data_dir), node_args=node_args,
+        plan(args.nodes, args.base_port, args.data_dir, args.shards, args.host_tags),
+        node_args=node_args,
         policy=_restart_policy(args), on_started=_announce,
         channel=functools.partial(sync_channel, security=security),
     )
@@ -147,7 +187,72 @@ def _supervise(nodes: Launcher, stopping: Callable[[], bool]) -> int:
     return 0
 
 
+# -- balance -----------------------------------------------------------------------------------
+
+
+def balance_leaders(address: str, security: ClientSecurity | None,
+                    timeout: float) -> admin_pb2.BalanceLeadersResponse:
+    """One ``Admin.BalanceLeaders`` call to ``address`` (grpc errors as the SDK's errors)."""
+    token = security.token if security is not None else None
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with sync_channel(address, security) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            response: admin_pb2.BalanceLeadersResponse = stub.BalanceLeaders(
+                admin_pb2.BalanceLeadersRequest(), timeout=timeout, metadata=metadata)
+        except grpc.RpcError as error:
+            code = error.code()
+            raise errors.from_status(str(getattr(code, "name", code)),
+                                     str(error.details() or code),
+                                     address=address) from None
+        return response
+
+
+def balance_json(response: admin_pb2.BalanceLeadersResponse) -> dict[str, object]:
+    return {
+        "moves": [{"shard": move.shard, "from": getattr(move, "from"), "to": move.to}
+                  for move in response.moves],
+        "leaders": dict(sorted(response.leaders.items())),
+    }
+
+
+def balance_lines(fields: Mapping[str, object]) -> list[str]:
+    moves = fields["moves"]
+    leaders = fields["leaders"]
+    assert isinstance(moves, list) and isinstance(leaders, dict)
+    lines = [f"shard {move['shard']}: {move['from'] or '-'} -> {move['to']}" for move in moves]
+    counts = ", ".join(f"{node} {count}" for node, count in leaders.items()) or "none known"
+    lines.append(f"{len(moves) or 'no'} leadership move{'' if len(moves) == 1 else 's'}; "
+                 f"shards led: {counts}")
+    return lines
+
+
+def _balance(args: argparse.Namespace) -> int:
+    deadline = cli_common.deadline_of(args, BALANCE_DEADLINE)
+    addresses = cli_common.cluster_addresses(args)
+    security = cli_common.security_of(args)
+    end = time.monotonic() + deadline
+    with cli_common.cli_errors(addresses, deadline), cmd_membership.refusals():
+        targets = parse_addresses(addresses)
+        for number, address in enumerate(targets, start=1):
+            try:
+                response = balance_leaders(address, security, max(0.001, end - time.monotonic()))
+                break
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                if number == len(targets) or time.monotonic() >= end:
+                    raise
+    fields = balance_json(response)
+    if args.json:
+        cli_common.print_json(fields)
+    else:
+        for line in balance_lines(fields):
+            cli_common.print_line(line)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cluster_command == "balance":
+        return _balance(args)
     if args.cluster_command != "up":
         return cmd_membership.run(args)
     nodes = _launcher(args)

@@ -39,7 +39,7 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 @contextmanager
-def _refusals() -> Iterator[None]:
+def refusals() -> Iterator[None]:
     """A refusal is the caller's mistake (exit 2); anything else keeps cli_errors' code."""
     try:
         yield
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("ID must be a non-empty node name")
     if args.deadline is None:
         args.deadline = str(DEFAULT_DEADLINE)
-    with cli_common.connect(args) as client, _refusals():
+    with cli_common.connect(args) as client, refusals():
         if args.cluster_command == "add-node":
             result = client.add_node(args.node_id, args.peer_addr, args.client_addr)
             fields: dict[str, object] = {

@@ -3,16 +3,17 @@
 network-namespace test bed and the integration tests.
 
 Owns: the layout (``plan``: nodes n1..nN; client and peer ports either at a fixed base, as
-``cluster up`` documents them: client base+i-1, peer base+100+i-1, or free ports picked by
-the kernel, plus a metrics port on request; data in ROOT/n<i>; the log at ROOT/n<i>/node.log,
-or LOGS/n<i>.log); the exact node command line (``node_command``: every member in
-``--peers``, the node's addresses and data directory, then the cluster's and the node's own
-extra flags), optionally behind a command prefix (``ip netns exec NAME``) and with its own
-environment (default: ours plus ``PYTHONUNBUFFERED=1``); starting, kill -9, SIGSTOP /
-SIGCONT, clean stop and restart of one node or all of them (``supervisor.Supervisor``);
-waiting, with a deadline, until a leader is elected and every running node knows it
-(``ClusterStatus`` through the proto stubs); supervision (restart on exit, as ``cluster up``
-asks); and stopping every node when its ``with`` block ends, however it ends.
+``cluster up`` documents them: client base+i-1, peer base+100+i-1, or free ports picked by the
+kernel, plus a metrics port on request; data in ROOT/n<i>; the log at ROOT/n<i>/node.log, or
+LOGS/n<i>.log); the exact node command line (``node_command``: every member in ``--peers``, the
+node's addresses and data directory, ``--init-shards S`` and ``--host-tag NAME`` when the
+layout sets them, then the cluster's and the node's own extra flags), optionally behind a
+command prefix (``ip netns exec NAME``) and with its own environment (default: ours plus
+``PYTHONUNBUFFERED=1``); starting, kill -9, SIGSTOP / SIGCONT, clean stop and restart of one
+node or all of them (``supervisor.Supervisor``); waiting, with a deadline, until a leader is
+elected and every running node knows it, and, in a sharded cluster, every data shard has a
+leader (``ClusterStatus`` through the proto stubs); supervision (restart on exit, as ``cluster
+up`` asks); and stopping every node when its ``with`` block ends, however it ends.
 
 Must never: import the SDK or the CLI (it sits under both: a caller that needs TLS for the
 status probes hands in a channel factory), print anything but the supervisor's exit lines
@@ -47,6 +48,7 @@ from quorumlog.node.process.supervisor import (
     print_line,
 )
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
+from quorumlog.proto.sharding import MAX_SHARDS
 
 HOST = "127.0.0.1"
 PEER_PORT_OFFSET = 100  # the fixed layout: peer port = client port + 100
@@ -99,6 +101,8 @@ class LocalNode:
     args: tuple[str, ...] = ()  # flags of this node only (e.g. ``--join``)
     prefix: tuple[str, ...] = ()  # run the command through this (``ip netns exec NAME``)
     env: Mapping[str, str] | None = None  # None: ours plus PYTHONUNBUFFERED=1
+    shards: int | None = None  # ``--init-shards``: data shards if it founds the cluster
+    host_tag: str | None = None  # ``--host-tag``: placement keeps a shard's replicas apart
 
 
 def free_ports(count: int) -> list[int]:
@@ -151,11 +155,19 @@ def free_base_port(count: int = 3) -> int:
 
 def plan(count: int, root: Path, *, base_port: int | None = None, metrics: bool = False,
          log_dir: Path | None = None, args: Sequence[str] = (),
-         host: str = HOST) -> list[LocalNode]:
+         host: str = HOST, shards: int | None = None,
+         host_tags: Sequence[str] | None = None) -> list[LocalNode]:
     """Nodes n1..n<count>: fixed ports at ``base_port``, else free ones; data in ROOT/n<i>;
-    the log in ROOT/n<i>/node.log, or LOG_DIR/n<i>.log; ``args`` for each node."""
+    the log in ROOT/n<i>/node.log, or LOG_DIR/n<i>.log; ``args`` for each node; every node
+    founds the cluster with ``shards`` data shards (None: the node's default, one) and node i
+    gets host tag ``host_tags[i-1]`` (None: its name, the node's default)."""
     if not 1 <= count <= MAX_NODES:
         raise ValueError(f"a local cluster has 1 to {MAX_NODES} nodes, not {count}")
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"a cluster has 1 to {MAX_SHARDS} shards, not {shards}")
+    if host_tags is not None and (len(host_tags) != count or not all(host_tags)):
+        raise ValueError(f"give one non-empty host tag per node ({count}), not {list(host_tags)}")
+    tags: list[str | None] = [*host_tags] if host_tags is not None else [None] * count
     if base_port is not None:
         pairs = fixed_ports(count, base_port)
     else:
@@ -170,7 +182,7 @@ def plan(count: int, root: Path, *, base_port: int | None = None, metrics: bool 
             name, f"{host}:{client}", f"{host}:{peer}", root / name,
             root / name / "node.log" if log_dir is None else log_dir / f"{name}.log",
             metrics_addr=None if metrics_port is None else f"{host}:{metrics_port}",
-            args=tuple(args),
+            args=tuple(args), shards=shards, host_tag=tags[index - 1],
         ))
     return nodes
 
@@ -180,6 +192,8 @@ def node_command(node: LocalNode, members: Sequence[LocalNode],
     """``quorumlog node`` for ``node`` founding a cluster of ``members``; ``extra`` last."""
     peers = ",".join(f"{member.name}={member.peer_addr}" for member in members)
     metrics = ["--metrics-addr", node.metrics_addr] if node.metrics_addr else []
+    shards = [] if node.shards is None else ["--init-shards", str(node.shards)]
+    tag = [] if node.host_tag is None else ["--host-tag", node.host_tag]
     return [
         sys.executable, "-m", "quorumlog.client.cli", "node",
         "--id", node.name,
@@ -188,6 +202,8 @@ def node_command(node: LocalNode, members: Sequence[LocalNode],
         "--peers", peers,
         "--data-dir", str(node.data_dir),
         *metrics,
+        *shards,
+        *tag,
         *extra,
     ]
 
@@ -215,6 +231,16 @@ def agreed_leader(statuses: Sequence[quorumlog_pb2.NodeStatus | None]) -> str | 
     views = {leader_view(status) for status in statuses if status is not None}
     leading = {str(s.id) for s in statuses if s is not None and s.role == "leader"}
     return views.pop() if len(views) == 1 and views <= leading else None
+
+
+def unled_shards(statuses: Sequence[quorumlog_pb2.NodeStatus]) -> list[int]:
+    """The data shards no answering node says it leads (none in a one-shard cluster)."""
+    count = max((status.shard_count for status in statuses), default=0)
+    if count <= 1:
+        return []
+    led = {shard.shard for status in statuses for shard in status.shards
+           if shard.role == "leader"}
+    return [shard for shard in range(count) if shard not in led]
 
 
 def _never() -> bool:
@@ -414,14 +440,19 @@ class Launcher:
         return None
 
     def ready_leader(self, timeout: float = 1.0) -> str | None:
-        """The leader every running node knows of, or None (nothing runs: None)."""
+        """The leader every running node knows of, once every data shard has a leader too;
+        None before (nothing runs: None)."""
         running = [name for name in self.nodes if self.alive(name)]
-        return agreed_leader([self._status_or_none(name, timeout) for name in running])
+        statuses = [self._status_or_none(name, timeout) for name in running]
+        leader = agreed_leader(statuses)
+        answered = [status for status in statuses if status is not None]
+        return leader if leader is not None and not unled_shards(answered) else None
 
     def wait_ready(self, timeout: float, *, interval: float = POLL_INTERVAL,
                    probe_timeout: float = 1.0,
                    stopping: Callable[[], bool] = _never) -> str:
-        """Wait until a leader is elected and known by every running node; its name.
+        """Wait until a leader is elected and known by every running node, and every data
+        shard of a sharded cluster has a leader; the (meta group's) leader's name.
 
         Raises ``NodeExited`` when a node exits first (the exit is consumed: nothing serves
         yet, so a restart would only hide the cause), ``NoLeader`` after ``timeout`` seconds
