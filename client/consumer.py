@@ -7,6 +7,11 @@ raised at once as a typed error), and the plain dataclasses results come back as
 decide delivery, expiry or ownership (the replicated state does, at the leader's time) or hold
 messages between calls.
 
+Routing: a call on a session goes to the leader of the session's shard; cluster-wide calls
+(``create_group``, listings) to the meta group's. On a sharded cluster ``accept_next`` asks
+shard by shard, starting one shard further on each call, so every shard's sessions get their
+turn.
+
 Retries: a receive retried after an unknown outcome may have locked messages nobody got; they
 are redelivered when their lock expires (at-least-once). A settle retried after an unknown
 outcome may answer ``FailedPrecondition`` ("holds no lock") when the first try did settle. An
@@ -30,6 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from quorumlog.client._grpc import NodeConnection
 from quorumlog.client.leader import Router
+from quorumlog.client.shards import META
 from quorumlog.proto import consumer_pb2 as cpb
 
 T = TypeVar("T")
@@ -162,17 +168,25 @@ class ConsumerOperations:
     def __init__(self, router: Router, end_of: Callable[[float | None], float]) -> None:
         self._router = router
         self._end_of = end_of
+        self._next_shard = 0  # where the next accept_next starts on a sharded cluster
 
     async def _call(
         self, method: str, request: object, deadline: float | None, *, extra: float = 0.0,
-        follow_leader: bool = True,
+        follow_leader: bool = True, session: str = "", shard: int | None = None,
     ) -> Any:
+        """One call through the router, to ``session``'s shard leader (``shard``'s when
+        given; the meta group's leader when neither is)."""
         async def attempt(node: NodeConnection, timeout: float) -> object:
             return await node.consumer(method, request, timeout + extra)
 
+        end = self._end_of(deadline) + extra
+        key = META
+        if session or shard is not None:
+            await self._router.learn(end)
+            shards = self._router.shards
+            key = shards.key_of(session) if shard is None else shards.key_of_shard(shard)
         return await self._router.call(
-            attempt, end=self._end_of(deadline) + extra, follow_leader=follow_leader,
-            what=f"consumer {method}",
+            attempt, end=end, key=key, follow_leader=follow_leader, what=f"consumer {method}",
         )
 
     # -- groups ----------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ class ConsumerOperations:
             lock_ms=lock_ms, wait_ms=wait_ms, redeliver_in_flight=redeliver_in_flight,
         )
         r = cast(cpb.ReceiveResponse, await self._call(
-            "Receive", request, deadline, extra=wait_ms / 1000
+            "Receive", request, deadline, extra=wait_ms / 1000, session=session
         ))
         return Received(
             session, group,
@@ -234,7 +248,8 @@ class ConsumerOperations:
             request.state.CopyFrom(
                 cpb.StateWrite(expected_version=state.expected_version, data=state.data)
             )
-        r = cast(cpb.SettleResponse, await self._call("Settle", request, deadline))
+        r = cast(cpb.SettleResponse,
+                 await self._call("Settle", request, deadline, session=session))
         return SettleResult(r.completed, r.abandoned, r.dead_lettered, r.state_version)
 
     async def _settle_all(
@@ -291,18 +306,37 @@ class ConsumerOperations:
         request = cpb.AcceptSessionRequest(
             session=session, group=group, consumer=consumer, lease_ms=lease_ms
         )
-        return _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
+        return _lease(cast(cpb.Lease, await self._call(
+            "AcceptSession", request, deadline, session=session
+        )))
 
     async def accept_next(
         self, group: str, consumer: str, *, prefix: str = "", lease_ms: int = 0,
         deadline: float | None = None,
     ) -> Lease | None:
-        """Own the next session with messages for ``group`` and no owner; None if none."""
+        """Own the next session with messages for ``group`` and no owner; None if none.
+
+        On a sharded cluster the shards are asked one after another until one has a session,
+        each call starting one shard after where the previous call started (fairness)."""
         request = cpb.AcceptSessionRequest(
             group=group, consumer=consumer, lease_ms=lease_ms, prefix=prefix
         )
-        lease = _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
-        return lease if lease.session else None
+        await self._router.learn(self._end_of(deadline))
+        count = self._router.shards.count
+        if count <= 1:
+            lease = _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
+            return lease if lease.session else None
+        start = self._next_shard % count
+        self._next_shard = start + 1
+        for step in range(count):
+            shard = (start + step) % count
+            request.shard = shard
+            lease = _lease(cast(cpb.Lease, await self._call(
+                "AcceptSession", request, deadline, shard=shard
+            )))
+            if lease.session:
+                return lease
+        return None
 
     async def renew(
         self, lease: Lease, *, lease_ms: int = 0, deadline: float | None = None
@@ -310,18 +344,21 @@ class ConsumerOperations:
         request = cpb.RenewLeaseRequest(
             session=lease.session, group=lease.group, token=lease.token, lease_ms=lease_ms
         )
-        return _lease(cast(cpb.Lease, await self._call("RenewLease", request, deadline)))
+        return _lease(cast(cpb.Lease, await self._call(
+            "RenewLease", request, deadline, session=lease.session
+        )))
 
     async def release(self, lease: Lease, *, deadline: float | None = None) -> None:
         request = cpb.ReleaseSessionRequest(
             session=lease.session, group=lease.group, token=lease.token
         )
-        await self._call("ReleaseSession", request, deadline)
+        await self._call("ReleaseSession", request, deadline, session=lease.session)
 
     # -- state -----------------------------------------------------------------------------------
     async def get_state(self, session: str, *, deadline: float | None = None) -> SessionState:
         request = cpb.GetStateRequest(session=session)
-        r = cast(cpb.SessionState, await self._call("GetState", request, deadline))
+        r = cast(cpb.SessionState,
+                 await self._call("GetState", request, deadline, session=session))
         return SessionState(session, r.version, r.data)
 
     async def set_state(
@@ -332,7 +369,8 @@ class ConsumerOperations:
             session=session, group=group, token=token,
             state=cpb.StateWrite(expected_version=expected_version, data=data),
         )
-        r = cast(cpb.SessionState, await self._call("SetState", request, deadline))
+        r = cast(cpb.SessionState,
+                 await self._call("SetState", request, deadline, session=session))
         return SessionState(session, r.version, r.data)
 
     # -- dead letters and policies ---------------------------------------------------------------
@@ -348,7 +386,7 @@ class ConsumerOperations:
                 limit=min(1000, limit - len(found)) if limit else 0,
             )
             r = cast(cpb.ListDeadLettersResponse,
-                     await self._call("ListDeadLetters", request, deadline))
+                     await self._call("ListDeadLetters", request, deadline, session=session))
             found.extend(
                 DeadLetter(d.sequence, d.offset, d.group, d.reason, d.delivery_count,
                            d.dead_lettered_ms, d.data)
@@ -365,7 +403,7 @@ class ConsumerOperations:
         session again; (their new offsets, dead letters still held)."""
         request = cpb.ResubmitDeadLettersRequest(session=session, sequences=list(sequences))
         r = cast(cpb.ResubmitDeadLettersResponse,
-                 await self._call("ResubmitDeadLetters", request, deadline))
+                 await self._call("ResubmitDeadLetters", request, deadline, session=session))
         return list(r.offsets), r.remaining
 
     async def configure_session(
@@ -377,11 +415,13 @@ class ConsumerOperations:
             session=session, session_ttl_ms=session_ttl_ms, message_ttl_ms=message_ttl_ms,
             retention_ms=retention_ms, retention_bytes=retention_bytes,
         )
-        await self._call("ConfigureSession", request, deadline)
+        await self._call("ConfigureSession", request, deadline, session=session)
 
     async def close_session(self, session: str, *, deadline: float | None = None) -> None:
         """No more appends to ``session`` (FailedPrecondition); consumers may drain it."""
-        await self._call("CloseSession", cpb.CloseSessionRequest(session=session), deadline)
+        await self._call(
+            "CloseSession", cpb.CloseSessionRequest(session=session), deadline, session=session
+        )
 
     async def sessions(
         self, prefix: str = "", *, session: str = "", deadline: float | None = None
@@ -395,7 +435,8 @@ class ConsumerOperations:
                 prefix=prefix, session=session, start_after=start_after, limit=1000
             )
             r = cast(cpb.ListConsumerSessionsResponse,
-                     await self._call("ListConsumerSessions", request, deadline))
+                     await self._call("ListConsumerSessions", request, deadline,
+                                      session=session))
             found.extend(
                 ConsumerSessionStatus(
                     s.session,

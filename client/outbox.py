@@ -14,6 +14,13 @@ and ride the next round; only the expired ones fail (DeadlineExceeded or Unavail
 lone Append would). A permanent failure of the whole RPC fails all its requests; an outcome
 with a non-zero code fails only its own request, with the typed error of that status.
 
+Shards: on a sharded cluster a round is split by the session's shard (the router's map, learned
+before the first round) and each shard's part goes to that shard's leader, all parts at once;
+each part is one AppendBatch (atomic, in order) like a whole round on one shard. An outcome
+refused with UNAVAILABLE and a leader hint (that node leads other shards of the batch, not this
+append's) is sent again, the very same request, to the named leader within the item's deadline;
+the rest of its batch is answered as it came.
+
 A server without AppendBatch (UNIMPLEMENTED, an older version) makes the client fall back to
 one Append RPC per request for the rest of its life.
 
@@ -37,7 +44,10 @@ from quorumlog.proto import quorumlog_pb2 as pb
 
 #: the server's default ``Limits.max_appends_per_batch`` and ``max_batch_bytes``
 MAX_BATCH_APPENDS = 1_000
+UNAVAILABLE = 14  # the gRPC status code number
 MAX_BATCH_BYTES = 4 << 20
+#: per-append hints followed at once for one item; more refusals wait a backoff first
+HINTS_AT_ONCE = 2
 
 
 @dataclass(slots=True)
@@ -46,6 +56,8 @@ class _Item:
     size: int
     end: float
     future: asyncio.Future[pb.AppendResponse]
+    shard: int | None = None  # the shard a refusal named; None: the router's map says
+    refusals: int = 0  # per-append refusals with a leader hint so far
 
 
 def _describe(items: list[_Item]) -> str:
@@ -95,22 +107,23 @@ class AppendOutbox:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
+                await self._router.learn(max(item.end for item in self._queue))
                 chunks = self._take(loop)
                 if len(chunks) == 1:
-                    await self._dispatch(chunks[0], loop)
+                    await self._dispatch(*chunks[0], loop)
                 elif chunks:
-                    await asyncio.gather(*(self._dispatch(chunk, loop) for chunk in chunks))
+                    await asyncio.gather(*(self._dispatch(*chunk, loop) for chunk in chunks))
         except asyncio.CancelledError:
             self._fail(list(self._queue), errors.ClientClosed("the client was closed"))
             self._queue.clear()
             raise
 
-    def _take(self, loop: asyncio.AbstractEventLoop) -> list[list[_Item]]:
-        """Everything queued, split by the batch limits; expired requests fail here."""
+    def _take(self, loop: asyncio.AbstractEventLoop) -> list[tuple[int, list[_Item]]]:
+        """Everything queued as (routing key, items), split by shard and by the batch limits;
+        expired requests fail here."""
         now = loop.time()
-        chunks: list[list[_Item]] = []
-        chunk: list[_Item] = []
-        size = 0
+        shards = self._router.shards
+        parts: dict[int, list[_Item]] = {}
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():
@@ -120,26 +133,42 @@ class AppendOutbox:
                     errors.DeadlineExceeded("append: deadline passed while queued")
                 )
                 continue
-            if chunk and (len(chunk) >= self._max_appends or size + item.size > self._max_bytes):
-                chunks.append(chunk)
-                chunk, size = [], 0
-            chunk.append(item)
-            size += item.size
-        if chunk:
-            chunks.append(chunk)
+            key = shards.key_of(item.request.session) if item.shard is None else item.shard
+            part = parts.get(key)
+            if part is None:
+                parts[key] = [item]
+            else:
+                part.append(item)
+        chunks: list[tuple[int, list[_Item]]] = []
+        for key, items in parts.items():
+            chunk: list[_Item] = []
+            size = 0
+            for item in items:
+                full = len(chunk) >= self._max_appends or size + item.size > self._max_bytes
+                if chunk and full:
+                    chunks.append((key, chunk))
+                    chunk, size = [], 0
+                chunk.append(item)
+                size += item.size
+            if chunk:
+                chunks.append((key, chunk))
         return chunks
 
-    async def _dispatch(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+    async def _dispatch(
+        self, key: int, items: list[_Item], loop: asyncio.AbstractEventLoop
+    ) -> None:
         try:
             if self._batch_supported:
-                await self._send_batch(items, loop)
+                await self._send_batch(key, items, loop)
             else:
-                await asyncio.gather(*(self._send_one(item) for item in items))
+                await asyncio.gather(*(self._send_one(key, item) for item in items))
         except asyncio.CancelledError:
             self._fail(items, errors.ClientClosed("the client was closed"))
             raise
 
-    async def _send_batch(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+    async def _send_batch(
+        self, key: int, items: list[_Item], loop: asyncio.AbstractEventLoop
+    ) -> None:
         request = pb.AppendBatchRequest(appends=[item.request for item in items])
         answered: list[str] = []
 
@@ -150,10 +179,10 @@ class AppendOutbox:
         end = min(item.end for item in items)
         self.rpcs += 1
         try:
-            response = await self._router.call(attempt, end=end, what=_describe(items))
+            response = await self._router.call(attempt, end=end, key=key, what=_describe(items))
         except errors.Unimplemented:
             self._batch_supported = False  # an older server: one Append per request from now
-            await asyncio.gather(*(self._send_one(item) for item in items))
+            await asyncio.gather(*(self._send_one(key, item) for item in items))
             return
         except errors.QuorumLogError as error:
             self._gave_up(items, error, loop)
@@ -169,10 +198,14 @@ class AppendOutbox:
                 ),
             )
             return
+        refused: list[_Item] = []
         for item, outcome in zip(items, response.outcomes, strict=True):
             if item.future.done():
                 continue
-            if outcome.code != 0:
+            if outcome.code == UNAVAILABLE and outcome.leader_addr:
+                self._redirect(item, outcome, address)
+                refused.append(item)
+            elif outcome.code != 0:
                 item.future.set_exception(
                     errors.from_status_number(outcome.code, outcome.message, address=address)
                 )
@@ -182,6 +215,36 @@ class AppendOutbox:
                 )
             else:
                 item.future.set_result(outcome.result)
+        if refused:
+            await self._resend(refused, loop)
+
+    def _redirect(self, item: _Item, outcome: pb.AppendOutcome, address: str | None) -> None:
+        """``item`` was refused by a node that does not lead its shard: remember the shard's
+        leader it named (and ask for a fresh map when ours routed it wrongly)."""
+        item.refusals += 1
+        router = self._router
+        key = outcome.shard
+        if router.key_of(item.request.session) == key:
+            item.shard = None
+        else:  # our map is not learned yet (or stale): the node knows the shard
+            item.shard = key
+            router.refresh_soon()
+        router.set_leader(key, outcome.leader_addr if outcome.leader_addr != address else None)
+
+    async def _resend(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        """Send refused appends again, the same requests, each to its shard's named leader;
+        after :data:`HINTS_AT_ONCE` refusals of one append, only after a backoff."""
+        patience = max(item.refusals for item in items) - HINTS_AT_ONCE
+        if patience > 0:
+            delay = self._router.policy.backoff(patience - 1, self._router.rng)
+            await asyncio.sleep(min(delay, max(0.0, min(i.end for i in items) - loop.time())))
+        for item in items:
+            if item.end <= loop.time() and not item.future.done():
+                item.future.set_exception(errors.DeadlineExceeded(
+                    f"append to {item.request.session!r}: deadline passed while following "
+                    "its shard's leader; outcome unknown"
+                ))
+        self._queue.extendleft(reversed([i for i in items if not i.future.done()]))
 
     def _gave_up(
         self, items: list[_Item], error: errors.QuorumLogError, loop: asyncio.AbstractEventLoop
@@ -203,7 +266,7 @@ class AppendOutbox:
             if item.end > now and not item.future.done():
                 self._queue.appendleft(item)  # same request: dedup keeps it exactly-once
 
-    async def _send_one(self, item: _Item) -> None:
+    async def _send_one(self, key: int, item: _Item) -> None:
         request = item.request
 
         async def attempt(node: NodeConnection, timeout: float) -> pb.AppendResponse:
@@ -212,7 +275,7 @@ class AppendOutbox:
         self.rpcs += 1
         try:
             response = await self._router.call(
-                attempt, end=item.end, what=f"append to {request.session!r}"
+                attempt, end=item.end, key=key, what=f"append to {request.session!r}"
             )
         except errors.QuorumLogError as error:
             self._fail([item], error)

@@ -36,6 +36,14 @@ class RetryPolicy:
     #: turn that definite answer into "outcome unknown" (seen with a dead cluster on a loaded
     #: machine, where even a refused connect can take tens of milliseconds)
     min_retry_budget: float = 0.25
+    #: a try unanswered for this long makes the router ask the same node for its status
+    #: (one probe per node at a time); a node that does not answer that within
+    #: ``probe_timeout`` is silent (SIGSTOP, partition) and the try is abandoned, so a
+    #: silent leader costs about ``probe_after + probe_timeout`` (1.25 s), not the whole
+    #: ``attempt_timeout``, while a node that is merely slow keeps its full attempt time.
+    #: None: no probes.
+    probe_after: float | None = 0.5
+    probe_timeout: float = 0.75
 
     def __post_init__(self) -> None:
         if self.initial_backoff < 0 or self.max_backoff < 0:
@@ -48,6 +56,8 @@ class RetryPolicy:
             raise ValueError("attempt_timeout must be positive")
         if self.min_retry_budget < 0:
             raise ValueError("min_retry_budget must be non-negative")
+        if (self.probe_after is not None and self.probe_after <= 0) or self.probe_timeout <= 0:
+            raise ValueError("probe_after and probe_timeout must be positive")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import heapq
 import random
 import threading
 import uuid
@@ -48,6 +49,7 @@ from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
 from quorumlog.client.retry import RetryPolicy, is_retryable
+from quorumlog.client.shards import META
 from quorumlog.client.tls import ClientSecurity
 from quorumlog.proto import quorumlog_pb2 as pb
 
@@ -324,6 +326,11 @@ class AsyncClient:
             raise errors.ClientClosed("the client is closed")
         return asyncio.get_running_loop().time() + (deadline or self.deadline)
 
+    async def _key(self, session: str, end: float) -> int:
+        """``session``'s routing key (its shard's; the map is learned on first use)."""
+        await self._router.learn(end)
+        return self._router.key_of(session)
+
     # -- appends -----------------------------------------------------------------------------
 
     async def append(
@@ -394,9 +401,11 @@ class AsyncClient:
         async def attempt(node: NodeConnection, timeout: float) -> pb.ReadResponse:
             return await node.read(request, timeout)
 
+        end = self._end(deadline)
         response = await self._router.call(
             attempt,
-            end=self._end(deadline),
+            end=end,
+            key=await self._key(session, end),
             follow_leader=consistency == Consistency.LINEARIZABLE,
             what=f"read of {session!r}",
         )
@@ -431,14 +440,38 @@ class AsyncClient:
         prefix: str = "",
         *,
         limit: int = 0,
+        start_after: str = "",
         consistency: Consistency = Consistency.LINEARIZABLE,
         deadline: float | None = None,
     ) -> list[SessionInfo]:
-        """Every session whose name starts with ``prefix`` (all pages; at most ``limit``)."""
+        """Every session whose name starts with ``prefix`` and sorts after ``start_after``,
+        by name (all pages; at most ``limit``). For the next page of a limited listing pass
+        the last name as ``start_after``. A sharded cluster is asked shard by shard, at once,
+        and the answers merged by name."""
         _check_offset("limit", limit)
         end = self._end(deadline)
+        await self._router.learn(end)
+        shards = self._router.shards
+        if not shards.sharded:
+            return await self._list_shard(
+                None, prefix, start_after, limit=limit, consistency=consistency, end=end
+            )
+        parts = await asyncio.gather(*(
+            self._list_shard(
+                shard, prefix, start_after, limit=limit, consistency=consistency, end=end
+            )
+            for shard in range(shards.count)
+        ))
+        merged = list(heapq.merge(*parts, key=lambda info: info.session))
+        return merged[:limit] if limit else merged
+
+    async def _list_shard(
+        self, shard: int | None, prefix: str, start_after: str, *, limit: int,
+        consistency: Consistency, end: float,
+    ) -> list[SessionInfo]:
+        """One shard's sessions (``None``: an unsharded cluster's), every page up to ``limit``."""
         result: list[SessionInfo] = []
-        start_after = ""
+        key = META if shard is None else self._router.shards.key_of_shard(shard)
         while True:
             request = pb.ListSessionsRequest(
                 prefix=prefix,
@@ -446,6 +479,8 @@ class AsyncClient:
                 limit=max(0, limit - len(result)) if limit else 0,
                 consistency=int(consistency),  # type: ignore[arg-type]
             )
+            if shard is not None:
+                request.shard = shard
 
             async def attempt(
                 node: NodeConnection, timeout: float, request: pb.ListSessionsRequest = request
@@ -455,8 +490,9 @@ class AsyncClient:
             response = await self._router.call(
                 attempt,
                 end=end,
+                key=key,
                 follow_leader=consistency == Consistency.LINEARIZABLE,
-                what="list sessions",
+                what="list sessions" if shard is None else f"list sessions of shard {shard}",
             )
             result.extend(SessionInfo.from_pb(info) for info in response.sessions)
             if limit and len(result) >= limit:
@@ -480,9 +516,11 @@ class AsyncClient:
         async def attempt(node: NodeConnection, timeout: float) -> pb.SessionInfo:
             return await node.describe_session(request, timeout)
 
+        end = self._end(deadline)
         info = await self._router.call(
             attempt,
-            end=self._end(deadline),
+            end=end,
+            key=await self._key(session, end),
             follow_leader=consistency == Consistency.LINEARIZABLE,
             what=f"describe {session!r}",
         )
@@ -499,8 +537,9 @@ class AsyncClient:
         async def attempt(node: NodeConnection, timeout: float) -> pb.TrimSessionResponse:
             return await node.trim_session(request, timeout)
 
+        end = self._end(deadline)
         response = await self._router.call(
-            attempt, end=self._end(deadline), what=f"trim {session!r}"
+            attempt, end=end, key=await self._key(session, end), what=f"trim {session!r}"
         )
         return SessionInfo.from_pb(response.info)
 
@@ -512,7 +551,10 @@ class AsyncClient:
         async def attempt(node: NodeConnection, timeout: float) -> pb.DeleteSessionResponse:
             return await node.delete_session(request, timeout)
 
-        await self._router.call(attempt, end=self._end(deadline), what=f"delete {session!r}")
+        end = self._end(deadline)
+        await self._router.call(
+            attempt, end=end, key=await self._key(session, end), what=f"delete {session!r}"
+        )
 
     # -- status ------------------------------------------------------------------------------
 
@@ -591,6 +633,7 @@ class Subscription:
         self._buffer: deque[Record] = deque()
         self._stream: StreamReader | None = None
         self._address: str | None = None
+        self._key: int | None = None  # the session's routing key, once the map is known
         self._closed = False
 
     def __aiter__(self) -> Self:
@@ -645,8 +688,11 @@ class Subscription:
         retries = 0
         last_error: errors.QuorumLogError | None = None
         while not self._closed:
+            if self._key is None:
+                await router.learn(loop.time() + self._client.deadline)
+                self._key = router.key_of(self.session)
             if self._stream is None:
-                self._address = self._address or router.first_target()
+                self._address = self._address or router.first_target(self._key)
                 request = pb.SubscribeRequest(
                     session=self.session, from_offset=self.next_offset, max_batch=self._max_batch
                 )
@@ -668,7 +714,7 @@ class Subscription:
                 if loop.time() - failing_since > self._client.deadline:
                     raise router.gave_up(f"subscribe to {self.session!r}", last_error) from None
                 assert self._address is not None
-                self._address, fresh_hint = router.next_target(self._address, error)
+                self._address, fresh_hint = router.next_target(self._address, error, self._key)
                 if not fresh_hint:
                     await asyncio.sleep(router.policy.backoff(retries, router.rng))
                     retries += 1
@@ -831,12 +877,14 @@ class Client:
         prefix: str = "",
         *,
         limit: int = 0,
+        start_after: str = "",
         consistency: Consistency = Consistency.LINEARIZABLE,
         deadline: float | None = None,
     ) -> list[SessionInfo]:
         return self._run(
             self._async.list_sessions(
-                prefix, limit=limit, consistency=consistency, deadline=deadline
+                prefix, limit=limit, start_after=start_after, consistency=consistency,
+                deadline=deadline,
             )
         )
 
