@@ -265,3 +265,9 @@ def test_balance_exit_codes(fakes: tuple[list[FakeNode], list[str]],
 def test_balance_text_when_nothing_moves() -> None:
     assert cluster.balance_lines({"moves": [], "leaders": {"n1": 1, "n2": 1}}) == [
         "no leadership moves; shards led: n1 1, n2 1"]
+
+
+def test_cluster_up_reports_the_shards_each_node_leads() -> None:
+    statuses = views()
+    assert launcher.shard_leaders(statuses) == {"n1": 1, "n2": 1, "n3": 1}
+    assert launcher.shard_leaders([node("n1", [], count=1)]) == {}

@@ -7,8 +7,9 @@ Owns: the command's flags and output lines, over the local-cluster launcher
 (``quorumlog.node.process.launcher``: node i on client port base+i-1, peer port base+100+i-1,
 data in DATA_DIR/n<i>, stdout + stderr appended to DATA_DIR/n<i>/node.log): printing each
 node's addresses, pid and log at every start; waiting until a leader is elected and known by
-every node and printing ``cluster ready: leader <id>`` (a node that exits before that is
-fatal: most likely a port in use or a bad flag); then supervising the nodes (an exit is one
+every node (and, with shards, every shard has a leader) and printing ``cluster ready: leader
+<id>`` (then, with shards, ``shards: S led; n1 2, n2 2, ...``; a node that exits before that
+is fatal: most likely a port in use or a bad flag); then supervising the nodes (an exit is one
 line, the others keep running, the node restarts after ``--restart-delay`` unless
 ``--no-restart``); and stopping every node cleanly on Ctrl-C or SIGTERM. Running it again on
 the same data directory brings every message back. Must never: leave a node process behind
@@ -263,6 +264,11 @@ def run(args: argparse.Namespace) -> int:
             if leader is None:
                 return 130
             print(f"cluster ready: leader {leader}", flush=True)
+            leads = launcher.shard_leaders(nodes.statuses())
+            if leads:
+                print(f"shards: {sum(leads.values())} led; "
+                      + ", ".join(f"{node} {count}" for node, count in sorted(leads.items())),
+                      flush=True)
             return _supervise(nodes, stopping)
         finally:
             nodes.stop_all()

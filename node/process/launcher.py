@@ -243,6 +243,15 @@ def unled_shards(statuses: Sequence[quorumlog_pb2.NodeStatus]) -> list[int]:
     return [shard for shard in range(count) if shard not in led]
 
 
+def shard_leaders(statuses: Sequence[quorumlog_pb2.NodeStatus]) -> dict[str, int]:
+    """Node id -> data shards it says it leads, for every answering node; empty in a
+    one-shard cluster."""
+    if max((status.shard_count for status in statuses), default=0) <= 1:
+        return {}
+    return {str(status.id): sum(shard.role == "leader" for shard in status.shards)
+            for status in statuses}
+
+
 def _never() -> bool:
     return False
 
@@ -428,6 +437,12 @@ class Launcher:
             return self.status(name, timeout)
         except grpc.RpcError:
             return None
+
+    def statuses(self, timeout: float = 1.0) -> list[quorumlog_pb2.NodeStatus]:
+        """The ``ClusterStatus`` of every running node that answers within ``timeout``."""
+        answers = [self._status_or_none(name, timeout) for name in self.nodes
+                   if self.alive(name)]
+        return [status for status in answers if status is not None]
 
     def leader(self, names: Sequence[str] | None = None, timeout: float = 1.0) -> str | None:
         """A running node of ``names`` (default: all) that reports itself leader, or None."""
