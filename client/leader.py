@@ -107,6 +107,11 @@ class Router:
             self.addresses.append(address)
         self._leaders[key] = address
 
+    @property
+    def learned(self) -> bool:
+        """Whether a node has told the shard map (until then: one shard assumed)."""
+        return self._learned
+
     def key_of(self, session: str) -> int:
         """``session``'s routing key under the current map (:data:`META` with one shard)."""
         return self.shards.key_of(session)

@@ -107,7 +107,8 @@ class AppendOutbox:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                await self._router.learn(max(item.end for item in self._queue))
+                if not self._router.learned:
+                    await self._router.learn(max(item.end for item in self._queue))
                 chunks = self._take(loop)
                 if len(chunks) == 1:
                     await self._dispatch(*chunks[0], loop)
