@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from quorumlog.client import errors
@@ -37,6 +39,9 @@ REFRESH_INTERVAL = 0.5
 #: a node abandoned as silent is not followed by hints for this long (unless a probe of it
 #: answers first), so a follower still naming a frozen leader costs nothing more
 SUSPECT_FOR = 1.0
+#: how often waiting attempts are looked at for a probe (a silent node is given up within
+#: probe_after + WATCH_TICK + probe_timeout)
+WATCH_TICK = 0.1
 
 
 def parse_addresses(addresses: str | Sequence[str]) -> list[str]:
@@ -84,6 +89,8 @@ class Router:
         self._learn_again_at = 0.0  # loop time
         self._probes: dict[str, asyncio.Task[bool]] = {}
         self._suspects: dict[str, float] = {}  # silent node -> loop time it is trusted again
+        self._watches: set[_Watch] = set()  # attempts waiting for an answer
+        self._ticker: asyncio.TimerHandle | None = None
 
     # -- leaders per routing key -------------------------------------------------------------
 
@@ -261,20 +268,54 @@ class Router:
         probe_after = self.policy.probe_after
         if probe_after is None or budget <= probe_after:
             return await attempt(connection, budget)
-        watch = _SilenceWatch(self, address, probe_after)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(None) as timeout:
-                watch.arm(timeout)
-                return await attempt(connection, budget)
+                watch = _Watch(address, loop.time(), timeout)
+                self._watches.add(watch)
+                if self._ticker is None:
+                    self._ticker = loop.call_later(WATCH_TICK, self._tick)
+                try:
+                    return await attempt(connection, budget)
+                finally:
+                    watch.done = True
+                    self._watches.discard(watch)
         except TimeoutError:
-            self._suspects[address] = asyncio.get_running_loop().time() + SUSPECT_FOR
+            self._suspects[address] = loop.time() + SUSPECT_FOR
             raise errors.DeadlineExceeded(
                 f"{address} went silent (no answer to a status probe within "
                 f"{self.policy.probe_timeout:g} s); outcome unknown",
                 address=address,
             ) from None
-        finally:
-            watch.disarm()
+
+    def _tick(self) -> None:
+        """Every :data:`WATCH_TICK` while attempts wait: probe the nodes of those waiting
+        longer than ``probe_after`` (one shared timer, not one per attempt: cheaper)."""
+        self._ticker = None
+        if not self._watches or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        probe_after = self.policy.probe_after or 0.0
+        for watch in list(self._watches):
+            if watch.probing or now - watch.since < probe_after:
+                continue
+            watch.probing = True
+            watch.timeout.reschedule(now + self.policy.probe_timeout)
+            self._probe(watch.address).add_done_callback(functools.partial(self._probed, watch))
+        self._ticker = loop.call_later(WATCH_TICK, self._tick)
+
+    @staticmethod
+    def _probed(watch: _Watch, task: asyncio.Task[bool]) -> None:
+        if watch.done or watch.timeout.expired():
+            return
+        watch.probing = False
+        now = asyncio.get_running_loop().time()
+        if not task.cancelled() and task.exception() is None and task.result():
+            watch.timeout.reschedule(None)  # alive: wait on, probe again after probe_after
+            watch.since = now
+        else:
+            watch.timeout.reschedule(now)  # silent: expire the attempt now
 
     # -- the retry loop ----------------------------------------------------------------------
 
@@ -361,6 +402,9 @@ class Router:
 
     async def close(self) -> None:
         self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         tasks = [task for task in (self._learning, *self._probes.values()) if task is not None]
         for task in tasks:
             task.cancel()
@@ -374,41 +418,12 @@ class Router:
             await connection.close()
 
 
-class _SilenceWatch:
-    """While one attempt waits: after ``probe_after`` s probe its node; an answer re-arms the
-    watch, no answer within the probe timeout expires the attempt's ``asyncio.timeout``."""
+@dataclass(eq=False, slots=True)
+class _Watch:
+    """One waiting attempt: its node, since when it waits unprobed, its timeout to expire."""
 
-    def __init__(self, router: Router, address: str, probe_after: float) -> None:
-        self._router = router
-        self._address = address
-        self._probe_after = probe_after
-        self._loop = asyncio.get_running_loop()
-        self._timeout: asyncio.Timeout | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._done = False
-
-    def arm(self, timeout: asyncio.Timeout) -> None:
-        self._timeout = timeout
-        self._handle = self._loop.call_later(self._probe_after, self._probe)
-
-    def _probe(self) -> None:
-        self._handle = None
-        if self._done or self._timeout is None:
-            return
-        self._timeout.reschedule(self._loop.time() + self._router.policy.probe_timeout)
-        self._router._probe(self._address).add_done_callback(self._probed)
-
-    def _probed(self, task: asyncio.Task[bool]) -> None:
-        if self._done or self._timeout is None or self._timeout.expired():
-            return
-        if not task.cancelled() and task.result():
-            self._timeout.reschedule(None)
-            self._handle = self._loop.call_later(self._probe_after, self._probe)
-        else:
-            self._timeout.reschedule(self._loop.time())
-
-    def disarm(self) -> None:
-        self._done = True
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    address: str
+    since: float
+    timeout: asyncio.Timeout
+    probing: bool = False
+    done: bool = False

@@ -39,7 +39,7 @@ class RetryPolicy:
     #: a try unanswered for this long makes the router ask the same node for its status
     #: (one probe per node at a time); a node that does not answer that within
     #: ``probe_timeout`` is silent (SIGSTOP, partition) and the try is abandoned, so a
-    #: silent leader costs about ``probe_after + probe_timeout`` (1.25 s), not the whole
+    #: silent leader costs about ``probe_after + probe_timeout`` (1.25-1.35 s), not the whole
     #: ``attempt_timeout``, while a node that is merely slow keeps its full attempt time.
     #: None: no probes.
     probe_after: float | None = 0.5

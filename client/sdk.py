@@ -73,6 +73,7 @@ __all__ = [
     "ReadResult",
     "Record",
     "SessionInfo",
+    "ShardStatus",
     "Subscription",
     "SyncSubscription",
 ]
@@ -144,6 +145,32 @@ class FollowerProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardStatus:
+    """One data shard as the answering node sees it (role and indexes are its replica's)."""
+
+    shard: int
+    group: int  # its Raft group id
+    replicas: list[str]  # node ids, the preferred leader first
+    leader: str  # leader id, empty when unknown
+    leader_address: str
+    role: str  # this node's role in the group; empty: not a replica
+    term: int
+    commit_index: int
+    applied_index: int
+    last_index: int
+    max_lag: int  # on the leader: the furthest follower's lag
+    sessions: int  # sessions stored in this replica
+
+    @classmethod
+    def from_pb(cls, shard: pb.ShardStatus) -> ShardStatus:
+        return cls(
+            shard.shard, shard.group, list(shard.replicas), shard.leader, shard.leader_address,
+            shard.role, shard.term, shard.commit_index, shard.applied_index, shard.last_index,
+            shard.max_lag, shard.sessions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     id: str
     address: str  # the node's advertised client address
@@ -158,6 +185,8 @@ class NodeStatus:
     first_index: int
     snapshot_index: int
     followers: list[FollowerProgress] = field(default_factory=list)  # leader only
+    shard_count: int = 1  # 1 also for a server from before sharding
+    shards: list[ShardStatus] = field(default_factory=list)  # sharded clusters only
 
     @classmethod
     def from_pb(cls, status: pb.NodeStatus) -> NodeStatus:
@@ -184,6 +213,8 @@ class NodeStatus:
                 )
                 for f in status.followers
             ],
+            shard_count=max(1, status.shard_count),
+            shards=[ShardStatus.from_pb(shard) for shard in status.shards],
         )
 
 
