@@ -81,8 +81,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.cluster
-@pytest.mark.slow
+@pytest.mark.cluster  # about 15 s: two small clusters one after the other
 def test_a_toy_run_reports_every_layout_with_positive_figures(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.scale_out", "--layouts", "3x1,3x2", "--duration",
