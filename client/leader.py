@@ -90,6 +90,7 @@ class Router:
         self._probes: dict[str, asyncio.Task[bool]] = {}
         self._suspects: dict[str, float] = {}  # silent node -> loop time it is trusted again
         self._watches: set[_Watch] = set()  # attempts waiting for an answer
+        self._alive_at: dict[str, float] = {}  # node -> loop time of its latest answer
         self._ticker: asyncio.TimerHandle | None = None
 
     # -- leaders per routing key -------------------------------------------------------------
@@ -259,15 +260,25 @@ class Router:
         except errors.QuorumLogError:
             pass  # refused, but it answered
         self._suspects.pop(address, None)
+        self._alive_at[address] = asyncio.get_running_loop().time()
         return True
 
     async def _try(self, attempt: Attempt[T], address: str, budget: float) -> T:
-        """One attempt; abandoned (DeadlineExceeded: outcome unknown) when ``address`` goes
-        silent, i.e. leaves a probe unanswered while the attempt waits."""
+        """One attempt, given up when its node goes silent (see :meth:`watched`)."""
         connection = self.connection(address)
         probe_after = self.policy.probe_after
         if probe_after is None or budget <= probe_after:
             return await attempt(connection, budget)
+        return await self.watched(address, attempt(connection, budget))
+
+    async def watched(self, address: str, waiting: Awaitable[T]) -> T:
+        """``waiting`` (a call on ``address``), abandoned with DeadlineExceeded (outcome
+        unknown) when ``address`` goes silent: after ``probe_after`` without an answer the
+        node is asked for its status and does not answer that within ``probe_timeout``.
+        Anything ``address`` answered meanwhile (a probe, another call) counts as alive, so a
+        node is probed at most once per ``probe_after`` however many calls wait on it."""
+        if self.policy.probe_after is None:
+            return await waiting
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(None) as timeout:
@@ -276,10 +287,12 @@ class Router:
                 if self._ticker is None:
                     self._ticker = loop.call_later(WATCH_TICK, self._tick)
                 try:
-                    return await attempt(connection, budget)
+                    result = await waiting
                 finally:
                     watch.done = True
                     self._watches.discard(watch)
+                self._alive_at[address] = loop.time()
+                return result
         except TimeoutError:
             self._suspects[address] = loop.time() + SUSPECT_FOR
             raise errors.DeadlineExceeded(
@@ -298,6 +311,8 @@ class Router:
         now = loop.time()
         probe_after = self.policy.probe_after or 0.0
         for watch in list(self._watches):
+            alive_at = self._alive_at.get(watch.address, 0.0)
+            watch.since = max(watch.since, alive_at)
             if watch.probing or now - watch.since < probe_after:
                 continue
             watch.probing = True

@@ -451,7 +451,9 @@ class AsyncClient:
     def subscribe(self, session: str, from_offset: int = 0, *, max_batch: int = 0) -> Subscription:
         """Stream committed records from ``from_offset`` on, following the tail forever.
 
-        Survives leader changes and stream errors (reconnects, resumes at the next offset);
+        Survives leader changes, stream errors and a node gone silent (noticed by a status
+        probe when the stream has been quiet for ``RetryPolicy.probe_after``: reconnects,
+        resumes at the next offset);
         raises when no node can serve it for a whole ``deadline``. Close it with
         ``aclose()`` or ``async with``.
         """
@@ -729,7 +731,8 @@ class Subscription:
                 )
                 self._stream = router.connection(self._address).subscribe(request)
             try:
-                response = await self._stream.read()
+                assert self._address is not None
+                response = await router.watched(self._address, self._stream.read())
                 if response is None:
                     raise errors.Unavailable(
                         "subscription stream ended by the server", address=self._address

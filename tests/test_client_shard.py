@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -223,6 +223,22 @@ class _Node(quorumlog_pb2_grpc.QuorumLogServicer):
             records=[pb.Record(offset=i, data=d) for i, d in enumerate(records)
                      if i >= request.from_offset],
         )
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ReadResponse]:
+        await self._enter("Subscribe")
+        await self._lead(self.fake.shard_of(request.session), context)
+        position = request.from_offset
+        while True:
+            await self.fake.gate(self.node)  # a silent node sends nothing more
+            records = self.fake.log.get(request.session, [])
+            if len(records) > position:
+                yield pb.ReadResponse(session=request.session, next_offset=len(records), records=[
+                    pb.Record(offset=i, data=records[i]) for i in range(position, len(records))
+                ])
+                position = len(records)
+            await asyncio.sleep(0.01)  # polling interval of the fake's tail
 
     async def DescribeSession(
         self, request: pb.DescribeSessionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -554,3 +570,28 @@ def test_one_shard_cluster_is_routed_as_before() -> None:
     finally:
         cluster.close()
 
+
+
+def test_a_subscription_leaves_a_silent_node_and_resumes_without_gap(fake: ShardedFake) -> None:
+    (name,) = sessions_of(2, 4, 1, prefix="tail-")
+    fake.log[name] = [b"0", b"1"]
+
+    async def main() -> tuple[list[int], float]:
+        async with client_for(fake.all_addresses) as client:
+            subscription = client.subscribe(name)
+            seen = [await subscription.__anext__() for _ in range(2)]
+            leader = fake.leaders[2]
+            fake.silence(leader)
+            fake.leaders[2] = next(node for node in fake.ids if node != leader)
+            fake.log[name].append(b"2")
+            started = time.monotonic()
+            seen.append(await asyncio.wait_for(subscription.__anext__(), 10))
+            await subscription.aclose()
+            return [record.offset for record in seen], time.monotonic() - started
+
+    try:
+        offsets, took = asyncio.run(main())
+    finally:
+        fake.resume("n3")
+    assert offsets == [0, 1, 2]
+    assert took < 2.5, took
