@@ -18,8 +18,9 @@ Shards: on a sharded cluster a round is split by the session's shard (the router
 before the first round) and each shard's part goes to that shard's leader, all parts at once;
 each part is one AppendBatch (atomic, in order) like a whole round on one shard. An outcome
 refused with UNAVAILABLE and a leader hint (that node leads other shards of the batch, not this
-append's) is sent again, the very same request, to the named leader within the item's deadline;
-the rest of its batch is answered as it came.
+append's) is sent again, the very same request, to the named leader within the item's deadline
+(an UNAVAILABLE outcome without a hint is sent again too, to another node); the rest of its
+batch is answered as it came.
 
 A server without AppendBatch (UNIMPLEMENTED, an older version) makes the client fall back to
 one Append RPC per request for the rest of its life.
@@ -203,7 +204,7 @@ class AppendOutbox:
         for item, outcome in zip(items, response.outcomes, strict=True):
             if item.future.done():
                 continue
-            if outcome.code == UNAVAILABLE and outcome.leader_addr:
+            if outcome.code == UNAVAILABLE:
                 self._redirect(item, outcome, address)
                 refused.append(item)
             elif outcome.code != 0:
@@ -220,12 +221,17 @@ class AppendOutbox:
             await self._resend(refused, loop)
 
     def _redirect(self, item: _Item, outcome: pb.AppendOutcome, address: str | None) -> None:
-        """``item`` was refused by a node that does not lead its shard: remember the shard's
-        leader it named (and ask for a fresh map when ours routed it wrongly)."""
+        """``item`` was refused UNAVAILABLE on its own (its node does not lead its shard, or
+        did not finish it): remember the shard's leader it named, if any (and ask for a fresh
+        map when ours routed it wrongly). Sent again, dedup keeps it exactly-once."""
         item.refusals += 1
         router = self._router
+        expected = router.key_of(item.request.session)
+        if not outcome.leader_addr:
+            router.set_leader(expected, None)  # no hint: the next round tries another node
+            return
         key = outcome.shard
-        if router.key_of(item.request.session) == key:
+        if expected == key:
             item.shard = None
         else:  # our map is not learned yet (or stale): the node knows the shard
             item.shard = key

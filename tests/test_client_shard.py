@@ -61,6 +61,8 @@ class ShardedFake:
         self.log: dict[str, list[bytes]] = {}
         self.dedup: dict[tuple[str, str, int], int] = {}
         self.available: set[str] = set()  # sessions accept-next may hand out
+        #: sessions whose next append is applied but answered UNAVAILABLE with no hint
+        self.unknown_once: set[str] = set()
         self.calls: Counter[tuple[str, str]] = Counter()  # (node, method)
         #: (node, session, producer, sequence, code) of every append that reached a node
         self.arrivals: list[tuple[str, str, str, int, int]] = []
@@ -200,7 +202,12 @@ class _Node(quorumlog_pb2_grpc.QuorumLogServicer):
         outcomes = []
         for append, shard in zip(request.appends, shards, strict=True):
             leader = fake.leaders[shard]
-            if leader == self.node:
+            if leader == self.node and append.session in fake.unknown_once:
+                fake.unknown_once.discard(append.session)
+                fake.append(append)
+                outcome = pb.AppendOutcome(code=grpc.StatusCode.UNAVAILABLE.value[0],
+                                           message="outcome unknown", shard=shard)
+            elif leader == self.node:
                 outcome = pb.AppendOutcome(result=fake.append(append))
             else:
                 outcome = pb.AppendOutcome(
@@ -417,6 +424,23 @@ def test_mixed_batch_is_split_and_refused_appends_retried_to_the_named_leader(
     assert len(applied) == len(set(applied)) == 2 * len(sessions)  # each exactly once
     first_batch_node, first_batch = fake.batches[0]
     assert first_batch_node == "n1" and len({fake.shard_of(s) for s in first_batch}) > 1
+
+
+def test_an_append_answered_unavailable_without_hint_is_sent_again_exactly_once(
+    fake: ShardedFake,
+) -> None:
+    sessions = [f"unknown-{i}" for i in range(8)]
+    fake.unknown_once.update(sessions[:3])
+
+    async def main() -> None:
+        async with client_for(fake.all_addresses, producer_id="p") as client:
+            results = await asyncio.gather(*(client.append(name, b"x") for name in sessions))
+            assert [r.first_offset for r in results] == [0] * len(sessions)
+            assert [r.duplicate for r in results] == [True] * 3 + [False] * 5
+
+    asyncio.run(main())
+    for name in sessions:
+        assert fake.log[name] == [b"x"]
 
 
 # -- listing and accept-next -----------------------------------------------------------------
