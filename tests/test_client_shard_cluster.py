@@ -5,6 +5,8 @@ everything read back, listed and counted where the hash says it lives."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -66,3 +68,41 @@ def test_appends_to_sessions_of_every_shard_are_read_back(tmp_path: Path) -> Non
                 for shard in report.status.shards:
                     stored[shard.shard] = max(stored[shard.shard], shard.sessions)
             assert dict(stored) == dict(expected)
+
+
+def test_a_frozen_node_leading_shards_is_left_within_seconds(tmp_path: Path) -> None:
+    """SIGSTOP the node leading shards the client has been writing to: appends to every
+    shard complete again well within one 3 s attempt timeout (the client gives the frozen
+    leader one status probe), each exactly once."""
+    base = free_base_port()
+    sessions = [f"frozen/{i}" for i in range(36)]
+    assert {shard_of(name, SHARDS) for name in sessions} == set(range(SHARDS))
+
+    with cluster_up(up_command(tmp_path / "data", base, "--shards", str(SHARDS))) as up:
+        _, pids = up.wait_ready(90)
+        names = {f"127.0.0.1:{base + i}": f"n{i + 1}" for i in range(3)}
+
+        async def main() -> list[float]:
+            async with AsyncClient(addresses(base), deadline=DEADLINE, retry=RETRY) as client:
+                await asyncio.gather(*(client.append(name, b"0") for name in sessions))
+                leaders = Counter(client._router.leader_of(k) for k in range(SHARDS))
+                victim = names[str(leaders.most_common(1)[0][0])]
+                os.kill(pids[victim], signal.SIGSTOP)
+                try:
+                    loop = asyncio.get_running_loop()
+                    started = loop.time()
+
+                    async def timed(name: str) -> float:
+                        assert (await client.append(name, b"1")).first_offset == 1
+                        return loop.time() - started
+
+                    took = await asyncio.gather(*(timed(name) for name in sessions))
+                finally:
+                    os.kill(pids[victim], signal.SIGCONT)
+                for name in sessions:
+                    page = await client.read(name)
+                    assert [r.data for r in page.records] == [b"0", b"1"]
+                return took
+
+        took = asyncio.run(main())
+        assert max(took) < 3.0, sorted(took)
