@@ -58,18 +58,47 @@ class AclCommand(_message.Message):
     def __init__(self, grant: _Optional[_Union[AclRule, _Mapping]] = ..., revoke: _Optional[_Union[AclRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., by: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("append", "trim", "delete_session", "acl", "consumer")
+    __slots__ = ("append", "trim", "delete_session", "acl", "consumer", "placement")
     APPEND_FIELD_NUMBER: _ClassVar[int]
     TRIM_FIELD_NUMBER: _ClassVar[int]
     DELETE_SESSION_FIELD_NUMBER: _ClassVar[int]
     ACL_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     append: AppendCommand
     trim: TrimCommand
     delete_session: DeleteSessionCommand
     acl: AclCommand
     consumer: _consumer_commands_pb2.ConsumerCommand
-    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ...) -> None: ...
+    placement: PlacementCommand
+    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ..., placement: _Optional[_Union[PlacementCommand, _Mapping]] = ...) -> None: ...
+
+class ShardPlacement(_message.Message):
+    __slots__ = ("shard", "group", "replicas")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    group: int
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shard: _Optional[int] = ..., group: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PlacementCommand(_message.Message):
+    __slots__ = ("shard_count", "shards", "host_tags")
+    class HostTagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_TAGS_FIELD_NUMBER: _ClassVar[int]
+    shard_count: int
+    shards: _containers.RepeatedCompositeFieldContainer[ShardPlacement]
+    host_tags: _containers.ScalarMap[int, str]
+    def __init__(self, shard_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardPlacement, _Mapping]]] = ..., host_tags: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class CommandBatch(_message.Message):
     __slots__ = ("leader_time_ms", "commands")

@@ -174,13 +174,13 @@ class InProcessCluster:
 
         def deliver(messages: list[Any]) -> None:
             if node.raft is not None:
-                node.raft.deliver(messages)
+                node.raft.deliver([message for _, message in messages])  # one group
 
         def unreachable(peer: int) -> None:
             if node.raft is not None:
                 node.raft.report_unreachable(peer)
 
-        async def export_state(min_index: int) -> AsyncIterator[bytes]:
+        async def export_state(min_index: int, group: int = 0) -> AsyncIterator[bytes]:
             raft = node.raft
             if raft is None or state_machine.applied_index() < min_index or raft.needs_restore:
                 raise RuntimeError(f"{name}: no state at {min_index} to export")
@@ -201,7 +201,9 @@ class InProcessCluster:
                 state_machine, transport, config.peers),
         )
         port = NodePort(raft, transport, name)
-        consumer_service = wiring.add_client_services(server, port, state_machine, config)
+        consumer_service = wiring.add_client_services(
+            server, wiring.single_group_table(port, state_machine), config
+        )
         node.state_storage, node.state_machine = state_storage, state_machine
         node.transport, node.raft, node.port = transport, raft, port
         node.server, node.consumer_service = server, consumer_service

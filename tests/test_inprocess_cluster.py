@@ -33,14 +33,18 @@ class Ends:
         self.ends: dict[int, MemoryTransport] = {}
         for node_id in (1, 2, 3):
 
-            async def export(min_index: int, node_id: int = node_id) -> AsyncIterator[bytes]:
+            async def export(
+                min_index: int, group: int = 0, node_id: int = node_id
+            ) -> AsyncIterator[bytes]:
                 for part in (b"state-of-", b"n%d@%d" % (node_id, min_index)):
                     yield part
 
             end = self.network.transport(
                 self_id=node_id, self_name=f"n{node_id}", client_address=f"c{node_id}",
                 peers={k: PeerInfo(v.name, v.peer_address) for k, v in peers.items()},
-                on_messages=self.received[node_id].extend,
+                on_messages=lambda items, into=self.received[node_id]: into.extend(
+                    message for _, message in items  # (group, message): one group here
+                ),
                 on_unreachable=self.unreachable[node_id].append,
                 export_state=export,
             )

@@ -386,6 +386,10 @@ class RecordingProposer:
         self.calls: list[list[commands_pb2.Command]] = []
         self.error = error
 
+    def proposer(self, session: str) -> tuple[int, RecordingProposer]:
+        """The router of a one-shard node: every session is shard 0, here."""
+        return 0, self
+
     async def propose_many(
         self, commands: Sequence[tuple[commands_pb2.Command, int]], deadline: float
     ) -> list[Committed | CommandError]:

@@ -145,11 +145,13 @@ def test_message_round_trips_through_the_wire(message: Message) -> None:
 
 def test_batch_refuses_other_cluster_and_spoofed_sender() -> None:
     good = Message(MessageType.HEARTBEAT, to=2, frm=1, term=3)
-    batch = raft_pb2.MessageBatch.FromString(encode_batch(7, 1, [good]).SerializeToString())
-    assert decode_batch(batch, 7) == [good]
+    batch = raft_pb2.MessageBatch.FromString(
+        encode_batch(7, 1, [(0, good), (3, good)]).SerializeToString()
+    )
+    assert decode_batch(batch, 7) == [(0, good), (3, good)]  # each message keeps its group
     with pytest.raises(CodecError, match="cluster 7, this is cluster 8"):
-        decode_batch(batch, 8)
-    spoofed = encode_batch(7, 1, [Message(MessageType.HEARTBEAT, to=2, frm=3, term=3)])
+        decode_batch(batch, 8)  # another cluster's
+    spoofed = encode_batch(7, 1, [(0, Message(MessageType.HEARTBEAT, to=2, frm=3, term=3))])
     with pytest.raises(CodecError, match="inside a batch from n1"):
         decode_batch(spoofed, 7)
 

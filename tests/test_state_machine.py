@@ -181,7 +181,7 @@ PINNED_SNAPSHOT = "a3c25ad7345f1c37aaaa524b2bc829d9b58c5d4046c9b69ce23d51bf26bb6
 
 
 def test_the_key_layout_and_the_snapshot_bytes_are_pinned(node: Node) -> None:
-    assert STATE_PREFIXES == (b"A/", b"C/", b"S/", b"a/", b"n/", b"p/", b"s/")
+    assert STATE_PREFIXES == (b"A/", b"C/", b"P/", b"S/", b"a/", b"n/", b"p/", b"s/")
     node.sm.apply(mixed_entries())
     member = commands_pb2.MemberAddress(name="n2", peer_address="p:2", client_address="c:2")
     node.sm.apply([

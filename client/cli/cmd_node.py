@@ -49,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start empty and wait to be added with `quorumlog cluster add-node` "
         "(--peers then lists members to contact first, may be omitted)",
     )
+    parser.add_argument(
+        "--init-shards", type=int, metavar="S",
+        help="data shards (Raft groups) of a cluster this node founds (default 1); fixed "
+        "when the cluster is created, ignored after",
+    )
+    parser.add_argument(
+        "--host-tag", metavar="NAME",
+        help="the host this node runs on: no two replicas of a shard share a tag "
+        "(default: the node's name)",
+    )
     security = parser.add_argument_group("security (README: Security)")
     security.add_argument(
         "--tls-dir", type=Path,
@@ -103,6 +113,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "token_key": args.token_key,
         "rate_limit": args.rate_limit,
         "audit_log": args.audit_log,
+        "init_shards": args.init_shards,
+        "host_tag": args.host_tag,
     }
     if args.peers is not None:
         values["peers"] = parse_peers(args.peers)

@@ -18,13 +18,13 @@ from typing import TypeVar
 
 import grpc
 
-from quorumlog.node.api import rpc
-from quorumlog.node.api.node_port import NodeError, NodePort
+from quorumlog.node.api import balance, rpc
+from quorumlog.node.api.node_port import NodeError
 from quorumlog.node.api.rpc import Context
+from quorumlog.node.api.shards import ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.membership import MembershipError
-from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.backup_file import BackupHeader, backup_chunks
 from quorumlog.proto import admin_pb2, admin_pb2_grpc, commands_pb2
 from quorumlog.raft.types import ConfChange, ConfChangeType, NodeId, StateRole
@@ -45,12 +45,21 @@ def _give_up_at(context: Context) -> float:
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(
-        self, port: NodePort, state_machine: SessionStateMachine, config: NodeConfig
-    ) -> None:
-        self.port = port
-        self.state_machine = state_machine
+    def __init__(self, shards: ShardTable, config: NodeConfig) -> None:
+        self.shards = shards
+        self.port = shards.meta.port  # membership, leadership and backup: the meta group
+        self.state_machine = shards.meta.state_machine
         self.config = config
+
+    async def _unsharded_only(self, context: Context, what: str) -> None:
+        """Refuse what is built for one group only when the cluster has several shards."""
+        if self.shards.sharded:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{what} is not supported on a sharded cluster yet "
+                f"({self.shards.shard_count} shards): it would have to move shard replicas "
+                "(docs/operations.md#sharding)",
+            )
 
     # -- helpers -------------------------------------------------------------------------
     async def _leader_only(self, context: Context) -> None:
@@ -105,6 +114,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def AddNode(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.AddNodeRequest, context: Context
     ) -> admin_pb2.AddNodeResponse:
+        await self._unsharded_only(context, "add-node")
         await self._leader_only(context)
         port = self.port
         new = await self._checked(context, lambda: membership.check_add(
@@ -153,6 +163,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RemoveNode(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.RemoveNodeRequest, context: Context
     ) -> admin_pb2.RemoveNodeResponse:
+        await self._unsharded_only(context, "remove-node")
         await self._leader_only(context)
         port = self.port
         node_id = await self._checked(context, lambda: membership.check_remove(
@@ -188,9 +199,31 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             await asyncio.sleep(min(election_seconds, max(0.0, end - time.monotonic())))
         return admin_pb2.TransferLeaderResponse(leader=request.id, term=port.term)
 
+    async def BalanceLeaders(  # noqa: N802 -- gRPC method name
+        self, request: admin_pb2.BalanceLeadersRequest, context: Context
+    ) -> admin_pb2.BalanceLeadersResponse:
+        """Hand the shards this node leads to their preferred leaders; wait (up to an
+        election timeout) for the transfers, then answer the leader counts known here.
+        Every node also does this on its own every few seconds."""
+        moves = balance.balance_once(self.shards)
+        end = time.monotonic() + min(self.port.election_seconds, rpc.remaining(context) / 2)
+        pending = {move.shard for move in moves}
+        while pending and time.monotonic() < end:
+            await asyncio.sleep(self.port.tick_seconds)  # re-check once per Raft tick
+            pending = {
+                local.shard for local in self.shards.local_shards()
+                if local.shard in pending and local.port.is_leader
+            }
+        return admin_pb2.BalanceLeadersResponse(
+            moves=[admin_pb2.LeaderMove(shard=move.shard, to=move.to, **{"from": move.frm})
+                   for move in moves],
+            leaders=balance.leader_counts(self.shards),
+        )
+
     async def Backup(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.BackupRequest, context: Context
     ) -> AsyncIterator[admin_pb2.BackupChunk]:
+        await self._unsharded_only(context, "backup")
         await self._leader_only(context)
         # A linearizable point first: the copy holds every write acknowledged before the call.
         await rpc.linearizable(context, self.port)

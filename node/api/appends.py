@@ -14,12 +14,19 @@ the service's, before it calls here).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 from quorumlog.node.api.guard import Rules, may_append
-from quorumlog.node.api.node_port import Committed
+from quorumlog.node.api.node_port import (
+    Committed,
+    DeadlineError,
+    LeaderHint,
+    NodeError,
+    NotLeaderError,
+)
 from quorumlog.node.common import limits
 from quorumlog.node.common.limits import ErrorCode, InvalidInput
 from quorumlog.node.replication.applier import CommandError
@@ -35,16 +42,26 @@ class Proposer(Protocol):
     ) -> list[Committed | CommandError]: ...
 
 
+class Router(Protocol):
+    """Which group's port serves a session (``ShardTable``): ``(shard, proposer)``, or
+    ``NodeError`` (``NotLeaderError`` with a hint when the shard is not hosted here)."""
+
+    def proposer(self, session: str) -> tuple[int, Proposer]: ...
+
+
 #: An append applied at Raft index ``[0]`` (the reply's commit index), with its offsets.
 Appended = tuple[int, AppendResult]
 
 
 @dataclass(frozen=True, slots=True)
 class AppendRefused:
-    """An append that changed nothing: its status code and message."""
+    """An append that changed nothing (or, in a call spanning several shards, whose shard
+    could not take it here: ``leader`` says where to send it): its status code and message."""
 
     code: ErrorCode
     message: str
+    leader: LeaderHint | None = None
+    shard: int = 0
 
 
 AppendOutcome = Appended | AppendRefused
@@ -57,8 +74,8 @@ class RuleStore(Protocol):
 
 
 class Appender:
-    def __init__(self, port: Proposer, rules: RuleStore, node_limits: limits.Limits) -> None:
-        self._port = port
+    def __init__(self, router: Router, rules: RuleStore, node_limits: limits.Limits) -> None:
+        self._router = router
         self._rules = rules
         self._limits = node_limits
 
@@ -68,8 +85,9 @@ class Appender:
         """One outcome per append of ``items``, in order (see the module docstring); raises
         ``NodeError`` when the call fails as a whole."""
         outcomes: list[AppendOutcome | None] = []
-        positions: list[int] = []
-        commands: list[tuple[commands_pb2.Command, int]] = []
+        # shard -> (its proposer, positions in ``outcomes``, commands), in first-seen order
+        parts: dict[int, tuple[Proposer, list[int], list[tuple[commands_pb2.Command, int]]]] = {}
+        unrouted: list[tuple[int, int, NodeError]] = []  # (position, shard, why)
         node_limits = self._limits
         rules = self._rules.state()  # one reading for the call: nothing is awaited below
         for item in items:
@@ -81,9 +99,16 @@ class Appender:
             except InvalidInput as error:
                 outcomes.append(AppendRefused(error.code, error.message))
                 continue
-            positions.append(len(outcomes))
+            position = len(outcomes)
             outcomes.append(None)  # filled in below
-            commands.append((
+            try:
+                shard, proposer = self._router.proposer(item.session)
+            except NodeError as error:
+                unrouted.append((position, getattr(error, "shard", 0), error))
+                continue
+            part = parts.setdefault(shard, (proposer, [], []))
+            part[1].append(position)
+            part[2].append((
                 commands_pb2.Command(
                     append=commands_pb2.AppendCommand(
                         session=item.session,
@@ -95,11 +120,48 @@ class Appender:
                 ),
                 size,
             ))
-        if commands:
-            proposed = await self._port.propose_many(commands, deadline)
-            for position, outcome in zip(positions, proposed, strict=True):
-                if isinstance(outcome, CommandError):
-                    outcomes[position] = AppendRefused(outcome.code, outcome.message)
+        if unrouted and not parts and len({shard for _, shard, _ in unrouted}) == 1:
+            raise unrouted[0][2]  # one shard, not here: the call fails as a whole, as before
+        for position, shard, why in unrouted:
+            outcomes[position] = _moved(why, shard)
+        if len(parts) == 1 and not unrouted:
+            # One shard (always, in a one-shard cluster): its failure is the call's.
+            ((proposer, positions, commands),) = parts.values()
+            self._fill(outcomes, positions, await proposer.propose_many(commands, deadline))
+        elif parts:
+            shards = list(parts)
+            answers = await asyncio.gather(
+                *(parts[shard][0].propose_many(parts[shard][2], deadline) for shard in shards),
+                return_exceptions=True,
+            )
+            for shard, answer in zip(shards, answers, strict=True):
+                positions = parts[shard][1]
+                if isinstance(answer, NodeError):
+                    for position in positions:
+                        outcomes[position] = _moved(answer, shard)
+                elif isinstance(answer, BaseException):
+                    raise answer
                 else:
-                    outcomes[position] = outcome  # (index, AppendResult)
+                    self._fill(outcomes, positions, answer)
         return cast(list[AppendOutcome], outcomes)  # every position is filled
+
+    @staticmethod
+    def _fill(
+        outcomes: list[AppendOutcome | None],
+        positions: list[int],
+        proposed: list[Committed | CommandError],
+    ) -> None:
+        for position, outcome in zip(positions, proposed, strict=True):
+            if isinstance(outcome, CommandError):
+                outcomes[position] = AppendRefused(outcome.code, outcome.message)
+            else:
+                outcomes[position] = outcome  # (index, AppendResult)
+
+
+def _moved(error: NodeError, shard: int) -> AppendRefused:
+    """One append of a call spanning shards whose shard failed here: retry it (producer
+    dedup makes that exactly-once), at the leader the error names when it names one."""
+    code = ErrorCode.DEADLINE_EXCEEDED if isinstance(error, DeadlineError) \
+        else ErrorCode.UNAVAILABLE
+    leader = error.leader if isinstance(error, NotLeaderError) else None
+    return AppendRefused(code, error.message, leader, shard)

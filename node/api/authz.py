@@ -88,6 +88,7 @@ METHODS: dict[str, Requirement] = {
     "/quorumlog.v1.Admin/AddNode": _MANAGE,
     "/quorumlog.v1.Admin/RemoveNode": _MANAGE,
     "/quorumlog.v1.Admin/TransferLeader": _MANAGE,
+    "/quorumlog.v1.Admin/BalanceLeaders": _MANAGE,
     "/quorumlog.v1.Admin/Backup": _MANAGE,
     "/quorumlog.v1.Acl/Grant": _MANAGE,
     "/quorumlog.v1.Acl/Revoke": _MANAGE,

@@ -26,14 +26,14 @@ from google.protobuf.message import Message
 
 from quorumlog.node.api import rpc
 from quorumlog.node.api.guard import current_principal
-from quorumlog.node.api.node_port import NodePort
+from quorumlog.node.api.node_port import NodeError
 from quorumlog.node.api.rpc import Context
+from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common import limits
 from quorumlog.node.common.limits import InvalidInput
 from quorumlog.node.state import consumer_records
 from quorumlog.node.state.consumer_records import ConsumerResult, Cursor
-from quorumlog.node.state.consumer_state import ConsumerState
-from quorumlog.node.state.state_machine import SessionStateMachine, StateMachineError
+from quorumlog.node.state.state_machine import StateMachineError
 from quorumlog.proto import (
     commands_pb2,
     consumer_commands_pb2,
@@ -58,15 +58,13 @@ def _command(**kind: Any) -> commands_pb2.Command:
 class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
     def __init__(
         self,
-        port: NodePort,
-        state_machine: SessionStateMachine,
+        shards: ShardTable,
         node_limits: limits.Limits = limits.DEFAULT_LIMITS,
     ) -> None:
-        self.port = port
-        self.state_machine = state_machine
-        self.consumers: ConsumerState = state_machine.consumers
+        self.shards = shards
         self.limits = node_limits
         self._sweeper: asyncio.Task[None] | None = None
+        self._next_shard = 0  # where the next accept-next-session looks first
 
     # -- lifecycle (the sweep) ---------------------------------------------------------------
     def start(self) -> None:
@@ -82,12 +80,13 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         command = _command(sweep=cc.SweepCommand())
         while True:
             await asyncio.sleep(SWEEP_SECONDS)  # a period, not a wait for an event
-            if not self.port.is_leader or not self.consumers.has_policies():
-                continue
-            try:
-                await self.port.propose(command, 8, time.monotonic() + 10)
-            except Exception as error:  # the next period tries again
-                log.debug("sweep not applied: %s", error)
+            for local in self.shards.local_shards():  # each shard this node leads
+                if not local.port.is_leader or not local.state_machine.consumers.has_policies():
+                    continue
+                try:
+                    await local.port.propose(command, 8, time.monotonic() + 10)
+                except Exception as error:  # the next period tries again
+                    log.debug("sweep not applied: %s", error)
 
     # -- helpers ---------------------------------------------------------------------------------
     async def _check(self, context: Context, *checks: Any) -> None:
@@ -98,22 +97,53 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         except InvalidInput as error:
             await rpc.abort_invalid(context, error)
 
+    async def _route(self, context: Context, session: str) -> LocalShard:
+        """The local group of ``session``'s shard, or abort with where to go instead."""
+        try:
+            return self.shards.route(session)
+        except NodeError as error:
+            await rpc.abort_node_error(context, error)
+
     async def _propose(
-        self, context: Context, command: commands_pb2.Command, kind: type[R]
+        self, context: Context, local: LocalShard, command: commands_pb2.Command, kind: type[R]
     ) -> tuple[int, R]:
-        """Replicate ``command``; (its Raft index, its answer of type ``kind``)."""
-        index, result = await rpc.propose(context, self.port, command, command.ByteSize())
+        """Replicate ``command`` in ``local``'s group; (its Raft index, its answer)."""
+        await self._carry_group(context, local, command)
+        index, result = await rpc.propose(context, local.port, command, command.ByteSize())
         assert isinstance(result, ConsumerResult) and isinstance(result.response, kind)
         return index, result.response
 
-    async def _read_session(self, context: Context, session: str) -> None:
+    async def _carry_group(
+        self, context: Context, local: LocalShard, command: commands_pb2.Command
+    ) -> None:
+        """Sharded clusters keep consumer groups in the meta group (CreateGroup goes there);
+        a data shard gets a group's definition, as an ordinary replicated CreateGroup, the
+        first time a command of its sessions names it."""
+        if local.group == 0:
+            return
+        group = getattr(getattr(command.consumer, command.consumer.WhichOneof("kind") or ""),
+                        "group", "")
+        if not group or local.state_machine.consumers.group(group) is not None:
+            return
+        record = self.shards.meta.state_machine.consumers.group(group)
+        if record is None:
+            return  # the shard answers "no such group" precisely
+        create = _command(create_group=cc.CreateGroupCommand(
+            group=record.group, lock_ms=record.lock_ms, max_deliveries=record.max_deliveries,
+            exist_ok=True,
+        ))
+        await rpc.propose(context, local.port, create, create.ByteSize())
+
+    async def _read_session(self, context: Context, session: str) -> LocalShard:
         """A linearizable read point, after which ``session`` is known to exist."""
         await self._check(context, self._session_check(session))
-        await rpc.linearizable(context, self.port)
+        local = await self._route(context, session)
+        await rpc.linearizable(context, local.port)
         try:
-            self.state_machine.describe(session)
+            local.state_machine.describe(session)
         except StateMachineError as error:
             await rpc.abort_invalid(context, error)
+        return local
 
     def _session_check(self, session: str) -> Any:
         return lambda: limits.check_session_id(session, self.limits)
@@ -127,7 +157,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             group=request.group, lock_ms=request.lock_ms, max_deliveries=request.max_deliveries,
             exist_ok=request.exist_ok,
         ))
-        return (await self._propose(context, command, consumer_pb2.GroupInfo))[1]
+        return (await self._propose(context, self.shards.meta, command, consumer_pb2.GroupInfo))[1]
 
     async def Receive(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ReceiveRequest, context: Context
@@ -149,43 +179,49 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             receive_and_delete=request.mode == consumer_pb2.RECEIVE_AND_DELETE,
             lock_ms=request.lock_ms, redeliver_own=request.redeliver_in_flight,
         ))
+        local = await self._route(context, request.session)
         loop = asyncio.get_running_loop()
         end = loop.time() + request.wait_ms / 1000
         while True:
             if request.wait_ms:
-                await self._wait_deliverable(request.session, request.group, end)
-            applied = self.port.applied_index
-            index, response = await self._propose(context, command, consumer_pb2.ReceiveResponse)
+                await self._wait_deliverable(local, request.session, request.group, end)
+            applied = local.port.applied_index
+            index, response = await self._propose(
+                context, local, command, consumer_pb2.ReceiveResponse
+            )
             if response.messages or loop.time() >= end:
                 break
-            await self.port.wait_applied(  # no busy loop of empty receives
+            await local.port.wait_applied(  # no busy loop of empty receives
                 max(applied, index) + 1,
                 time.monotonic() + min(POLL_SECONDS, max(0.0, end - loop.time())),
             )
         response.commit_index = index
-        self._fill_payloads(response)
+        self._fill_payloads(local, response)
         return response
 
-    async def _wait_deliverable(self, session: str, group: str, end: float) -> None:
+    async def _wait_deliverable(
+        self, local: LocalShard, session: str, group: str, end: float
+    ) -> None:
         """Until the local state suggests a receive would deliver something, or ``end``."""
         loop = asyncio.get_running_loop()
         session_bytes = session.encode("utf-8")
         group_bytes = group.encode("utf-8")
+        consumers = local.state_machine.consumers
         while loop.time() < end:
-            applied = self.port.applied_index
+            applied = local.port.applied_index
             try:
-                info = self.state_machine.describe(session)
+                info = local.state_machine.describe(session)
             except StateMachineError:
                 return  # the proposal answers precisely
-            cursor = self.consumers.cursor(session_bytes, group_bytes) or Cursor()
-            now = max(self.consumers.clock(), int(time.time() * 1000))
+            cursor = consumers.cursor(session_bytes, group_bytes) or Cursor()
+            now = max(consumers.clock(), int(time.time() * 1000))
             if cursor.deliverable(now, info.first_offset, info.next_offset):
                 return
-            await self.port.wait_applied(
+            await local.port.wait_applied(
                 applied + 1, time.monotonic() + min(POLL_SECONDS, end - loop.time())
             )
 
-    def _fill_payloads(self, response: consumer_pb2.ReceiveResponse) -> None:
+    def _fill_payloads(self, local: LocalShard, response: consumer_pb2.ReceiveResponse) -> None:
         """Payloads of the delivered offsets from the applied state (read in runs). A message
         trimmed meanwhile is left out: it no longer exists."""
         messages = list(response.messages)
@@ -202,7 +238,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             offset = start
             while offset < start + run:
                 try:
-                    page = self.state_machine.read(
+                    page = local.state_machine.read(
                         response.session, offset, start + run - offset,
                         self.limits.max_read_bytes,
                     )
@@ -245,8 +281,9 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             settle.state.CopyFrom(cc.StateWrite(
                 expected_version=request.state.expected_version, data=request.state.data
             ))
+        local = await self._route(context, request.session)
         index, response = await self._propose(
-            context, _command(settle=settle), consumer_pb2.SettleResponse
+            context, local, _command(settle=settle), consumer_pb2.SettleResponse
         )
         response.commit_index = index
         return response
@@ -261,13 +298,45 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         if request.session:
             checks.append(self._session_check(request.session))
         await self._check(context, *checks)
-        return await self._lease(context, _command(accept=cc.AcceptCommand(
+        command = _command(accept=cc.AcceptCommand(
             session=request.session, group=request.group, consumer=request.consumer,
             lease_ms=request.lease_ms, prefix=request.prefix,
-        )))
+        ))
+        if request.session:
+            return await self._lease(context, await self._route(context, request.session),
+                                     command)
+        return await self._accept_next(context, request, command)
 
-    async def _lease(self, context: Context, command: commands_pb2.Command) -> consumer_pb2.Lease:
-        index, response = await self._propose(context, command, consumer_pb2.Lease)
+    async def _accept_next(
+        self, context: Context, request: consumer_pb2.AcceptSessionRequest,
+        command: commands_pb2.Command,
+    ) -> consumer_pb2.Lease:
+        """The next available session: in the asked shard, else in each shard this node
+        leads in turn, starting after the one that answered last (fair across shards)."""
+        if request.HasField("shard") or not self.shards.sharded:
+            try:
+                local = self.shards.for_shard(request.shard if request.HasField("shard") else 0)
+            except NodeError as error:
+                await rpc.abort_node_error(context, error)
+            return await self._lease(context, local, command)
+        led = [local for local in self.shards.local_shards() if local.port.is_leader]
+        if not led:
+            await rpc.abort_node_error(context, self.shards.meta.port.not_leader(
+                "this node leads no shard: ask each shard's leader (AcceptSessionRequest.shard)"
+            ))
+        start = self._next_shard % len(led)
+        self._next_shard += 1
+        lease = consumer_pb2.Lease()
+        for local in led[start:] + led[:start]:
+            lease = await self._lease(context, local, command)
+            if lease.session:
+                break
+        return lease
+
+    async def _lease(
+        self, context: Context, local: LocalShard, command: commands_pb2.Command
+    ) -> consumer_pb2.Lease:
+        index, response = await self._propose(context, local, command, consumer_pb2.Lease)
         response.commit_index = index
         return response
 
@@ -275,7 +344,8 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         self, request: consumer_pb2.RenewLeaseRequest, context: Context
     ) -> consumer_pb2.Lease:
         await self._check(context, self._session_check(request.session))
-        return await self._lease(context, _command(renew=cc.RenewCommand(
+        local = await self._route(context, request.session)
+        return await self._lease(context, local, _command(renew=cc.RenewCommand(
             session=request.session, group=request.group, token=request.token,
             lease_ms=request.lease_ms,
         )))
@@ -287,13 +357,16 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         command = _command(release=cc.ReleaseCommand(
             session=request.session, group=request.group, token=request.token,
         ))
-        return (await self._propose(context, command, consumer_pb2.ReleaseSessionResponse))[1]
+        local = await self._route(context, request.session)
+        return (await self._propose(
+            context, local, command, consumer_pb2.ReleaseSessionResponse
+        ))[1]
 
     async def GetState(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.GetStateRequest, context: Context
     ) -> consumer_pb2.SessionState:
-        await self._read_session(context, request.session)
-        version, data = self.consumers.state(request.session.encode("utf-8"))
+        local = await self._read_session(context, request.session)
+        version, data = local.state_machine.consumers.state(request.session.encode("utf-8"))
         return consumer_pb2.SessionState(session=request.session, version=version, data=data)
 
     async def SetState(  # noqa: N802 -- gRPC method name
@@ -309,14 +382,15 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
                 expected_version=request.state.expected_version, data=request.state.data
             ),
         ))
-        return (await self._propose(context, command, consumer_pb2.SessionState))[1]
+        local = await self._route(context, request.session)
+        return (await self._propose(context, local, command, consumer_pb2.SessionState))[1]
 
     async def ListDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ListDeadLettersRequest, context: Context
     ) -> consumer_pb2.ListDeadLettersResponse:
-        await self._read_session(context, request.session)
+        local = await self._read_session(context, request.session)
         limit = min(request.limit or 100, consumer_records.MAX_LIST)
-        records, truncated = self.consumers.dead_letters(
+        records, truncated = local.state_machine.consumers.dead_letters(
             request.session.encode("utf-8"), request.from_sequence, limit
         )
         return consumer_pb2.ListDeadLettersResponse(
@@ -339,8 +413,9 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             session=request.session, sequences=request.sequences,
             principal=current_principal.get(),  # the append is authorized as the caller's
         ))
+        local = await self._route(context, request.session)
         return (await self._propose(
-            context, command, consumer_pb2.ResubmitDeadLettersResponse
+            context, local, command, consumer_pb2.ResubmitDeadLettersResponse
         ))[1]
 
     async def ConfigureSession(  # noqa: N802 -- gRPC method name
@@ -352,36 +427,53 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             message_ttl_ms=request.message_ttl_ms, retention_ms=request.retention_ms,
             retention_bytes=request.retention_bytes,
         ))
-        return (await self._propose(context, command, consumer_pb2.ConfigureSessionResponse))[1]
+        local = await self._route(context, request.session)
+        return (await self._propose(
+            context, local, command, consumer_pb2.ConfigureSessionResponse
+        ))[1]
 
     async def CloseSession(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.CloseSessionRequest, context: Context
     ) -> consumer_pb2.CloseSessionResponse:
         await self._check(context, self._session_check(request.session))
         command = _command(close=cc.CloseSessionCommand(session=request.session))
-        return (await self._propose(context, command, consumer_pb2.CloseSessionResponse))[1]
+        local = await self._route(context, request.session)
+        return (await self._propose(context, local, command, consumer_pb2.CloseSessionResponse))[1]
 
     async def ListConsumerSessions(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ListConsumerSessionsRequest, context: Context
     ) -> consumer_pb2.ListConsumerSessionsResponse:
         if request.session:
-            await self._read_session(context, request.session)
-            sessions, truncated = [self.state_machine.describe(request.session)], False
+            local = await self._read_session(context, request.session)
+            pages = [(local, [local.state_machine.describe(request.session)])]
+            truncated = False
         else:
-            await rpc.linearizable(context, self.port)
+            # Sharded: the shards hosted here, each at a linearizable read point (a shard
+            # this node does not lead answers with its leader).
             limit = min(request.limit or 100, consumer_records.MAX_LIST)
-            page = self.state_machine.list_sessions(request.prefix, limit, request.start_after)
-            sessions, truncated = page.sessions, page.truncated
-        now = max(self.consumers.clock(), int(time.time() * 1000))
-        groups = self.consumers.groups()
-        return consumer_pb2.ListConsumerSessionsResponse(
-            sessions=[
-                self.consumers.status(
-                    info.session.encode("utf-8"), info.first_offset, info.next_offset, now,
-                    groups,
+            pages, truncated = [], False
+            for local in self.shards.local_shards():
+                await rpc.linearizable(context, local.port)
+                page = local.state_machine.list_sessions(
+                    request.prefix, limit, request.start_after
                 )
+                pages.append((local, list(page.sessions)))
+                truncated = truncated or page.truncated
+        now = int(time.time() * 1000)
+        statuses = []
+        for local, sessions in pages:
+            consumers = local.state_machine.consumers
+            clock = max(consumers.clock(), now)
+            groups = consumers.groups()
+            statuses += [
+                (info.session, consumers.status(
+                    info.session.encode("utf-8"), info.first_offset, info.next_offset, clock,
+                    groups,
+                ))
                 for info in sessions
-            ],
-            truncated=truncated,
-            now_ms=now,
+            ]
+            now = max(now, consumers.clock())
+        statuses.sort(key=lambda item: item[0].encode())
+        return consumer_pb2.ListConsumerSessionsResponse(
+            sessions=[status for _, status in statuses], truncated=truncated, now_ms=now,
         )

@@ -15,24 +15,26 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
 
 from quorumlog.node.api import rpc
 from quorumlog.node.api.appends import Appender, AppendOutcome, AppendRefused
 from quorumlog.node.api.guard import current_principal
-from quorumlog.node.api.node_port import NodeError, NodePort
+from quorumlog.node.api.node_port import FollowerView, NodeError
 from quorumlog.node.api.rpc import LEADER_ADDR_KEY, LEADER_ID_KEY, Context, Refusal
+from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common import limits
 from quorumlog.node.common.config import NodeConfig
 from quorumlog.node.common.limits import InvalidInput
+from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.node.state.state_machine import (
     SessionInfo,
-    SessionStateMachine,
     StateMachineError,
 )
 from quorumlog.proto import commands_pb2, quorumlog_pb2, quorumlog_pb2_grpc
+from quorumlog.raft.types import NodeId
 
 SUBSCRIBE_POLL = 1.0  # seconds between tail checks when nothing is applied
 
@@ -45,7 +47,13 @@ def _batch_answer(
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, AppendRefused):
             code: int = grpc.StatusCode[outcome.code.value].value[0]
-            answers.append(quorumlog_pb2.AppendOutcome(code=code, message=outcome.message))
+            answer = quorumlog_pb2.AppendOutcome(
+                code=code, message=outcome.message, shard=outcome.shard
+            )
+            if outcome.leader is not None:
+                answer.leader_id = outcome.leader.name
+                answer.leader_addr = outcome.leader.client_address
+            answers.append(answer)
             continue
         index, result = outcome
         answers.append(quorumlog_pb2.AppendOutcome(
@@ -60,24 +68,82 @@ def _batch_answer(
     return quorumlog_pb2.AppendBatchResponse(outcomes=answers)
 
 
+def _followers(views: Sequence[FollowerView]) -> list[quorumlog_pb2.FollowerProgress]:
+    return [
+        quorumlog_pb2.FollowerProgress(
+            id=view.name,
+            match_index=view.match_index,
+            next_index=view.next_index,
+            state=view.state,
+            learner=view.learner,
+            lag=view.lag,
+            last_contact_ms=view.last_contact_ms,
+        )
+        for view in views
+    ]
+
+
+def shard_statuses(
+    shards: ShardTable, peers: Mapping[NodeId, PeerInfo]
+) -> list[quorumlog_pb2.ShardStatus]:
+    """Every data shard as this node sees it (one row: the meta group, if unsharded)."""
+    def name(node: NodeId) -> str:
+        info = peers.get(node)
+        return info.name if info is not None else f"n{node}"
+
+    hosted = {local.group: local for local in shards.local_shards()}
+    if not shards.sharded:
+        placed = [(0, 0, tuple(sorted(shards.meta.port.configuration().voters)))]
+    else:
+        placed = [(s.shard, s.group, s.replicas) for s in shards.placement()]
+    rows = []
+    for shard, group, replicas in placed:
+        row = quorumlog_pb2.ShardStatus(
+            shard=shard, group=group, replicas=[name(node) for node in replicas]
+        )
+        local = hosted.get(group)
+        if local is not None:
+            status = local.port.status()
+            leader = peers.get(status.leader_id)
+            row.leader = leader.name if leader is not None else ""
+            row.leader_address = leader.client_address if leader is not None else ""
+            row.role = str(status.role)
+            row.term = status.term
+            row.commit_index = status.commit_index
+            row.applied_index = status.applied_index
+            row.last_index = status.last_index
+            row.max_lag = max((view.lag for view in status.followers), default=0)
+            row.sessions = local.state_machine.session_count()
+            row.followers.extend(_followers(status.followers))
+        rows.append(row)
+    return rows
+
+
 class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     def __init__(
         self,
-        port: NodePort,
-        state_machine: SessionStateMachine,
+        shards: ShardTable,
         config: NodeConfig,
         node_limits: limits.Limits = limits.DEFAULT_LIMITS,
         *,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
-        self.port = port
+        self.shards = shards
+        self.port = shards.meta.port  # the meta group: cluster status
         # (method, status code name, seconds) of each request a stream carries; unary calls
         # are timed by metrics.LatencyInterceptor
         self._observe = observe
-        self.state_machine = state_machine
         self.config = config
         self.limits = node_limits
-        self.appender = Appender(port, state_machine.acl, node_limits)
+        self.appender = Appender(shards, shards.meta.state_machine.acl, node_limits)
+
+    async def _route(self, context: Context, session: str) -> LocalShard:
+        """The local group of ``session``'s shard (validated first), or abort with a hint."""
+        await self._check_session(context, session)
+        try:
+            return self.shards.route(session)
+        except NodeError as error:
+            await rpc.abort_node_error(context, error)
 
     async def _check_session(self, context: Context, session: str) -> None:
         """Abort with the precise status unless ``session`` is a valid session id."""
@@ -187,12 +253,12 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
         return _batch_answer(appends, outcomes)
 
     async def _read(
-        self, session: str, from_offset: int, max_count: int, max_bytes: int, context: Context
+        self, local: LocalShard, request: quorumlog_pb2.ReadRequest, context: Context
     ) -> quorumlog_pb2.ReadResponse:
         """Read from the applied state; the caller has validated ``session``."""
         try:
-            count, size = limits.read_bounds(max_count, max_bytes, self.limits)
-            result = self.state_machine.read(session, from_offset, count, size)
+            count, size = limits.read_bounds(request.max_count, request.max_bytes, self.limits)
+            result = local.state_machine.read(request.session, request.from_offset, count, size)
         except (InvalidInput, StateMachineError) as error:
             await rpc.abort_invalid(context, error)
         return result.to_proto()
@@ -200,11 +266,9 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def Read(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.ReadRequest, context: Context
     ) -> quorumlog_pb2.ReadResponse:
-        await self._check_session(context, request.session)
-        await rpc.read_point(context, self.port, request.consistency)
-        return await self._read(
-            request.session, request.from_offset, request.max_count, request.max_bytes, context
-        )
+        local = await self._route(context, request.session)
+        await rpc.read_point(context, local.port, request.consistency)
+        return await self._read(local, request, context)
 
     async def Subscribe(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.SubscribeRequest, context: Context
@@ -214,13 +278,13 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
         Served from this node's applied state (committed data only), so any node can serve a
         subscription; the SDK resumes elsewhere from ``next_offset`` after a failure.
         """
-        await self._check_session(context, request.session)
+        local = await self._route(context, request.session)
         offset = request.from_offset
         max_batch = request.max_batch or self.limits.default_read_count
         while True:
-            applied = self.port.applied_index
+            applied = local.port.applied_index
             try:
-                result = self.state_machine.read(
+                result = local.state_machine.read(
                     request.session, offset, min(max_batch, self.limits.max_read_count),
                     self.limits.default_read_bytes,
                 )
@@ -232,7 +296,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
                 offset = result.next_offset
                 yield result.to_proto()
                 continue
-            await self.port.wait_applied(applied + 1, time.monotonic() + SUBSCRIBE_POLL)
+            await local.port.wait_applied(applied + 1, time.monotonic() + SUBSCRIBE_POLL)
 
     async def ListSessions(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.ListSessionsRequest, context: Context
@@ -241,19 +305,50 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             limit = limits.list_limit(request.limit, self.limits)
         except InvalidInput as error:
             await rpc.abort_invalid(context, error)
-        await rpc.read_point(context, self.port, request.consistency)
-        page = self.state_machine.list_sessions(request.prefix, limit, request.start_after)
-        return quorumlog_pb2.ListSessionsResponse(
-            sessions=[info.to_proto() for info in page.sessions], truncated=page.truncated
-        )
+        try:
+            if request.HasField("shard"):
+                locals_ = [self.shards.for_shard(request.shard)]
+            else:
+                locals_ = self.shards.local_shards()
+                if self.shards.sharded and len(locals_) < self.shards.shard_count:
+                    raise NodeError(
+                        f"node {self.config.name} hosts {len(locals_)} of the cluster's "
+                        f"{self.shards.shard_count} shards: list one shard at a time "
+                        "(ListSessionsRequest.shard; the SDK does)"
+                    )
+        except NodeError as error:
+            if type(error) is NodeError:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
+            await rpc.abort_node_error(context, error)
+        sessions: list[quorumlog_pb2.SessionInfo] = []
+        truncated = False
+        cutoff: bytes | None = None  # the smallest last name of a shard with more to come
+        for local in locals_:  # merged by name: each shard's page is sorted
+            await rpc.read_point(context, local.port, request.consistency)
+            page = local.state_machine.list_sessions(request.prefix, limit, request.start_after)
+            sessions.extend(info.to_proto() for info in page.sessions)
+            if page.truncated and page.sessions:
+                last = page.sessions[-1].session.encode()
+                cutoff = last if cutoff is None else min(cutoff, last)
+            truncated = truncated or page.truncated
+        if len(locals_) > 1:
+            sessions.sort(key=lambda info: info.session.encode())
+            if cutoff is not None:
+                # Past a truncated shard's last name that shard's next names are missing:
+                # end the page there, so paging on from its last name skips none.
+                sessions = [info for info in sessions if info.session.encode() <= cutoff]
+            if len(sessions) > limit:
+                del sessions[limit:]
+                truncated = True
+        return quorumlog_pb2.ListSessionsResponse(sessions=sessions, truncated=truncated)
 
     async def DescribeSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.DescribeSessionRequest, context: Context
     ) -> quorumlog_pb2.SessionInfo:
-        await self._check_session(context, request.session)
-        await rpc.read_point(context, self.port, request.consistency)
+        local = await self._route(context, request.session)
+        await rpc.read_point(context, local.port, request.consistency)
         try:
-            info = self.state_machine.describe(request.session)
+            info = local.state_machine.describe(request.session)
         except StateMachineError as error:
             await rpc.abort_invalid(context, error)
         return info.to_proto()
@@ -261,24 +356,24 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
     async def TrimSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.TrimSessionRequest, context: Context
     ) -> quorumlog_pb2.TrimSessionResponse:
-        await self._check_session(context, request.session)
+        local = await self._route(context, request.session)
         command = commands_pb2.Command(
             trim=commands_pb2.TrimCommand(
                 session=request.session, before_offset=request.before_offset
             )
         )
-        _, result = await rpc.propose(context, self.port, command, len(request.session) + 16)
+        _, result = await rpc.propose(context, local.port, command, len(request.session) + 16)
         info: SessionInfo = result.info
         return quorumlog_pb2.TrimSessionResponse(info=info.to_proto())
 
     async def DeleteSession(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.DeleteSessionRequest, context: Context
     ) -> quorumlog_pb2.DeleteSessionResponse:
-        await self._check_session(context, request.session)
+        local = await self._route(context, request.session)
         command = commands_pb2.Command(
             delete_session=commands_pb2.DeleteSessionCommand(session=request.session)
         )
-        await rpc.propose(context, self.port, command, len(request.session) + 16)
+        await rpc.propose(context, local.port, command, len(request.session) + 16)
         return quorumlog_pb2.DeleteSessionResponse()
 
     async def ClusterStatus(  # noqa: N802 -- gRPC method name
@@ -298,7 +393,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             for peer_id, info in sorted(peers.items(), key=lambda item: item[1].name)
             if status.is_member(peer_id)
         ]
-        return quorumlog_pb2.NodeStatus(
+        answer = quorumlog_pb2.NodeStatus(
             id=self.config.name,
             address=self.config.client_addr,
             role=str(status.role),
@@ -311,16 +406,9 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             members=members,
             first_index=status.first_index,
             snapshot_index=status.snapshot_index,
-            followers=[
-                quorumlog_pb2.FollowerProgress(
-                    id=view.name,
-                    match_index=view.match_index,
-                    next_index=view.next_index,
-                    state=view.state,
-                    learner=view.learner,
-                    lag=view.lag,
-                    last_contact_ms=view.last_contact_ms,
-                )
-                for view in status.followers
-            ],
+            followers=_followers(status.followers),
+            shard_count=self.shards.shard_count,
+            host_tag=self.config.host_tag or self.config.name,
         )
+        answer.shards.extend(shard_statuses(self.shards, peers))
+        return answer

@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quorumlog.proto.sharding import MAX_SHARDS
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _SHORT = re.compile(r"^n([1-9][0-9]{0,17})$")
 
@@ -79,6 +81,12 @@ class NodeConfig:
     # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
     # a cluster; ``peers`` then lists members to contact first (may be empty).
     join: bool = False
+    # Sharding (docs/architecture.md#sharding): data shards a founding member creates with
+    # the cluster (ignored once the data directory holds a cluster: the count is fixed at
+    # founding), and this node's host tag (no two replicas of a shard share one; "": the
+    # node's name).
+    init_shards: int = 1
+    host_tag: str = ""
     # How THIS node dials the named members, whatever address the member records say (a
     # proxy, a NAT address). Local only: never replicated. The chaos run uses it to put a
     # proxy on every directed peer link.
@@ -119,6 +127,11 @@ class NodeConfig:
             raise ConfigError("snapshots: need snapshot_every > snapshot_keep >= 0")
         if self.snapshot_bytes <= 0:
             raise ConfigError("snapshots: need snapshot_bytes > 0")
+        if not 1 <= self.init_shards <= MAX_SHARDS:
+            raise ConfigError(f"--init-shards must be 1 to {MAX_SHARDS}, not {self.init_shards}")
+        if self.host_tag and not _NAME.match(self.host_tag):
+            raise ConfigError(f"--host-tag: invalid tag {self.host_tag!r} (letters, digits, "
+                              "'-', '_', '.')")
         self._validate_security()
 
     def _validate_security(self) -> None:
@@ -151,6 +164,8 @@ _TOML_KEYS = {
     "metrics_addr": "metrics_addr",
     "log_level": "log_level",
     "join": "join",
+    "init_shards": "init_shards",
+    "host_tag": "host_tag",
     "tls_dir": "tls_dir",
     "plaintext": "plaintext",
     "token_key": "token_key",

@@ -34,6 +34,8 @@ class ErrorCode(enum.Enum):
     ALREADY_EXISTS = "ALREADY_EXISTS"  # membership: the id or an address is taken
     FAILED_PRECONDITION = "FAILED_PRECONDITION"  # membership: not allowed in this configuration
     PERMISSION_DENIED = "PERMISSION_DENIED"  # acl: the principal may not (quorumlog.node.state.acl)
+    UNAVAILABLE = "UNAVAILABLE"  # an append of a multi-shard call whose shard failed here
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"  # likewise, its shard did not commit in time
 
 
 class InvalidInput(Exception):

@@ -26,27 +26,38 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from quorumlog.node.api import balance
 from quorumlog.node.api.consumer_service import ConsumerService
-from quorumlog.node.api.node_port import NodePort
+from quorumlog.node.api.node_port import NodeError, NodePort
+from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
 from quorumlog.node.process import wiring
 from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.replication import membership
-from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.node.replication.codec import GroupMessage
+from quorumlog.node.replication.groups import GroupHost
+from quorumlog.node.replication.raft_node import FetchState, RaftNode
 from quorumlog.node.replication.transport import (
     CHANNEL_OPTIONS,
     PeerInfo,
     PeerServicer,
     PeerTransport,
 )
+from quorumlog.node.state import placement as placement_rule
+from quorumlog.node.state.placement import Shard
 from quorumlog.node.state.state_machine import SessionStateMachine
-from quorumlog.node.storage.raft_store import RocksStorage
+from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
-from quorumlog.raft.types import Message, NodeId, StateRole
+from quorumlog.raft.types import NodeId, StateRole
 
 log = logging.getLogger("quorumlog.server")
+
+PLACE_WAIT_SECONDS = 3.0  # the meta leader places shards without a silent member's host tag
+BALANCE_SECONDS = 5.0  # between preferred-leader passes
+KEEPER_POLL_SECONDS = 1.0
 
 SERVICE_NAME = "quorumlog.v1.QuorumLog"
 SERVER_OPTIONS = [
@@ -90,9 +101,14 @@ class NodeServer:
     def __init__(self, config: NodeConfig) -> None:
         config.validate()
         self.config = config
-        self.storage: RocksStorage | None = None
+        self.engine: StorageEngine | None = None
+        self.storage: RocksStorage | None = None  # the meta group's (group 0)
         self.state_machine: SessionStateMachine | None = None
         self.node: RaftNode | None = None
+        self.host: GroupHost | None = None  # every group's RaftNode, the meta group's too
+        self.shards: ShardTable | None = None
+        self._local: dict[int, LocalShard] = {}  # data groups hosted here, by group
+        self._keeper: asyncio.Task[None] | None = None
         self.transport: PeerTransport | None = None
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
@@ -118,18 +134,26 @@ class NodeServer:
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        storage = RocksStorage(
-            config.data_dir / "db", unsafe_volatile=config.unsafe_ack_before_fsync
+        path = config.data_dir / "db"
+        engine = StorageEngine(
+            path, log_options(path), unsafe_volatile=config.unsafe_ack_before_fsync
         )
+        self.engine = engine
+        storage = RocksStorage(path, engine=engine, group=0)
         self.storage = storage
+        founding = False
         if storage.is_empty() and config.join:
             log.info("empty data directory: waiting to be added as %s", config.name)
         elif storage.is_empty():
             voters = tuple(sorted(raft_id(name) for name in config.peers))
             storage.bootstrap(voters)
-            log.info("bootstrapped a new cluster member with voters %s", sorted(config.peers))
+            founding = True
+            log.info("bootstrapped a new cluster member with voters %s and %d shard(s)",
+                     sorted(config.peers), config.init_shards)
         state_machine = SessionStateMachine(storage)
         self.state_machine = state_machine
+        if founding and config.init_shards > 1:
+            state_machine.seed_shard_count(config.init_shards)
         records = state_machine.members()
         if not records and not config.join and not state_machine.import_incomplete:
             # Founding members: every one derives the same records from the same --peers.
@@ -150,13 +174,17 @@ class NodeServer:
             peer_address=config.peer_addr,
             routes=config.peer_routes,
             tls=self.security.tls,
+            host_tag=config.host_tag or config.name,
         )
         self.transport = transport
+        host = GroupHost(config.tick_ms / 1000, engine.barrier)
+        self.host = host
         node = wiring.build_raft_node(
-            config, storage, state_machine, transport, self._fetch_state_from,
+            config, storage, state_machine, transport, self._fetcher(0),
             on_role_change=self._on_role_change, on_membership_applied=self._sync_members,
         )
         self.node = node
+        host.add(node)
 
         self.peer_server = grpc.aio.server(
             options=SERVER_OPTIONS,
@@ -175,10 +203,17 @@ class NodeServer:
             ],
         )
         request_seconds = self.metrics.request_seconds
-        # The services reach the node only through this port, never through each other.
+        # The services reach each group only through its port, never through each other.
         port = NodePort(node, transport, config.name)
+        shards = ShardTable(
+            LocalShard(0, 0, port, state_machine), lambda: self._local, lambda: transport.peers
+        )
+        self.shards = shards
+        for placed in state_machine.placement():
+            if config.id in placed.replicas:
+                self._open_group(placed)
         self.consumer_service = wiring.add_client_services(
-            self.client_server, port, state_machine, config,
+            self.client_server, shards, config,
             observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
                 seconds
             ),
@@ -186,7 +221,10 @@ class NodeServer:
         )
         self.security.bind(self.client_server, config.client_addr, "--client-addr")
 
-        node.start()
+        host.start()
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_shards(), name="shard-keeper"
+        )
         self.consumer_service.start()
         transport.start()
         await self.peer_server.start()
@@ -200,13 +238,89 @@ class NodeServer:
             config.name, config.client_addr, config.peer_addr, os.getpid(),
         )
 
-    def _deliver(self, messages: list[Message]) -> None:
-        if self.node is not None:
-            self.node.deliver(messages)
+    def _deliver(self, messages: list[GroupMessage]) -> None:
+        if self.host is not None:
+            self.host.deliver(messages)
 
     def _unreachable(self, peer: NodeId) -> None:
-        if self.node is not None:
-            self.node.report_unreachable(peer)
+        if self.host is not None:
+            self.host.report_unreachable(peer)
+
+    # -- data shards ---------------------------------------------------------------------
+    def _open_group(self, placed: Shard) -> None:
+        """Host ``placed``'s group: its storage in the node's database (founded with the
+        placement's replicas the first time, identically on every replica), its state
+        machine and Raft loop; the preferred leader campaigns at once on a new group."""
+        assert self.engine is not None and self.host is not None and self.transport
+        config = self.config
+        storage = RocksStorage(self.engine.path, engine=self.engine, group=placed.group)
+        new = storage.is_empty()
+        if new:
+            storage.bootstrap(tuple(sorted(placed.replicas)))
+        state_machine = SessionStateMachine(storage)
+        node = wiring.build_raft_node(
+            config, storage, state_machine, self.transport, self._fetcher(placed.group),
+            group=placed.group,
+        )
+        self.host.add(node)
+        port = NodePort(node, self.transport, config.name)
+        self._local[placed.group] = LocalShard(placed.shard, placed.group, port, state_machine)
+        if new and placed.replicas[0] == config.id:
+            node.campaign()
+        log.info("hosting shard %d (group %d, replicas %s)",
+                 placed.shard, placed.group, list(placed.replicas))
+
+    async def _keep_shards(self) -> None:
+        """Open the groups the placement gives this node as it is applied; as the meta
+        leader of a cluster founded with shards, propose their placement once every
+        founding member's host tag is known (or after PLACE_WAIT_SECONDS); every
+        BALANCE_SECONDS hand led shards to their preferred leaders."""
+        assert self.state_machine is not None and self.shards is not None
+        state_machine, shards = self.state_machine, self.shards
+        meta = shards.meta.port
+        leader_since: float | None = None
+        next_balance = time.monotonic() + BALANCE_SECONDS
+        while True:
+            applied = meta.applied_index
+            placement = state_machine.placement()
+            for placed in placement:
+                if self.config.id in placed.replicas and placed.group not in self._local:
+                    self._open_group(placed)
+            now = time.monotonic()
+            if not placement and state_machine.shard_count() > 1 and meta.is_leader:
+                leader_since = leader_since if leader_since is not None else now
+                await self._maybe_place(now - leader_since >= PLACE_WAIT_SECONDS)
+            else:
+                leader_since = None
+            if placement and now >= next_balance:
+                next_balance = now + BALANCE_SECONDS
+                for move in balance.balance_once(shards):
+                    log.info("shard %d: leadership to its preferred leader %s",
+                             move.shard, move.to)
+            await meta.wait_applied(applied + 1, time.monotonic() + KEEPER_POLL_SECONDS)
+
+    async def _maybe_place(self, waited: bool) -> None:
+        assert self.state_machine is not None and self.shards is not None and self.transport
+        meta = self.shards.meta.port
+        voters = meta.configuration().voters
+        tags: dict[NodeId, str] = {}
+        for node_id in voters:
+            info = self.transport.peers.get(node_id)
+            tag = info.host_tag if info is not None else ""
+            if node_id == self.config.id:
+                tag = self.config.host_tag or self.config.name
+            if not tag and not waited:
+                return  # not heard from it yet: its tag decides where replicas go
+            tags[node_id] = tag or (info.name if info is not None else f"n{node_id}")
+        count = self.state_machine.shard_count()
+        shards = placement_rule.place(count, list(voters), tags)
+        try:
+            await meta.propose(placement_rule.command(count, shards, tags), 64 * count,
+                               time.monotonic() + 5)
+        except NodeError as error:
+            log.warning("placing %d shards failed: %s; retrying", count, error.message)
+            return
+        log.info("placed %d shards over %s", count, sorted(tags.values()))
 
     def _allowed_peers(self) -> set[str] | None:
         """Node names the peer port takes (with TLS): the members, ``--peers`` and
@@ -225,11 +339,13 @@ class NodeServer:
             "role %s, leader %s, term %d", role, names.get(leader_id, "none"), term
         )
 
-    async def _export_state(self, min_index: int) -> AsyncIterator[bytes]:
-        node = self.node
-        state_machine = self.state_machine
+    async def _export_state(self, min_index: int, group: int = 0) -> AsyncIterator[bytes]:
+        node = self.host.get(group) if self.host is not None else None
+        state_machine = self.state_machine if group == 0 else (
+            self._local[group].state_machine if group in self._local else None
+        )
         if node is None or state_machine is None:
-            return
+            raise RuntimeError(f"group {group} is not hosted here")
         if state_machine.applied_index() < min_index or node.needs_restore:
             raise RuntimeError(
                 f"state at {state_machine.applied_index()} is older than requested {min_index}"
@@ -239,7 +355,16 @@ class NodeServer:
                 yield chunk
                 await asyncio.sleep(0)  # let the Raft loop run between chunks
 
-    async def _fetch_state_from(self, peer: NodeId, min_index: int) -> AsyncIterator[bytes]:
+    def _fetcher(self, group: int) -> FetchState:
+        async def fetch(peer: NodeId, min_index: int) -> AsyncIterator[bytes]:
+            async for chunk in self._fetch_state_from(peer, min_index, group):
+                yield chunk
+
+        return fetch
+
+    async def _fetch_state_from(
+        self, peer: NodeId, min_index: int, group: int = 0
+    ) -> AsyncIterator[bytes]:
         transport = self.transport
         address = transport.peer_address(peer) if transport else None
         if address is None:
@@ -248,7 +373,7 @@ class NodeServer:
         async with peer_channel(address, self.security.tls, name, CHANNEL_OPTIONS) as channel:
             stub = raft_pb2_grpc.RaftPeerStub(channel)  # type: ignore[no-untyped-call]
             request = raft_pb2.FetchStateRequest(
-                cluster_id=self.config.cluster_id, min_index=min_index
+                cluster_id=self.config.cluster_id, min_index=min_index, group=group
             )
             async for chunk in stub.FetchState(request, timeout=300):
                 yield chunk.data
@@ -260,15 +385,19 @@ class NodeServer:
             await self.client_server.stop(grace)
         if self.consumer_service is not None:
             await self.consumer_service.stop()
-        if self.node is not None:
-            await self.node.stop()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keeper
+        if self.host is not None:
+            await self.host.stop()
         if self.transport is not None:
             await self.transport.stop()
         if self.peer_server is not None:
             await self.peer_server.stop(grace)
         self.metrics.stop()
-        if self.storage is not None:
-            self.storage.close()
+        if self.engine is not None:
+            self.engine.close()
         log.info("node %s stopped", self.config.name)
 
 
@@ -287,8 +416,8 @@ async def serve(config: NodeConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     await server.start()
     try:
-        assert server.node is not None
-        failure = await run_until_stopped(stop, server.node.wait_failure())
+        assert server.host is not None
+        failure = await run_until_stopped(stop, server.host.wait_failure())
     finally:
         await server.stop()
     if failure is not None:

@@ -25,6 +25,7 @@ from quorumlog.node.api.admin_service import AdminService
 from quorumlog.node.api.consumer_service import ConsumerService
 from quorumlog.node.api.node_port import NodePort
 from quorumlog.node.api.quorumlog_service import QuorumLogService
+from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.raft_node import FetchState, RaftNode
@@ -47,7 +48,7 @@ class Links(Protocol):
     @property
     def peers(self) -> Mapping[NodeId, PeerInfo]: ...
 
-    def send(self, messages: list[Message]) -> None: ...
+    def send(self, messages: list[Message], group: int = 0) -> None: ...
     def set_peers(self, wanted: dict[NodeId, PeerInfo]) -> None: ...
 
 
@@ -82,6 +83,7 @@ def build_raft_node(
     *,
     on_role_change: Callable[[StateRole, NodeId, int], None] | None = None,
     on_membership_applied: Callable[[], None] | None = None,
+    group: int = 0,
 ) -> RaftNode:
     """The Raft driver of the node ``config`` describes, on ``storage`` (its log), sending
     through ``links`` and fetching a leader's state with ``fetch_state``."""
@@ -89,7 +91,7 @@ def build_raft_node(
         node_id=config.id,
         storage=storage,
         state_machine=state_machine,
-        send=links.send,
+        send=(lambda messages: links.send(messages, group)) if group else links.send,
         fetch_state=fetch_state,
         peer_ids=lambda: list(links.peers),
         tick_seconds=config.tick_ms / 1000,
@@ -103,13 +105,18 @@ def build_raft_node(
         unsafe_ack_before_fsync=config.unsafe_ack_before_fsync,
         on_role_change=on_role_change,
         on_membership_applied=on_membership_applied,
+        group=group,
     )
+
+
+def single_group_table(port: NodePort, state_machine: SessionStateMachine) -> ShardTable:
+    """The shard table of a node with one group (the meta group carries every session)."""
+    return ShardTable(LocalShard(0, 0, port, state_machine), dict, lambda: port.peers)
 
 
 def add_client_services(
     server: grpc.aio.Server,
-    port: NodePort,
-    state_machine: SessionStateMachine,
+    shards: ShardTable,
     config: NodeConfig,
     *,
     observe: Callable[[str, str, float], None] | None = None,
@@ -119,17 +126,17 @@ def add_client_services(
     and Consumer, each reaching the node only through ``port``, never through each other;
     ``health_servicer`` if given; server reflection (schema only; anyone may ask, like
     health). Returns the ``ConsumerService``, which its owner starts and stops."""
-    service = QuorumLogService(port, state_machine, config, observe=observe)
+    service = QuorumLogService(shards, config, observe=observe)
     quorumlog_pb2_grpc.add_QuorumLogServicer_to_server(  # type: ignore[no-untyped-call]
         service, server
     )
     admin_pb2_grpc.add_AdminServicer_to_server(  # type: ignore[no-untyped-call]
-        AdminService(port, state_machine, config), server
+        AdminService(shards, config), server
     )
     acl_pb2_grpc.add_AclServicer_to_server(  # type: ignore[no-untyped-call]
-        AclService(port, state_machine.acl), server
+        AclService(shards.meta.port, shards.meta.state_machine.acl), server
     )
-    consumer_service = ConsumerService(port, state_machine)
+    consumer_service = ConsumerService(shards)
     consumer_pb2_grpc.add_ConsumerServicer_to_server(  # type: ignore[no-untyped-call]
         consumer_service, server
     )

@@ -110,20 +110,34 @@ def message_from_proto(proto: raft_pb2.Message) -> Message:
     )
 
 
-def encode_batch(cluster_id: int, frm: int, messages: list[Message]) -> raft_pb2.MessageBatch:
+#: A Raft message and the group (0: the meta group) it belongs to.
+GroupMessage = tuple[int, Message]
+
+
+def encode_batch(
+    cluster_id: int, frm: int, messages: list[GroupMessage]
+) -> raft_pb2.MessageBatch:
+    """One batch of every group's messages to one peer (one frame, one connection)."""
     batch = raft_pb2.MessageBatch(cluster_id=cluster_id)
     setattr(batch, "from", frm)
-    batch.messages.extend([message_to_proto(message) for message in messages])
+    protos = []
+    for group, message in messages:
+        proto = message_to_proto(message)
+        if group:
+            proto.group = group
+        protos.append(proto)
+    batch.messages.extend(protos)
     return batch
 
 
-def decode_batch(batch: raft_pb2.MessageBatch, cluster_id: int) -> list[Message]:
-    """Messages of ``batch``; refuses another cluster's traffic and spoofed senders."""
+def decode_batch(batch: raft_pb2.MessageBatch, cluster_id: int) -> list[GroupMessage]:
+    """Messages of ``batch`` with their groups; refuses another cluster's traffic and
+    spoofed senders."""
     if batch.cluster_id != cluster_id:
         raise CodecError(f"batch for cluster {batch.cluster_id}, this is cluster {cluster_id}")
     sender = getattr(batch, "from")
-    messages = [message_from_proto(proto) for proto in batch.messages]
-    for message in messages:
+    messages = [(proto.group, message_from_proto(proto)) for proto in batch.messages]
+    for _, message in messages:
         if message.frm != sender:
             raise CodecError(f"message from n{message.frm} inside a batch from n{sender}")
     return messages

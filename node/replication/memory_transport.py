@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from quorumlog.node.replication.codec import decode_batch, encode_batch
+from quorumlog.node.replication.codec import GroupMessage, decode_batch, encode_batch
 from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.proto import raft_pb2
 from quorumlog.raft import Message
@@ -29,7 +29,7 @@ from quorumlog.raft.types import NodeId
 
 log = logging.getLogger("quorumlog.node.memory_transport")
 
-ExportState = Callable[[int], AsyncIterator[bytes]]
+ExportState = Callable[[int, int], AsyncIterator[bytes]]  # (min_index, group)
 
 
 class LinkDown(ConnectionError):
@@ -53,7 +53,7 @@ class MemoryNetwork:
         self_name: str,
         client_address: str,
         peers: dict[NodeId, PeerInfo],
-        on_messages: Callable[[list[Message]], None],
+        on_messages: Callable[[list[GroupMessage]], None],
         on_unreachable: Callable[[NodeId], None],
         export_state: ExportState,
     ) -> MemoryTransport:
@@ -119,7 +119,7 @@ class MemoryTransport:
         self_name: str,
         client_address: str,
         peers: dict[NodeId, PeerInfo],
-        on_messages: Callable[[list[Message]], None],
+        on_messages: Callable[[list[GroupMessage]], None],
         on_unreachable: Callable[[NodeId], None],
         export_state: ExportState,
     ) -> None:
@@ -141,10 +141,10 @@ class MemoryTransport:
     async def stop(self) -> None:
         self.running = False
 
-    def send(self, messages: list[Message]) -> None:
-        by_peer: dict[NodeId, list[Message]] = {}
+    def send(self, messages: list[Message], group: int = 0) -> None:
+        by_peer: dict[NodeId, list[GroupMessage]] = {}
         for message in messages:
-            by_peer.setdefault(message.to, []).append(message)
+            by_peer.setdefault(message.to, []).append((group, message))
         loop = asyncio.get_running_loop()
         network = self.network
         for peer_id, batch in by_peer.items():
@@ -160,12 +160,14 @@ class MemoryTransport:
             self.sent += len(batch)
             loop.call_soon(network._arrive, self.self_id, peer_id, wire)
 
-    async def fetch_state(self, peer: NodeId, min_index: int) -> AsyncIterator[bytes]:
-        """``peer``'s exported state at ``min_index`` or later, chunk by chunk."""
+    async def fetch_state(
+        self, peer: NodeId, min_index: int, group: int = 0
+    ) -> AsyncIterator[bytes]:
+        """``peer``'s exported state of ``group`` at ``min_index`` or later, chunk by chunk."""
         source = self.network.transports.get(peer)
         if source is None or not self.network.link_up(self.self_id, peer):
             raise LinkDown(f"n{peer} is not reachable from n{self.self_id}")
-        async for chunk in source.export_state(min_index):
+        async for chunk in source.export_state(min_index, group):
             if not self.network.link_up(self.self_id, peer):
                 raise LinkDown(f"link to n{peer} cut during the state transfer")
             yield chunk

@@ -26,6 +26,7 @@ from typing import Any
 
 from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
+from quorumlog.node.storage.engine import SyncBarrier
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
@@ -106,6 +107,15 @@ class NodeMetrics:
 FetchState = Callable[[NodeId, int], AsyncIterator[bytes]]
 
 
+def _group_logger(group: int) -> Callable[[str], None]:
+    """The core's log lines of a data group carry the group (``g3: n2 became leader ...``)."""
+
+    def write(message: str) -> None:
+        log.info("g%d: %s", group, message)
+
+    return write
+
+
 class RaftNode:
     def __init__(
         self,
@@ -127,8 +137,15 @@ class RaftNode:
         unsafe_ack_before_fsync: bool = False,
         on_role_change: Callable[[StateRole, NodeId, int], None] | None = None,
         on_membership_applied: Callable[[], None] | None = None,
+        group: int = 0,
     ) -> None:
         self.id = node_id
+        # The Raft group this replica belongs to (0: the meta group). A node hosting several
+        # groups (``quorumlog.node.replication.groups``) ticks them itself and shares one
+        # fsync among the groups ready together (``sync_barrier``).
+        self.group = group
+        self.sync_barrier: SyncBarrier | None = None
+        self.own_ticker = True
         self.storage = storage
         self.state_machine = state_machine
         self._send = send
@@ -165,7 +182,7 @@ class RaftNode:
             applied=max(applied, snapshot_index),
             election_tick=election_tick,
             heartbeat_tick=heartbeat_tick,
-            logger=log.info,
+            logger=log.info if group == 0 else _group_logger(group),
             lazy_commit=True,
         )
         self.raw = RawNode(config, storage)
@@ -289,13 +306,17 @@ class RaftNode:
         return self.storage.snapshot_index()
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One Raft tick, from the host's shared ticker (``own_ticker`` False)."""
+        self._ticks += 1
+        self._wake.set()
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._failure = loop.create_future()
-        self._tasks = [
-            loop.create_task(self._ticker(), name="raft-ticker"),
-            loop.create_task(self._run(), name="raft-loop"),
-        ]
+        self._tasks = [loop.create_task(self._run(), name=f"raft-loop-g{self.group}")]
+        if self.own_ticker:
+            self._tasks.append(loop.create_task(self._ticker(), name="raft-ticker"))
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
 
@@ -472,7 +493,15 @@ class RaftNode:
             # to get the GIL back, and batched half-load latency did not improve (p50 12 ->
             # 14 ms with writes of 16 KB and more in a thread). Requests arriving meanwhile
             # wait in gRPC and form the next batch (group commit).
-            self.storage.write_ready(rd, sync=sync)
+            barrier = self.sync_barrier
+            if sync and barrier is not None:
+                # Several groups on this node: write now, then share one fsync of the node's
+                # write-ahead log with every group that wrote meanwhile (group commit across
+                # groups). Nothing this Ready vouches for leaves before it returns.
+                self.storage.write_ready(rd, sync=False)
+                await barrier.sync()
+            else:
+                self.storage.write_ready(rd, sync=sync)
             if sync:
                 metrics.synced_writes += 1
                 metrics.fsync_seconds += time.perf_counter() - started
@@ -586,7 +615,8 @@ class RaftNode:
         compact_to = max(applied - self.snapshot_keep, self._keep_bytes_from(applied))
         if compact_to >= self.storage.first_index():
             self.storage.compact(compact_to)
-        log.info("n%d snapshot at %d, log compacted to %d", self.id, applied, compact_to)
+        log.info("n%d g%d snapshot at %d, log compacted to %d",
+                 self.id, self.group, applied, compact_to)
 
     def _keep_bytes_from(self, applied: int) -> int:
         """The highest index up to which compacting still leaves at least

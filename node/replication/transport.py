@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import grpc
 
 from quorumlog.node.common.tls import NodeTls, peer_channel
-from quorumlog.node.replication.codec import CodecError, decode_batch, encode_batch
+from quorumlog.node.replication.codec import (
+    CodecError,
+    GroupMessage,
+    decode_batch,
+    encode_batch,
+)
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId
 
@@ -47,6 +52,7 @@ class PeerInfo:
     name: str
     peer_address: str
     client_address: str = ""
+    host_tag: str = ""  # its --host-tag, once heard from it (shard placement)
 
 
 class PeerLink:
@@ -56,7 +62,7 @@ class PeerLink:
         self.transport = transport
         self.peer_id = peer_id
         self.address = address
-        self.queue: list[Message] = []
+        self.queue: list[GroupMessage] = []  # every group's messages, in order
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent_batches = 0
@@ -64,7 +70,7 @@ class PeerLink:
         self.generation = 0
         self.connected = False
 
-    def enqueue(self, messages: list[Message]) -> None:
+    def enqueue(self, messages: list[GroupMessage]) -> None:
         self.queue.extend(messages)
         if len(self.queue) > MAX_QUEUED:
             excess = len(self.queue) - MAX_QUEUED
@@ -89,6 +95,7 @@ class PeerLink:
             batch.client_address = transport.client_address
             batch.sender_name = transport.self_name
             batch.peer_address = transport.peer_address_of_self
+            batch.host_tag = transport.host_tag
             self.sent_batches += 1
             yield batch
 
@@ -137,12 +144,14 @@ class PeerTransport:
         cluster_id: int,
         client_address: str,
         peers: dict[NodeId, PeerInfo],
-        on_messages: Callable[[list[Message]], None],
+        on_messages: Callable[[list[GroupMessage]], None],
         on_unreachable: Callable[[NodeId], None],
         peer_address: str = "",
         routes: dict[str, str] | None = None,
         tls: NodeTls | None = None,
+        host_tag: str = "",
     ) -> None:
+        self.host_tag = host_tag
         self.tls = tls  # mutual TLS to peers (their certificate must name them); None: plain
         self.self_name = self_name
         self.routes = dict(routes or {})  # member name -> the address this node dials
@@ -173,10 +182,13 @@ class PeerTransport:
         self.links[peer_id] = link
         return link
 
-    def send(self, messages: list[Message]) -> None:
-        by_peer: dict[NodeId, list[Message]] = {}
+    def send(self, messages: list[Message], group: int = 0) -> None:
+        """Queue ``group``'s messages; each peer's link sends whatever every group queued
+        since its last batch as one batch (heartbeats of groups ticked together travel in
+        one frame)."""
+        by_peer: dict[NodeId, list[GroupMessage]] = {}
         for message in messages:
-            by_peer.setdefault(message.to, []).append(message)
+            by_peer.setdefault(message.to, []).append((group, message))
         for peer_id, batch in by_peer.items():
             link = self.links.get(peer_id)
             if link is not None:
@@ -259,17 +271,20 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
     def __init__(
         self,
         transport: PeerTransport,
-        fetch_state: Callable[[int], AsyncIterator[bytes]],
+        fetch_state: Callable[[int, int], AsyncIterator[bytes]],
     ) -> None:
         self.transport = transport
         self.fetch_state = fetch_state
 
-    def _accept(self, batch: raft_pb2.MessageBatch) -> list[Message]:
+    def _accept(self, batch: raft_pb2.MessageBatch) -> list[GroupMessage]:
         messages = decode_batch(batch, self.transport.cluster_id)
         sender = getattr(batch, "from")
         if not self.transport.learn_sender(sender, batch.sender_name, batch.peer_address):
             raise CodecError(f"n{sender} is not a known peer")
         self.transport.learn(sender, batch.sender_name, batch.client_address)
+        info = self.transport.peers.get(sender)
+        if info is not None and batch.host_tag:
+            info.host_tag = batch.host_tag
         self.transport.heard_from(sender)
         return messages
 
@@ -312,5 +327,5 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"cluster {request.cluster_id}, this is cluster {self.transport.cluster_id}",
             )
-        async for chunk in self.fetch_state(request.min_index):
+        async for chunk in self.fetch_state(request.min_index, request.group):
             yield raft_pb2.StateChunk(data=chunk)

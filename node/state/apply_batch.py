@@ -54,13 +54,14 @@ class ApplyBatch:
         cache: dict[bytes, SessionMeta | None],
         ring_cache: dict[tuple[bytes, bytes], bytes | None],
         consumers: ConsumerState,
+        raw: rocksdict.WriteBatch,
     ) -> None:
         self.db = db
         self.consumers = consumers
         self.consumer: ConsumerBatch | None = None  # the consumer keys' overlay, when used
         self.cache = cache  # written state only: never mutated here (copied on first use)
         self.ring_cache = ring_cache  # written rings only (bytes are immutable: no copies)
-        self.raw = rocksdict.WriteBatch(raw_mode=True)
+        self.raw = raw  # empty; its writes go to the group's keys
         self.metas: dict[bytes, SessionMeta | None] = {}
         self.dirty_metas: set[bytes] = set()
         self.rings: dict[tuple[bytes, bytes], bytes | None] = {}  # encoded, as in ``p/``

@@ -20,6 +20,7 @@ prefix  what                                                  owner (its docstri
         session state, session policies                        ``C/`` sub-key table)
 ``S/``  session metadata (``S/<session UTF-8>``)               ``session_records``
 ``a/``  the applied index, the import-in-progress marker       ``state_machine``
+``P/``  shard placement (``P/count``, ``P/<shard >I>``)          ``placement``
 ``n/``  member records (``n/<node id >Q>``)                     ``members``
 ``p/``  idempotent producer rings (``p/<sid><producer>``)      ``dedup``
 ``s/``  messages (``s/<sid><offset >Q>``)                      ``session_records``
@@ -32,6 +33,7 @@ import struct
 
 ACL_PREFIX = b"A/"
 CONSUMER_PREFIX = b"C/"
+PLACEMENT_PREFIX = b"P/"
 SESSION_PREFIX = b"S/"
 APPLIED_PREFIX = b"a/"
 MEMBER_PREFIX = b"n/"
@@ -43,13 +45,14 @@ IMPORTING_KEY = b"a/importing"
 
 # Every prefix of the state machine, in key order.
 STATE_PREFIXES = (
-    ACL_PREFIX, CONSUMER_PREFIX, SESSION_PREFIX, APPLIED_PREFIX, MEMBER_PREFIX,
-    PRODUCER_PREFIX, MESSAGE_PREFIX,
+    ACL_PREFIX, CONSUMER_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX, APPLIED_PREFIX,
+    MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX,
 )
 # What a snapshot carries as key/value pairs, in this order (the applied index travels in
 # its header, so ``a/`` is not among them).
 EXPORTED_PREFIXES = (
-    ACL_PREFIX, CONSUMER_PREFIX, SESSION_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX
+    ACL_PREFIX, CONSUMER_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX, MEMBER_PREFIX,
+    PRODUCER_PREFIX, MESSAGE_PREFIX,
 )
 
 U16 = struct.Struct(">H")

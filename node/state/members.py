@@ -63,9 +63,10 @@ def seed(
     db: rocksdict.Rdict,
     records: dict[NodeId, commands_pb2.MemberAddress],
     write_options: rocksdict.WriteOptions,
+    raw: rocksdict.WriteBatch,
 ) -> None:
-    """Replace every member record with ``records`` in one write."""
-    raw = rocksdict.WriteBatch(raw_mode=True)
+    """Replace every member record with ``records`` in one write (``raw``: an empty batch
+    of the group's keys)."""
     raw.delete_range(MEMBER_PREFIX, successor(MEMBER_PREFIX))
     for node_id, record in sorted(records.items()):
         raw.put(member_key(node_id), record.SerializeToString())

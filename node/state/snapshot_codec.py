@@ -18,7 +18,7 @@ import shutil
 import struct
 import tempfile
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +26,7 @@ import rocksdict
 
 from quorumlog.node.state.errors import SnapshotFormatError
 from quorumlog.node.state.keys import APPLIED_KEY, EXPORTED_PREFIXES, U64, successor
+from quorumlog.node.storage.engine import real_rdict
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 _IMPORT_BATCH_BYTES = 4 << 20
@@ -55,11 +56,14 @@ def parse_header(chunk: bytes) -> int:
 
 
 def import_pairs(
-    db: rocksdict.Rdict, stream: Iterator[bytes], write_options: rocksdict.WriteOptions
+    db: rocksdict.Rdict,
+    stream: Iterator[bytes],
+    write_options: rocksdict.WriteOptions,
+    new_batch: Callable[[], rocksdict.WriteBatch],
 ) -> rocksdict.WriteBatch:
     """Write the pairs of the chunks after the header in bounded batches; the last batch is
     returned unwritten (the caller finishes it: applied index, end of the partial mark)."""
-    raw = rocksdict.WriteBatch(raw_mode=True)
+    raw = new_batch()
     pairs = 0
     ended = False
     for chunk in stream:
@@ -70,7 +74,7 @@ def import_pairs(
             pairs += _put_pairs(raw, chunk)
             if raw.size_in_bytes() >= _IMPORT_BATCH_BYTES:
                 db.write(raw, write_options)
-                raw = rocksdict.WriteBatch(raw_mode=True)
+                raw = new_batch()
         elif kind == _CHUNK_END:
             if len(chunk) != 9 or U64.unpack_from(chunk, 1)[0] != pairs:
                 raise SnapshotFormatError(f"end marker does not match {pairs} pairs read")
@@ -106,9 +110,10 @@ def _put_pairs(raw: rocksdict.WriteBatch, chunk: bytes) -> int:
 
 
 # -- export --------------------------------------------------------------------------------------
-def _remove_export(view: rocksdict.Rdict, directory: str) -> None:
-    with contextlib.suppress(Exception):
-        view.close()
+def _remove_export(views: list[rocksdict.Rdict], directory: str) -> None:
+    for view in views:  # the group's column family first, then the database
+        with contextlib.suppress(Exception):
+            view.close()
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -124,12 +129,15 @@ class StateExport:
     marker (``E``, ``>Q`` pair count) that lets the importer detect a truncated stream.
     """
 
-    def __init__(self, db: rocksdict.Rdict, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> None:
+    def __init__(
+        self, db: rocksdict.Rdict, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES,
+        family: str = "default",
+    ) -> None:
         database = Path(db.path())
         directory = tempfile.mkdtemp(prefix=f".{database.name}.export-", dir=database.parent)
         try:
             checkpoint = Path(directory) / "checkpoint"
-            rocksdict.Checkpoint(db).create_checkpoint(str(checkpoint))
+            rocksdict.Checkpoint(real_rdict(db)).create_checkpoint(str(checkpoint))
             view = rocksdict.Rdict(
                 str(checkpoint),
                 rocksdict.Options(raw_mode=True),
@@ -138,7 +146,15 @@ class StateExport:
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        self._finalizer = weakref.finalize(self, _remove_export, view, directory)
+        views = [view]
+        if family != "default":  # a Raft group's column family (node/storage/engine.py)
+            try:
+                view = view.get_column_family(family)
+            except BaseException:
+                _remove_export(views, directory)
+                raise
+            views.insert(0, view)
+        self._finalizer = weakref.finalize(self, _remove_export, views, directory)
         value = view.get(APPLIED_KEY)
         self.applied_index: int = 0 if value is None else U64.unpack(value)[0]
         self._chunks = _generate_chunks(view, self.applied_index, chunk_bytes)

@@ -41,6 +41,7 @@ from quorumlog.node.common.limits import (
 )
 from quorumlog.node.replication.applier import CommandError, EntryResult
 from quorumlog.node.state import members as member_records
+from quorumlog.node.state import placement as shard_placement
 from quorumlog.node.state.acl import AclResult, AclStore
 from quorumlog.node.state.apply_batch import META_CACHE_SIZE, RING_CACHE_SIZE, ApplyBatch
 from quorumlog.node.state.consumer_state import ConsumerResult, ConsumerState
@@ -66,6 +67,7 @@ from quorumlog.node.state.keys import (
     successor,
 )
 from quorumlog.node.state.members import member_key
+from quorumlog.node.state.placement import Placed, Shard
 from quorumlog.node.state.session_records import (
     AppendResult,
     DeleteResult,
@@ -86,12 +88,14 @@ from quorumlog.node.state.snapshot_codec import (
     import_pairs,
     parse_header,
 )
+from quorumlog.node.storage.engine import family_name
 from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2
 from quorumlog.raft.types import Entry, EntryType, NodeId
 
 CommandResult = (
-    AppendResult | TrimResult | DeleteResult | AclResult | ConsumerResult | CommandError
+    AppendResult | TrimResult | DeleteResult | AclResult | ConsumerResult | Placed
+    | CommandError
 )
 
 _NORMAL = EntryType.NORMAL
@@ -105,6 +109,8 @@ class SessionStateMachine:
         if limits.max_session_id_bytes > 0xFFFF:
             raise ValueError("session ids longer than 65535 bytes do not fit the key layout")
         self._db = storage.db
+        self._new_batch = storage.new_batch  # batches of this group's keys
+        self._family = family_name(storage.group)
         self.limits = limits
         # The storage's options: the same durability mode (WAL) for the whole DB.
         self._write_options = storage.write_options(sync=False)
@@ -116,6 +122,7 @@ class SessionStateMachine:
         self._sessions = SessionLog(self._db, limits, self.acl, self.consumers)
         self._applied = self._load_applied()
         self._import_incomplete = self._db.get(IMPORTING_KEY) is not None
+        self._placement: list[Shard] | None = None  # cache of the P/ records
 
     # -- applying ------------------------------------------------------------------------
     def applied_index(self) -> int:
@@ -132,7 +139,9 @@ class SessionStateMachine:
         if self._import_incomplete:
             raise IncompleteImport("the state is partial (interrupted import); import again")
         applied = self._applied
-        batch = ApplyBatch(self._db, self._meta_cache, self._ring_cache, self.consumers)
+        batch = ApplyBatch(
+            self._db, self._meta_cache, self._ring_cache, self.consumers, self._new_batch()
+        )
         results: list[EntryResult] = []
         for entry in entries:
             index = entry.index
@@ -192,6 +201,11 @@ class SessionStateMachine:
                 return self.acl.apply(batch.raw, command.acl)
             except InvalidInput as invalid:
                 return CommandError(invalid.code, invalid.message)
+        if kind == "placement":
+            placed = shard_placement.apply(self._db, batch.raw, command.placement)
+            if not isinstance(placed, CommandError):
+                self._placement = None  # read again on next use
+            return placed
         return CommandError(ErrorCode.INVALID_ARGUMENT, "unknown or empty command")
 
     # -- members ---------------------------------------------------------------------------
@@ -204,7 +218,37 @@ class SessionStateMachine:
 
         Only for a state every replica derives the same way from the same flags: a founded
         cluster before its first entry, or a restored backup; never while applying."""
-        member_records.seed(self._db, records, self._sync_write_options)
+        member_records.seed(
+            self._db, records, self._sync_write_options, self._new_batch()
+        )
+
+    def session_count(self, limit: int = 100_000) -> int:
+        """Sessions stored here, counted up to ``limit`` (a status figure, not a scan of
+        millions)."""
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(successor(SESSION_PREFIX))
+        iterator = self._db.iter(options)
+        iterator.seek(SESSION_PREFIX)
+        count = 0
+        while iterator.valid() and count < limit:
+            count += 1
+            iterator.next()
+        return count
+
+    def shard_count(self) -> int:
+        """The cluster's data shard count (1: the meta group carries the only shard)."""
+        return shard_placement.shard_count(self._db)
+
+    def seed_shard_count(self, count: int) -> None:
+        """Founding a cluster of ``count`` shards (like ``seed_members``: every founding
+        member derives it from the same flags, before the first entry)."""
+        shard_placement.seed_count(self._db, self._new_batch(), count, self._sync_write_options)
+
+    def placement(self) -> list[Shard]:
+        """The data shards' placement in this (meta group's) state; [] while not placed."""
+        if self._placement is None:
+            self._placement = shard_placement.stored(self._db)
+        return self._placement
 
     # -- reads (local applied state) -----------------------------------------------------
     def describe(self, session: str) -> SessionInfo:
@@ -225,7 +269,7 @@ class SessionStateMachine:
     # -- snapshots -----------------------------------------------------------------------
     def export_state(self, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> StateExport:
         """A point-in-time copy of the whole state, as of this call, streamed as chunks."""
-        return StateExport(self._db, chunk_bytes)
+        return StateExport(self._db, chunk_bytes, self._family)
 
     def import_state(self, chunks: Iterable[bytes]) -> None:
         """Replace the whole state with a snapshot stream (``applied_index()`` is then its).
@@ -237,7 +281,7 @@ class SessionStateMachine:
         if header is None:
             raise SnapshotFormatError("empty snapshot stream")
         applied = parse_header(header)
-        raw = rocksdict.WriteBatch(raw_mode=True)
+        raw = self._new_batch()
         for prefix in STATE_PREFIXES:
             raw.delete_range(prefix, successor(prefix))
         raw.put(IMPORTING_KEY, b"")
@@ -247,12 +291,13 @@ class SessionStateMachine:
         self.acl.invalidate()
         self._import_incomplete = True
         self._applied = 0
-        raw = import_pairs(self._db, stream, self._write_options)
+        raw = import_pairs(self._db, stream, self._write_options, self._new_batch)
         raw.put(APPLIED_KEY, U64.pack(applied))
         raw.delete(IMPORTING_KEY)
         self._db.write(raw, self._sync_write_options)
         self._applied = applied
         self._import_incomplete = False
+        self._placement = None
         self.acl.invalidate()
         self.consumers.invalidate()
 

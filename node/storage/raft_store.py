@@ -50,6 +50,7 @@ from types import TracebackType
 
 import rocksdict
 
+from quorumlog.node.storage.engine import StorageEngine
 from quorumlog.raft.errors import Compacted, SnapshotTemporarilyUnavailable, Unavailable
 from quorumlog.raft.rawnode import Ready
 from quorumlog.raft.storage import bootstrap_snapshot
@@ -210,7 +211,7 @@ class LogBatch:
         self._base = storage._state
         self._state = storage._state
         self._runs = list(storage._state.term_runs)
-        self.raw = rocksdict.WriteBatch(raw_mode=True)
+        self.raw = storage.new_batch()
 
     # -- log operations ----------------------------------------------------------------------
     def set_hard_state(self, hard_state: HardState) -> None:
@@ -404,29 +405,37 @@ class RocksStorage:
 
     def __init__(
         self, path: str | Path, options: rocksdict.Options | None = None, *,
-        unsafe_volatile: bool = False,
+        unsafe_volatile: bool = False, engine: StorageEngine | None = None, group: int = 0,
     ) -> None:
-        self.path = Path(path)
         # UNSAFE, chaos canary only (``--unsafe-ack-before-fsync``): every write of this DB
         # (the state machine's too, via ``write_options``) skips the WAL, so it lives only in
         # the memtable and a kill -9 loses everything since the last memtable flush. A clean
         # close still flushes. It exists so the chaos harness can prove it detects loss.
-        self.unsafe_volatile = unsafe_volatile
-        self._sync_write = rocksdict.WriteOptions()
-        self._sync_write.sync = not unsafe_volatile
-        self._async_write = rocksdict.WriteOptions()
-        self._async_write.sync = False
-        if unsafe_volatile:
-            # rocksdict's stub declares a method; at run time disable_wal is a property.
-            self._sync_write.disable_wal = True  # type: ignore[method-assign,assignment]
-            self._async_write.disable_wal = True  # type: ignore[method-assign,assignment]
-        self._db = rocksdict.Rdict(str(self.path), options or log_options(self.path))
+        # With ``engine``, this is group ``group``'s storage inside the node's shared
+        # database (``quorumlog.node.storage.engine``); ``path`` then only names it.
+        self.path = Path(path)
+        self._owns_engine = engine is None
+        if engine is None:
+            engine = StorageEngine(
+                self.path, options or log_options(self.path), unsafe_volatile=unsafe_volatile
+            )
+        self.engine = engine
+        self.group = group
+        self.unsafe_volatile = engine.unsafe_volatile
+        self._sync_write = engine.sync_write
+        self._async_write = engine.async_write
         self._closed = False
         try:
+            self._db = engine.family(group)
             self._state = self._recover()
         except BaseException:
-            self._db.close()
+            if self._owns_engine:
+                engine.close()
             raise
+
+    def new_batch(self) -> rocksdict.WriteBatch:
+        """An empty raw write batch whose writes go to this group's keys."""
+        return self.engine.new_batch(self.group)
 
     @property
     def db(self) -> rocksdict.Rdict:
@@ -503,8 +512,8 @@ class RocksStorage:
         if batch._storage is not self or batch._base is not self._state:
             raise StaleBatch("batch was built on an older state (or already written)")
         if batch.raw.is_empty():
-            if sync and not self.unsafe_volatile:
-                self._db.flush_wal(True)
+            if sync:
+                self.engine.sync()
         else:
             self._db.write(batch.raw, self._sync_write if sync else self._async_write)
         self._state = batch._finish()
@@ -577,7 +586,8 @@ class RocksStorage:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._db.close()
+            if self._owns_engine:
+                self.engine.close()
 
     def __enter__(self) -> RocksStorage:
         return self

@@ -1,0 +1,215 @@
+"""One RocksDB per node, shared by every Raft group the node hosts.
+
+Owns: opening the node's database with every column family it has, one column family per
+Raft group — group 0 (the meta group, which also carries the data when the cluster has one
+shard) in RocksDB's ``default`` family, so a data directory from before sharding opens as
+that group unchanged; group ``g`` > 0 in the family ``g<g>`` — creating a group's family,
+the write options every group shares (one write-ahead log: a write to any group and one
+fsync make all groups' earlier writes durable), and the group commit across groups
+(:class:`SyncBarrier`: groups whose Ready loops need an fsync at about the same time share
+one). Must never: interpret keys (each group's ``RocksStorage`` and state machine own their
+family's keys), or hand one group's family to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import rocksdict
+
+DEFAULT_FAMILY = "default"
+
+
+def family_name(group: int) -> str:
+    """The column family that holds ``group``'s keys."""
+    return DEFAULT_FAMILY if group == 0 else f"g{group}"
+
+
+def group_of_family(name: str) -> int | None:
+    """The group a column family holds (None: not a group's family)."""
+    if name == DEFAULT_FAMILY:
+        return 0
+    if name.startswith("g") and name[1:].isdigit():
+        return int(name[1:])
+    return None
+
+
+def family_options(base: rocksdict.Options | None = None) -> rocksdict.Options:
+    """A group's column family: small memtables (a node hosts many groups; the shared WAL is
+    bounded by ``max_total_wal_size``, which flushes the oldest families first)."""
+    options = base if base is not None else rocksdict.Options(raw_mode=True)
+    options.set_write_buffer_size(4 << 20)
+    options.set_max_write_buffer_number(3)
+    return options
+
+
+class StorageEngine:
+    """The node's database: the default family (group 0) and one family per other group."""
+
+    def __init__(
+        self, path: str | Path, options: rocksdict.Options, *, unsafe_volatile: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.options = options
+        self.unsafe_volatile = unsafe_volatile
+        self.sync_write = rocksdict.WriteOptions()
+        self.sync_write.sync = not unsafe_volatile
+        self.async_write = rocksdict.WriteOptions()
+        self.async_write.sync = False
+        if unsafe_volatile:
+            # UNSAFE, chaos canary only: see RocksStorage. rocksdict's stub declares a
+            # method; at run time disable_wal is a property.
+            self.sync_write.disable_wal = True  # type: ignore[method-assign,assignment]
+            self.async_write.disable_wal = True  # type: ignore[method-assign,assignment]
+        self.db = rocksdict.Rdict(str(self.path), options)
+        self._families: dict[int, rocksdict.Rdict] = {0: self.db}
+        self._opened: dict[int, rocksdict.Rdict] = {}  # the real family objects, to close
+        self._handles: dict[int, rocksdict.ColumnFamily] = {}
+        self._closed = False
+        self.barrier = SyncBarrier(self)
+
+    def groups(self) -> list[int]:
+        """Every group that has a column family here (0 always)."""
+        names = rocksdict.Rdict.list_cf(str(self.path))
+        found = {group for name in names if (group := group_of_family(name)) is not None}
+        return sorted(found | {0})
+
+    def family(self, group: int) -> rocksdict.Rdict:
+        """``group``'s keys, created empty if the group has none yet."""
+        family = self._families.get(group)
+        if family is None:
+            name = family_name(group)
+            if name in rocksdict.Rdict.list_cf(str(self.path)):
+                opened = self.db.get_column_family(name)
+            else:
+                opened = self.db.create_column_family(name, family_options())
+            self._opened[group] = opened
+            family = cast(rocksdict.Rdict, _Family(opened))
+            self._families[group] = family
+        return family
+
+    def new_batch(self, group: int) -> rocksdict.WriteBatch:
+        """An empty write batch whose writes go to ``group``'s family."""
+        if group == 0:
+            return rocksdict.WriteBatch(raw_mode=True)
+        handle = self._handles.get(group)
+        if handle is None:
+            self.family(group)
+            handle = self.db.get_column_family_handle(family_name(group))
+            self._handles[group] = handle
+        return cast(rocksdict.WriteBatch, _FamilyBatch(handle))
+
+    def sync(self) -> None:
+        """Make every write so far durable (one fsync of the shared WAL)."""
+        if not self.unsafe_volatile:
+            self.db.flush_wal(True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._handles.clear()
+        for family in self._opened.values():
+            family.close()
+        self._opened.clear()
+        self._families.clear()
+        self.db.close()
+
+
+class _FamilyBatch:
+    """A write batch of one column family. rocksdict (0.3.29) applies ``delete_range`` of a
+    batch to the ``default`` family whatever ``set_default_column_family`` says (put and
+    delete follow it), which deleted group 0's log when a data group was founded: every
+    operation here names the family. Duck-types ``rocksdict.WriteBatch`` for its users."""
+
+    __slots__ = ("_handle", "inner")
+
+    def __init__(self, handle: rocksdict.ColumnFamily) -> None:
+        self._handle = handle
+        self.inner = rocksdict.WriteBatch(raw_mode=True)
+        self.inner.set_default_column_family(handle)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.inner.put(key, value, self._handle)
+
+    def delete(self, key: bytes) -> None:
+        self.inner.delete(key, self._handle)
+
+    def delete_range(self, begin: bytes, end: bytes) -> None:
+        self.inner.delete_range(begin, end, self._handle)
+
+    def is_empty(self) -> bool:
+        return self.inner.is_empty()
+
+    def size_in_bytes(self) -> int:
+        return self.inner.size_in_bytes()
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class _Family:
+    """One column family's ``Rdict`` whose ``write`` takes a :class:`_FamilyBatch`."""
+
+    __slots__ = ("rdict",)
+
+    def __init__(self, rdict: rocksdict.Rdict) -> None:
+        self.rdict = rdict  # the family itself (a checkpoint needs the real object)
+
+    def write(self, batch: Any, write_opt: rocksdict.WriteOptions | None = None) -> None:
+        inner = batch.inner if isinstance(batch, _FamilyBatch) else batch
+        if write_opt is None:
+            self.rdict.write(inner)
+        else:
+            self.rdict.write(inner, write_opt)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rdict, name)
+
+
+def real_rdict(db: rocksdict.Rdict) -> rocksdict.Rdict:
+    """The rocksdict object behind a group's family (for ``rocksdict.Checkpoint``)."""
+    return cast(rocksdict.Rdict, getattr(db, "rdict", db))
+
+
+class SyncBarrier:
+    """Group commit across Raft groups: a group that wrote without syncing awaits
+    :meth:`sync`; everyone who asks before the fsync runs shares it. The fsync runs on the
+    event loop's thread (as a group's synced write did: docs/architecture.md, threads and
+    the GIL) once the groups ready in the same loop iteration have written."""
+
+    def __init__(self, engine: StorageEngine) -> None:
+        self._engine = engine
+        self._waiters: list[asyncio.Future[None]] = []
+        self.fsyncs = 0
+        self.fsync_waiters = 0
+        self.fsync_seconds = 0.0
+
+    async def sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(future)
+        if len(self._waiters) == 1:
+            # Two hops: the other groups woken by the same peer batch or tick write first.
+            loop.call_soon(lambda: loop.call_soon(self._flush))
+        await future
+
+    def _flush(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        started = time.perf_counter()
+        try:
+            self._engine.sync()
+        except BaseException as error:  # a failed fsync is fatal for every waiting group
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self.fsyncs += 1
+        self.fsync_waiters += len(waiters)
+        self.fsync_seconds += time.perf_counter() - started
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
