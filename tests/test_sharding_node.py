@@ -19,7 +19,7 @@ import pytest
 from cluster_up_process import addresses, cluster_up, free_base_port, up_command, wait_for
 
 from quorumlog.client.retry import RetryPolicy
-from quorumlog.client.sdk import AsyncClient, Client
+from quorumlog.client.sdk import Client
 from quorumlog.node.state.placement import place
 from quorumlog.node.storage.engine import StorageEngine
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
