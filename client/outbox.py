@@ -1,26 +1,28 @@
 """Client-wide group commit of appends: many sessions' requests in one AppendBatch RPC.
 
-Owns: the queue of ready ``AppendRequest`` s of every session of one client and the
-dispatcher that sends them. While one dispatch round is in flight, new requests gather for the
-next; when nothing is in flight a request goes out at once (a lone sequential append pays no
-extra latency). A round larger than the server's default AppendBatch limits
-(:data:`MAX_BATCH_APPENDS` appends, :data:`MAX_BATCH_BYTES` message bytes) is split into
-several RPCs sent in parallel. Each RPC goes through :meth:`Router.call` (retries, leader
-following) and resends the very same requests, so producer dedup keeps retries exactly-once.
+Owns: the queues of ready ``AppendRequest`` s of every session of one client, one lane per
+routing key (a shard; the only lane with one shard), and each lane's dispatcher. While a
+lane's dispatch round is in flight, its new requests gather for its next; when nothing is in
+flight a request goes out at once (a lone sequential append pays no extra latency). A round
+larger than the server's default AppendBatch limits (:data:`MAX_BATCH_APPENDS` appends,
+:data:`MAX_BATCH_BYTES` message bytes) is split into several RPCs sent in parallel. Each RPC
+goes through :meth:`Router.call` (retries, leader following) and resends the very same
+requests, so producer dedup keeps retries exactly-once.
 
 Deadline: an RPC (with its retries) runs until the EARLIEST ``end`` among its requests. If it
-gives up then, requests whose own deadline has not passed go back to the front of the queue
+gives up then, requests whose own deadline has not passed go back to the front of their lane
 and ride the next round; only the expired ones fail (DeadlineExceeded or Unavailable, as a
 lone Append would). A permanent failure of the whole RPC fails all its requests; an outcome
 with a non-zero code fails only its own request, with the typed error of that status.
 
-Shards: on a sharded cluster a round is split by the session's shard (the router's map, learned
-before the first round) and each shard's part goes to that shard's leader, all parts at once;
-each part is one AppendBatch (atomic, in order) like a whole round on one shard. An outcome
-refused with UNAVAILABLE and a leader hint (that node leads other shards of the batch, not this
-append's) is sent again, the very same request, to the named leader within the item's deadline
-(an UNAVAILABLE outcome without a hint is sent again too, to another node); the rest of its
-batch is answered as it came.
+Shards: on a sharded cluster each request joins its session's shard's lane (the router's map,
+learned before the first append), so every shard's leader gets its own rounds, in flight at
+the same time as the other shards' and never waiting for a slower shard; each round is one
+AppendBatch (atomic, in order) like a whole round on one shard. An outcome refused with
+UNAVAILABLE and a leader hint (that node leads other shards of the batch, not this append's)
+is sent again, the very same request, to the named leader within the item's deadline (an
+UNAVAILABLE outcome without a hint is sent again too, to another node); the rest of its batch
+is answered as it came.
 
 A server without AppendBatch (UNIMPLEMENTED, an older version) makes the client fall back to
 one Append RPC per request for the rest of its life.
@@ -83,8 +85,9 @@ class AppendOutbox:
         self._router = router
         self._max_appends = max_appends
         self._max_bytes = max_bytes
-        self._queue: deque[_Item] = deque()
-        self._task: asyncio.Task[None] | None = None
+        #: one lane per routing key (shard; META with one shard): its queue and dispatcher
+        self._lanes: dict[int, deque[_Item]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._batch_supported = True
         self._closed = False
         #: RPCs sent (AppendBatch, or Append after a fallback), for tests and debugging
@@ -94,40 +97,63 @@ class AppendOutbox:
         """``request``'s answer; raises the typed error of its outcome (retrying until ``end``)."""
         if self._closed:
             raise errors.ClientClosed("the client is closed")
+        if not self._router.learned:
+            await self._router.learn(end)  # once: which shard, so which lane
         loop = asyncio.get_running_loop()
         future: asyncio.Future[pb.AppendResponse] = loop.create_future()
         size = sum(len(message) for message in request.messages)
-        self._queue.append(_Item(request, size, end, future))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run(), name="quorumlog-append-outbox")
+        item = _Item(request, size, end, future)
+        self._queue_up(self._key_of(item), [item], loop)
         return await future
 
-    # -- the dispatcher ----------------------------------------------------------------------
+    def _key_of(self, item: _Item) -> int:
+        """The lane of ``item``: its session's shard, or the one a refusal named."""
+        return self._router.key_of(item.request.session) if item.shard is None else item.shard
 
-    async def _run(self) -> None:
+    # -- the dispatchers ---------------------------------------------------------------------
+
+    def _queue_up(
+        self, key: int, items: list[_Item], loop: asyncio.AbstractEventLoop, *,
+        front: bool = False,
+    ) -> None:
+        """Add ``items`` to ``key``'s lane (at its front: retries go first, in order) and start
+        its dispatcher unless it runs."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = deque()
+        if front:
+            lane.extendleft(reversed(items))
+        else:
+            lane.extend(items)
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = loop.create_task(
+                self._run(key, lane), name=f"quorumlog-append-outbox-{key}"
+            )
+
+    async def _run(self, key: int, lane: deque[_Item]) -> None:
+        """``key``'s dispatcher: one round in flight per shard, the next gathers meanwhile."""
         loop = asyncio.get_running_loop()
         try:
-            while self._queue:
-                if not self._router.learned:
-                    await self._router.learn(max(item.end for item in self._queue))
-                chunks = self._take(loop)
+            while lane:
+                chunks = self._take(lane, loop)
                 if len(chunks) == 1:
-                    await self._dispatch(*chunks[0], loop)
+                    await self._dispatch(key, chunks[0], loop)
                 elif chunks:
-                    await asyncio.gather(*(self._dispatch(*chunk, loop) for chunk in chunks))
+                    await asyncio.gather(*(self._dispatch(key, chunk, loop) for chunk in chunks))
         except asyncio.CancelledError:
-            self._fail(list(self._queue), errors.ClientClosed("the client was closed"))
-            self._queue.clear()
+            self._fail(list(lane), errors.ClientClosed("the client was closed"))
+            lane.clear()
             raise
 
-    def _take(self, loop: asyncio.AbstractEventLoop) -> list[tuple[int, list[_Item]]]:
-        """Everything queued as (routing key, items), split by shard and by the batch limits;
-        expired requests fail here."""
+    def _take(self, lane: deque[_Item], loop: asyncio.AbstractEventLoop) -> list[list[_Item]]:
+        """Everything queued in ``lane``, split by the batch limits; expired requests fail."""
         now = loop.time()
-        shards = self._router.shards
-        parts: dict[int, list[_Item]] = {}
-        while self._queue:
-            item = self._queue.popleft()
+        chunks: list[list[_Item]] = []
+        chunk: list[_Item] = []
+        size = 0
+        while lane:
+            item = lane.popleft()
             if item.future.done():
                 continue  # its caller gave up (cancelled)
             if item.end <= now:
@@ -135,25 +161,13 @@ class AppendOutbox:
                     errors.DeadlineExceeded("append: deadline passed while queued")
                 )
                 continue
-            key = shards.key_of(item.request.session) if item.shard is None else item.shard
-            part = parts.get(key)
-            if part is None:
-                parts[key] = [item]
-            else:
-                part.append(item)
-        chunks: list[tuple[int, list[_Item]]] = []
-        for key, items in parts.items():
-            chunk: list[_Item] = []
-            size = 0
-            for item in items:
-                full = len(chunk) >= self._max_appends or size + item.size > self._max_bytes
-                if chunk and full:
-                    chunks.append((key, chunk))
-                    chunk, size = [], 0
-                chunk.append(item)
-                size += item.size
-            if chunk:
-                chunks.append((key, chunk))
+            if chunk and (len(chunk) >= self._max_appends or size + item.size > self._max_bytes):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item.size
+        if chunk:
+            chunks.append(chunk)
         return chunks
 
     async def _dispatch(
@@ -187,7 +201,7 @@ class AppendOutbox:
             await asyncio.gather(*(self._send_one(key, item) for item in items))
             return
         except errors.QuorumLogError as error:
-            self._gave_up(items, error, loop)
+            self._gave_up(key, items, error, loop)
             return
         address = answered[-1] if answered else None
         if len(response.outcomes) != len(items):
@@ -251,10 +265,16 @@ class AppendOutbox:
                     f"append to {item.request.session!r}: deadline passed while following "
                     "its shard's leader; outcome unknown"
                 ))
-        self._queue.extendleft(reversed([i for i in items if not i.future.done()]))
+        lanes: dict[int, list[_Item]] = {}
+        for item in items:
+            if not item.future.done():
+                lanes.setdefault(self._key_of(item), []).append(item)
+        for key, moved in lanes.items():
+            self._queue_up(key, moved, loop, front=True)
 
     def _gave_up(
-        self, items: list[_Item], error: errors.QuorumLogError, loop: asyncio.AbstractEventLoop
+        self, key: int, items: list[_Item], error: errors.QuorumLogError,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """The RPC failed as a whole: retry later those that still have time, if it may help."""
         if not is_retryable(error):
@@ -269,9 +289,8 @@ class AppendOutbox:
                   if isinstance(error, errors.Unavailable) else 0.0)
         expired = [item for item in items if item.end - now <= margin]
         self._fail(expired, error)
-        for item in reversed(items):
-            if item.end > now and not item.future.done():
-                self._queue.appendleft(item)  # same request: dedup keeps it exactly-once
+        # the same requests again, first in their lane: dedup keeps them exactly-once
+        self._queue_up(key, [i for i in items if not i.future.done()], loop, front=True)
 
     async def _send_one(self, key: int, item: _Item) -> None:
         request = item.request
@@ -299,10 +318,12 @@ class AppendOutbox:
     async def close(self) -> None:
         """Fail everything queued or in flight with ClientClosed."""
         self._closed = True
-        task = self._task
-        if task is not None and not task.done():
+        tasks = [task for task in self._tasks.values() if not task.done()]
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._fail(list(self._queue), errors.ClientClosed("the client was closed"))
-        self._queue.clear()
+        for lane in self._lanes.values():
+            self._fail(list(lane), errors.ClientClosed("the client was closed"))
+            lane.clear()

@@ -277,7 +277,7 @@ class AsyncClient:
     pass a stable one only if a single client at a time uses it). ``linger_ms``,
     ``max_batch_messages``, ``max_batch_bytes``: coalescing of concurrent appends to one
     session. Batches of different sessions that are ready together travel in one AppendBatch
-    RPC (at most one round in flight per client; see ``outbox.py``). ``seed``: makes retry
+    RPC (at most one round in flight per shard; see ``outbox.py``). ``seed``: makes retry
     jitter reproducible. ``security``: mutual TLS material and/or a bearer token
     (``ClientSecurity.from_dir(tls_dir)``; README "Security"); None: plaintext. Use as
     ``async with`` or call :meth:`close`. All methods must run on one event loop.
