@@ -106,7 +106,7 @@ proto: $(STAMP)
 	$(PY) -m quorumlog.proto.generate
 
 up: $(STAMP)
-	$(VENV)/bin/quorumlog cluster up --nodes 3 --data-dir ./data --base-port 7001
+	$(VENV)/bin/quorumlog cluster up --nodes 3 --shards 6 --data-dir ./data --base-port 7001
 
 clean:
 	rm -rf $(VENV) $(LATEST) .tools .typecheck .mypy_cache .pytest_cache .ruff_cache build \
