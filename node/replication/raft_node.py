@@ -479,6 +479,11 @@ class RaftNode:
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             sync = rd.must_sync and not self.unsafe_ack_before_fsync
             started = time.perf_counter()
+            barrier = self.sync_barrier if sync else None
+            expected = False
+            if barrier is not None and rd.messages:
+                barrier.expect()  # the fsync waits for this group's write, after its sends
+                expected = True
             if sync and rd.messages:
                 # The synced write stalls this process's event loop, so first let the peer
                 # links hand this Ready's appends to gRPC: followers then persist in parallel
@@ -493,13 +498,12 @@ class RaftNode:
             # to get the GIL back, and batched half-load latency did not improve (p50 12 ->
             # 14 ms with writes of 16 KB and more in a thread). Requests arriving meanwhile
             # wait in gRPC and form the next batch (group commit).
-            barrier = self.sync_barrier
-            if sync and barrier is not None:
+            if barrier is not None:
                 # Several groups on this node: write now, then share one fsync of the node's
                 # write-ahead log with every group that wrote meanwhile (group commit across
                 # groups). Nothing this Ready vouches for leaves before it returns.
                 self.storage.write_ready(rd, sync=False)
-                await barrier.sync()
+                await barrier.sync(expected=expected)
             else:
                 self.storage.write_ready(rd, sync=sync)
             if sync:
