@@ -666,7 +666,7 @@ class Subscription:
         self._buffer: deque[Record] = deque()
         self._stream: StreamReader | None = None
         self._address: str | None = None
-        self._key: int | None = None  # the session's routing key, once the map is known
+        self._key = META  # the session's routing key (its shard, once the map is known)
         self._closed = False
 
     def __aiter__(self) -> Self:
@@ -721,10 +721,10 @@ class Subscription:
         retries = 0
         last_error: errors.QuorumLogError | None = None
         while not self._closed:
-            if self._key is None:
+            if self._stream is None:
+                # (re)connecting: the map may have been learned since the last connect
                 await router.learn(loop.time() + self._client.deadline)
                 self._key = router.key_of(self.session)
-            if self._stream is None:
                 self._address = self._address or router.first_target(self._key)
                 request = pb.SubscribeRequest(
                     session=self.session, from_offset=self.next_offset, max_batch=self._max_batch
