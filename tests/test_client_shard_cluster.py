@@ -1,6 +1,7 @@
 """The SDK against a real sharded cluster: ``quorumlog cluster up --shards 6`` (three node
-processes), appends to sessions of every shard through the async and the blocking client, and
-everything read back, listed and counted where the hash says it lives."""
+processes), appends to sessions of every shard through the async and the blocking client,
+everything read back, listed, accepted and consumed shard by shard and counted where the hash
+says it lives; and a frozen node leading shards left within one status probe."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def test_appends_to_sessions_of_every_shard_are_read_back(tmp_path: Path) -> Non
 
         async def main() -> None:
             async with AsyncClient(cluster, deadline=DEADLINE, retry=RETRY) as client:
+                # First: a shard learns a group from its leader node's replica of the meta
+                # group, which may apply CreateGroup a moment after the meta leader answered.
+                await client.consumer.create_group("billing")
                 for round_ in range(3):
                     results = await asyncio.gather(
                         *(client.append(name, f"{name}#{round_}") for name in sessions)
@@ -54,6 +58,21 @@ def test_appends_to_sessions_of_every_shard_are_read_back(tmp_path: Path) -> Non
                 first = await client.list_sessions("orders/", limit=7)
                 rest = await client.list_sessions("orders/", start_after=first[-1].session)
                 assert [i.session for i in first + rest] == sorted(sessions)
+                # accept-next takes its turn on every shard; consuming goes to the shard
+                leases = [await client.consumer.accept_next("billing", f"c{i}")
+                          for i in range(SHARDS)]
+                owned = [lease.session for lease in leases if lease is not None]
+                assert {shard_of(name, SHARDS) for name in owned} == set(range(SHARDS))
+                for lease in leases:
+                    assert lease is not None
+                    batch = await client.consumer.receive(
+                        lease.session, "billing", token=lease.token
+                    )
+                    assert [m.data for m in batch.messages] == [
+                        f"{lease.session}#{r}".encode() for r in range(3)
+                    ]
+                    await client.consumer.complete(batch.messages)
+                    await client.consumer.release(lease)
 
         asyncio.run(main())
 
