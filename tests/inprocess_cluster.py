@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,17 +29,20 @@ from cluster_harness import wait_until
 
 from quorumlog.node.api.consumer_service import ConsumerService
 from quorumlog.node.api.node_port import NodePort
+from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.process import wiring
 from quorumlog.node.process.launcher import agreed_leader
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.process.server import SERVER_OPTIONS
+from quorumlog.node.process.shard_groups import ShardGroups
 from quorumlog.node.replication import membership
+from quorumlog.node.replication.groups import GroupHost
 from quorumlog.node.replication.memory_transport import MemoryNetwork, MemoryTransport
-from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.node.replication.raft_node import FetchState, RaftNode
 from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.node.state.state_machine import SessionStateMachine
-from quorumlog.node.storage.log_store import MemoryLogStore
+from quorumlog.node.storage.log_store import LogStore, MemoryLogStore
 from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import quorumlog_pb2, quorumlog_pb2_grpc
 
@@ -66,6 +69,13 @@ class InProcessNode:
     port: NodePort | None = None
     server: grpc.aio.Server | None = None
     consumer_service: ConsumerService | None = None
+    # Sharded clusters (``shards`` > 1): every group's loop on a host, the data groups,
+    # each data group's log (kept for a restart) and state storage (closed on stop).
+    host: GroupHost | None = None
+    groups: ShardGroups | None = None
+    keeper: asyncio.Task[None] | None = None
+    group_logs: dict[int, MemoryLogStore] = field(default_factory=dict)
+    group_states: list[RocksStorage] = field(default_factory=list)
 
     @property
     def node_id(self) -> int:
@@ -76,8 +86,10 @@ class InProcessCluster:
     def __init__(
         self, root: Path, size: int = 3, *, tick_ms: int = 50, election_tick: int = 10,
         snapshot_every: int = 50_000, snapshot_keep: int = 10_000, seed: int = 7,
+        shards: int = 1,
     ) -> None:
         self.root = root
+        self.shards = shards  # > 1: a meta group and this many data groups per cluster
         self.tick_ms = tick_ms
         self.election_tick = election_tick
         self.snapshot_every = snapshot_every
@@ -148,8 +160,11 @@ class InProcessCluster:
         if node.state_storage is not None:  # a restart
             node.log_store = node.log_store.reopen()
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        founding = node.state_storage is None
         state_storage = RocksStorage(node.data_dir / "state")
         state_machine = SessionStateMachine(state_storage)
+        if founding and self.shards > 1:
+            state_machine.seed_shard_count(self.shards)
         records = state_machine.members()
         if not records and not state_machine.import_incomplete:
             records = membership.records_from_peers(
@@ -173,18 +188,26 @@ class InProcessCluster:
         peers[node.node_id] = PeerInfo(name, node.peer_addr, node.client_addr)
 
         def deliver(messages: list[Any]) -> None:
-            if node.raft is not None:
+            if node.host is not None:
+                node.host.deliver(messages)
+            elif node.raft is not None:
                 node.raft.deliver([message for _, message in messages])  # one group
 
         def unreachable(peer: int) -> None:
-            if node.raft is not None:
+            if node.host is not None:
+                node.host.report_unreachable(peer)
+            elif node.raft is not None:
                 node.raft.report_unreachable(peer)
 
         async def export_state(min_index: int, group: int = 0) -> AsyncIterator[bytes]:
-            raft = node.raft
-            if raft is None or state_machine.applied_index() < min_index or raft.needs_restore:
-                raise RuntimeError(f"{name}: no state at {min_index} to export")
-            with state_machine.export_state() as export:
+            raft = node.raft if group == 0 else (
+                node.host.get(group) if node.host is not None else None)
+            source = state_machine if group == 0 else (
+                node.groups.state_machine(group) if node.groups is not None else None)
+            if raft is None or source is None or source.applied_index() < min_index \
+                    or raft.needs_restore:
+                raise RuntimeError(f"{name}: no state of group {group} at {min_index}")
+            with source.export_state() as export:
                 for chunk in export:
                     yield chunk
                     await asyncio.sleep(0)  # let the Raft loops run between chunks
@@ -201,13 +224,18 @@ class InProcessCluster:
                 state_machine, transport, config.peers),
         )
         port = NodePort(raft, transport, name)
-        consumer_service = wiring.add_client_services(
-            server, wiring.single_group_table(port, state_machine), config
-        )
         node.state_storage, node.state_machine = state_storage, state_machine
         node.transport, node.raft, node.port = transport, raft, port
+        table = wiring.single_group_table(port, state_machine)
+        if self.shards > 1:
+            table = self._host_groups(node, config)
+        consumer_service = wiring.add_client_services(server, table, config)
         node.server, node.consumer_service = server, consumer_service
-        raft.start()
+        if node.host is not None and node.groups is not None:
+            node.host.start()
+            node.keeper = self.loop.create_task(node.groups.keep(), name=f"keeper-{name}")
+        else:
+            raft.start()
         consumer_service.start()
         transport.start()
         await server.start()
@@ -222,13 +250,52 @@ class InProcessCluster:
             await node.server.stop(0.2)
         if node.consumer_service is not None:
             await node.consumer_service.stop()
-        if node.raft is not None:
+        if node.keeper is not None:
+            node.keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await node.keeper
+            node.keeper = None
+        if node.host is not None:
+            await node.host.stop()  # every group's loop, the meta group's too
+        elif node.raft is not None:
             await node.raft.stop()
         if node.transport is not None:
             await node.transport.stop()
         if node.state_storage is not None:
             node.state_storage.close()
-        node.raft = None
+        for storage in node.group_states:
+            storage.close()
+        node.group_states.clear()
+        node.raft, node.host, node.groups = None, None, None
+
+    def _host_groups(self, node: InProcessNode, config: NodeConfig) -> ShardTable:
+        """A sharded node: the meta group's loop and the data groups on one host (the
+        same ``ShardGroups`` as ``NodeServer``), each data group's log in memory (kept for a
+        restart) and its state in a RocksDB directory of its own."""
+        raft, port, transport = node.raft, node.port, node.transport
+        state_machine = node.state_machine
+        assert raft and port and transport and state_machine
+        host = GroupHost(self.tick_ms / 1000)
+        host.add(raft)
+
+        def open_stores(group: int) -> tuple[LogStore, SessionStateMachine]:
+            log_store = node.group_logs.get(group)
+            log_store = MemoryLogStore() if log_store is None else log_store.reopen()
+            node.group_logs[group] = log_store
+            state = RocksStorage(node.data_dir / f"state-g{group}")
+            node.group_states.append(state)
+            return log_store, SessionStateMachine(state)
+
+        def fetcher(group: int) -> FetchState:
+            return lambda peer, index: transport.fetch_state(peer, index, group)
+
+        groups = ShardGroups(
+            config, host=host, links=transport, meta=LocalShard(0, 0, port, state_machine),
+            open_stores=open_stores, fetcher=fetcher,
+        )
+        groups.open_placed()
+        node.host, node.groups = host, groups
+        return groups.table
 
     # -- links (each switch is in force when the call returns) ---------------------------------
     async def _switch(self, change: Callable[[], None]) -> None:

@@ -55,6 +55,11 @@ def _command(**kind: Any) -> commands_pb2.Command:
     return commands_pb2.Command(consumer=consumer_commands_pb2.ConsumerCommand(**kind))
 
 
+# How long a shard leader waits for its meta replica to learn a group just created (a
+# heartbeat interval or two; the meta leader acknowledged it, so it is committed).
+GROUP_CATCH_UP_SECONDS = 1.0
+
+
 class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
     def __init__(
         self,
@@ -125,7 +130,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
                         "group", "")
         if not group or local.state_machine.consumers.group(group) is not None:
             return
-        record = self.shards.meta.state_machine.consumers.group(group)
+        record = await self._meta_group(group)
         if record is None:
             return  # the shard answers "no such group" precisely
         create = _command(create_group=cc.CreateGroupCommand(
@@ -133,6 +138,19 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             exist_ok=True,
         ))
         await rpc.propose(context, local.port, create, create.ByteSize())
+
+    async def _meta_group(self, group: str) -> cc.GroupRecord | None:
+        """``group``'s definition in the meta group. This node's meta replica may trail the
+        meta leader that just acknowledged a CreateGroup: not there, wait (briefly) for the
+        replica to apply what it knows is committed, then for its next entries."""
+        meta = self.shards.meta
+        record = meta.state_machine.consumers.group(group)
+        end = time.monotonic() + GROUP_CATCH_UP_SECONDS
+        while record is None and time.monotonic() < end:
+            target = max(meta.port.status().commit_index, meta.port.applied_index + 1)
+            await meta.port.wait_applied(target, min(end, time.monotonic() + 0.1))
+            record = meta.state_machine.consumers.group(group)
+        return record
 
     async def _read_session(self, context: Context, session: str) -> LocalShard:
         """A linearizable read point, after which ``session`` is known to exist."""

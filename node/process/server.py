@@ -26,15 +26,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from quorumlog.node.api import balance
 from quorumlog.node.api.consumer_service import ConsumerService
-from quorumlog.node.api.node_port import NodeError, NodePort
+from quorumlog.node.api.node_port import NodePort
 from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
 from quorumlog.node.process import wiring
 from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.process.security import NodeSecurity
+from quorumlog.node.process.shard_groups import ShardGroups
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.codec import GroupMessage
 from quorumlog.node.replication.groups import GroupHost
@@ -45,19 +45,16 @@ from quorumlog.node.replication.transport import (
     PeerServicer,
     PeerTransport,
 )
-from quorumlog.node.state import placement as placement_rule
-from quorumlog.node.state.placement import Shard
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.log_store import LogStore
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import NodeId, StateRole
 
 log = logging.getLogger("quorumlog.server")
 
-PLACE_WAIT_SECONDS = 3.0  # the meta leader places shards without a silent member's host tag
-BALANCE_SECONDS = 5.0  # between preferred-leader passes
-KEEPER_POLL_SECONDS = 1.0
+
 
 SERVICE_NAME = "quorumlog.v1.QuorumLog"
 SERVER_OPTIONS = [
@@ -107,7 +104,7 @@ class NodeServer:
         self.node: RaftNode | None = None
         self.host: GroupHost | None = None  # every group's RaftNode, the meta group's too
         self.shards: ShardTable | None = None
-        self._local: dict[int, LocalShard] = {}  # data groups hosted here, by group
+        self.groups: ShardGroups | None = None  # the data groups hosted here
         self._keeper: asyncio.Task[None] | None = None
         self.transport: PeerTransport | None = None
         self.client_server: grpc.aio.Server | None = None
@@ -205,13 +202,18 @@ class NodeServer:
         request_seconds = self.metrics.request_seconds
         # The services reach each group only through its port, never through each other.
         port = NodePort(node, transport, config.name)
-        shards = ShardTable(
-            LocalShard(0, 0, port, state_machine), lambda: self._local, lambda: transport.peers
+
+        def open_stores(group: int) -> tuple[LogStore, SessionStateMachine]:
+            store = RocksStorage(engine.path, engine=engine, group=group)
+            return store, SessionStateMachine(store)
+
+        groups = ShardGroups(
+            config, host=host, links=transport, meta=LocalShard(0, 0, port, state_machine),
+            open_stores=open_stores, fetcher=self._fetcher,
         )
-        self.shards = shards
-        for placed in state_machine.placement():
-            if config.id in placed.replicas:
-                self._open_group(placed)
+        self.groups, self.shards = groups, groups.table
+        shards = groups.table
+        groups.open_placed()
         self.consumer_service = wiring.add_client_services(
             self.client_server, shards, config,
             observe=lambda method, code, seconds: request_seconds.labels(method, code).observe(
@@ -223,7 +225,7 @@ class NodeServer:
 
         host.start()
         self._keeper = asyncio.get_running_loop().create_task(
-            self._keep_shards(), name="shard-keeper"
+            groups.keep(), name="shard-keeper"
         )
         self.consumer_service.start()
         transport.start()
@@ -246,82 +248,6 @@ class NodeServer:
         if self.host is not None:
             self.host.report_unreachable(peer)
 
-    # -- data shards ---------------------------------------------------------------------
-    def _open_group(self, placed: Shard) -> None:
-        """Host ``placed``'s group: its storage in the node's database (founded with the
-        placement's replicas the first time, identically on every replica), its state
-        machine and Raft loop; the preferred leader campaigns at once on a new group."""
-        assert self.engine is not None and self.host is not None and self.transport
-        config = self.config
-        storage = RocksStorage(self.engine.path, engine=self.engine, group=placed.group)
-        new = storage.is_empty()
-        if new:
-            storage.bootstrap(tuple(sorted(placed.replicas)))
-        state_machine = SessionStateMachine(storage)
-        node = wiring.build_raft_node(
-            config, storage, state_machine, self.transport, self._fetcher(placed.group),
-            group=placed.group,
-        )
-        self.host.add(node)
-        port = NodePort(node, self.transport, config.name)
-        self._local[placed.group] = LocalShard(placed.shard, placed.group, port, state_machine)
-        if new and placed.replicas[0] == config.id:
-            node.campaign()
-        log.info("hosting shard %d (group %d, replicas %s)",
-                 placed.shard, placed.group, list(placed.replicas))
-
-    async def _keep_shards(self) -> None:
-        """Open the groups the placement gives this node as it is applied; as the meta
-        leader of a cluster founded with shards, propose their placement once every
-        founding member's host tag is known (or after PLACE_WAIT_SECONDS); every
-        BALANCE_SECONDS hand led shards to their preferred leaders."""
-        assert self.state_machine is not None and self.shards is not None
-        state_machine, shards = self.state_machine, self.shards
-        meta = shards.meta.port
-        leader_since: float | None = None
-        next_balance = time.monotonic() + BALANCE_SECONDS
-        while True:
-            applied = meta.applied_index
-            placement = state_machine.placement()
-            for placed in placement:
-                if self.config.id in placed.replicas and placed.group not in self._local:
-                    self._open_group(placed)
-            now = time.monotonic()
-            if not placement and state_machine.shard_count() > 1 and meta.is_leader:
-                leader_since = leader_since if leader_since is not None else now
-                await self._maybe_place(now - leader_since >= PLACE_WAIT_SECONDS)
-            else:
-                leader_since = None
-            if placement and now >= next_balance:
-                next_balance = now + BALANCE_SECONDS
-                for move in balance.balance_once(shards):
-                    log.info("shard %d: leadership to its preferred leader %s",
-                             move.shard, move.to)
-            await meta.wait_applied(applied + 1, time.monotonic() + KEEPER_POLL_SECONDS)
-
-    async def _maybe_place(self, waited: bool) -> None:
-        assert self.state_machine is not None and self.shards is not None and self.transport
-        meta = self.shards.meta.port
-        voters = meta.configuration().voters
-        tags: dict[NodeId, str] = {}
-        for node_id in voters:
-            info = self.transport.peers.get(node_id)
-            tag = info.host_tag if info is not None else ""
-            if node_id == self.config.id:
-                tag = self.config.host_tag or self.config.name
-            if not tag and not waited:
-                return  # not heard from it yet: its tag decides where replicas go
-            tags[node_id] = tag or (info.name if info is not None else f"n{node_id}")
-        count = self.state_machine.shard_count()
-        shards = placement_rule.place(count, list(voters), tags)
-        try:
-            await meta.propose(placement_rule.command(count, shards, tags), 64 * count,
-                               time.monotonic() + 5)
-        except NodeError as error:
-            log.warning("placing %d shards failed: %s; retrying", count, error.message)
-            return
-        log.info("placed %d shards over %s", count, sorted(tags.values()))
-
     def _allowed_peers(self) -> set[str] | None:
         """Node names the peer port takes (with TLS): the members, ``--peers`` and
         ``--peer-allow``; while this node has no member records (it waits to be added),
@@ -341,9 +267,7 @@ class NodeServer:
 
     async def _export_state(self, min_index: int, group: int = 0) -> AsyncIterator[bytes]:
         node = self.host.get(group) if self.host is not None else None
-        state_machine = self.state_machine if group == 0 else (
-            self._local[group].state_machine if group in self._local else None
-        )
+        state_machine = self.groups.state_machine(group) if self.groups is not None else None
         if node is None or state_machine is None:
             raise RuntimeError(f"group {group} is not hosted here")
         if state_machine.applied_index() < min_index or node.needs_restore:
