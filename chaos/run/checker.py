@@ -42,6 +42,11 @@ holds no records of it):
   ``zombie_settles_accepted``, ``concurrent_owners``): defined in
   ``quorumlog.chaos.run.consumer_checker``; delivery figures go in the JSON's ``consumer``.
 
+Shards: every definition above is per session, so it holds per session across shards
+unchanged. When operations carry a ``shard`` (a sharded run), each session's shard is the one
+its operations name, and the result adds ``per_shard``: for each shard its sessions, ok
+operations, acknowledged appends and values, and the count of every anomaly kind.
+
 Availability: success rate (ok / all operations); per fault window, the longest stretch with
 no ok completion from the fault's start until the first ok completion at or after its end
 (or the end of the history) and the time from its end to that completion; the baseline
@@ -127,6 +132,27 @@ class CheckResult:
     reasons: list[str]
     config: CheckConfig
     consumer: ConsumerFigures = field(default_factory=ConsumerFigures)
+    session_shards: dict[str, int] = field(default_factory=dict)  # sharded runs only
+    shard_ok_ops: dict[int, int] = field(default_factory=dict)
+
+    def per_shard(self) -> dict[int, dict[str, object]]:
+        """Shard -> its sessions, ok operations, acknowledged appends and values, and the
+        count of every anomaly kind over its sessions (empty when no operation named a
+        shard)."""
+        shards: dict[int, dict[str, object]] = {}
+        for shard in sorted(set(self.session_shards.values()) | set(self.shard_ok_ops)):
+            reports = [report for name, report in sorted(self.sessions.items())
+                       if self.session_shards.get(name) == shard]
+            shards[shard] = {
+                "sessions": [report.session for report in reports],
+                "ok_ops": self.shard_ok_ops.get(shard, 0),
+                "acked": sum(report.acked for report in reports),
+                "acked_values": sum(report.acked_values for report in reports),
+                "anomalies": {kind: sum(report.count(kind) for report in reports)
+                              for kind in REPORT_KINDS},
+                "divergent_sessions": sum(report.converged is False for report in reports),
+            }
+        return shards
 
     def total(self, kind: str) -> int:
         if kind == "convergence":
@@ -184,6 +210,9 @@ class CheckResult:
                             for kind, entries in report.anomalies.items() if len(entries) > cap},
             }
         data["sessions"] = sessions
+        per_shard = self.per_shard()
+        if per_shard:
+            data["per_shard"] = {str(shard): figures for shard, figures in per_shard.items()}
         return data
 
     def summary(self) -> str:
@@ -203,6 +232,15 @@ class CheckResult:
             f"{self.availability.baseline_throughput:.1f} ops/s over "
             f"{self.availability.baseline_seconds:.1f} s",
         ]
+        for shard, figures in self.per_shard().items():
+            anomalies = figures["anomalies"]
+            assert isinstance(anomalies, dict)
+            sessions = figures["sessions"]
+            assert isinstance(sessions, list)
+            safety = sum(anomalies[kind] for kind in SAFETY_KINDS)
+            lines.append(f"  shard {shard}: {len(sessions)} sessions, {figures['ok_ops']} ok "
+                         f"ops, {figures['acked']} acked appends, {safety} anomalies, "
+                         f"{figures['divergent_sessions']} divergent sessions")
         for fault in self.availability.faults:
             label = fault.fault + (f" {fault.target}" if fault.target else "")
             recover = ("never" if fault.time_to_recover_s is None
@@ -257,6 +295,13 @@ def check(history: History, config: CheckConfig | None = None) -> CheckResult:
         for kind, entries in kinds.items():
             report.anomalies[kind].extend(entries)
     ok_ops = sum(1 for op in history.operations if op.outcome == "ok")
+    session_shards: dict[str, int] = {}
+    shard_ok_ops: dict[int, int] = defaultdict(int)
+    for op in history.operations:
+        if op.shard is not None:
+            if op.session is not None:
+                session_shards.setdefault(op.session, op.shard)
+            shard_ok_ops[op.shard] += op.outcome == "ok"
     acked = sum(report.acked for report in sessions.values())
     availability = _availability(history)
     result = CheckResult(
@@ -264,6 +309,7 @@ def check(history: History, config: CheckConfig | None = None) -> CheckResult:
         acked_values=sum(report.acked_values for report in sessions.values()),
         faults_injected=len(history.faults), sessions=sessions, availability=availability,
         verdict="pass", reasons=[], config=config, consumer=figures,
+        session_shards=session_shards, shard_ok_ops=dict(shard_ok_ops),
     )
     failures = [f"{result.total(kind)} {kind}" for kind in SAFETY_KINDS if result.total(kind)]
     if result.total("convergence"):

@@ -14,7 +14,11 @@ never retried after an attempt of unknown outcome (that attempt may have locked 
 history must show it as ``info``). The drain, after the cluster healed, takes every session
 for the group on the real client ports, consumes and completes everything left, lists the
 group's dead letters and records ``drain`` ``ok`` only when every session's backlog is 0.
-Must never: judge the history, inject faults, or run unbounded (operation caps and deadlines).
+In a sharded cluster every call about a session goes to (and is recorded with) that session's
+shard; an accept of the next available session names a shard (``AcceptSessionRequest.shard``),
+each consumer taking the shards in turn, so every shard's sessions get consumed whichever node
+leads them. Must never: judge the history, inject faults, or run unbounded (operation caps and
+deadlines).
 """
 
 from __future__ import annotations
@@ -56,16 +60,23 @@ class ConsumerBase(Worker):
         super().__init__(process, recorder, addresses, config, seed)
         self.refused = False  # the last receive was refused (a stale or lapsed lease)
         self.last_error: str | None = None  # of the last accept that granted nothing
+        # The next accept-next's shard (drawn only when sharded: one shard, same choices).
+        self.next_shard = self.rng.randrange(config.shards) if config.shards > 1 else 0
 
-    async def call(self, method: str, request: object, *,
-                   retry_unknown: bool = True) -> tuple[Any, Attempts]:
+    async def call(self, method: str, request: object, *, retry_unknown: bool = True,
+                   key: int | None = None) -> tuple[Any, Attempts]:
+        """One recorded call, routed by ``key`` (a shard; None: cluster-wide)."""
         async def one(node: NodeConnection, timeout: float) -> object:
             return await node.consumer(method, request, timeout)
 
-        return await self.attempt(one, retry_unknown=retry_unknown)
+        return await self.attempt(one, retry_unknown=retry_unknown, key=key)
 
     def pair(self, session: str) -> dict[str, object]:
-        return {"session": session, "group": self.config.group}
+        return {"session": session, "group": self.config.group,
+                "shard": self.config.shard_of(session)}
+
+    def key(self, session: str) -> int | None:
+        return self.config.route_key(session)
 
     async def create_group(self) -> bool:
         self.recorder.invoke(self.process, "create_group", group=self.config.group)
@@ -83,11 +94,21 @@ class ConsumerBase(Worker):
 
     async def accept(self, consumer: str, session: str | None = None) -> _Lease | None:
         """A lease on ``session`` (None: the next available one) for ``consumer``."""
+        shard: int | None
+        if session is not None:
+            shard = self.config.shard_of(session)
+        elif self.config.shards > 1:
+            shard = self.next_shard % self.config.shards  # the shards in turn
+            self.next_shard += 1
+        else:
+            shard = None
         self.recorder.invoke(self.process, "accept", group=self.config.group,
-                             consumer=consumer, session=session)
+                             consumer=consumer, session=session, shard=shard)
         request = cpb.AcceptSessionRequest(session=session or "", group=self.config.group,
                                            consumer=consumer, lease_ms=self.config.lease_ms)
-        response, attempts = await self.call("AcceptSession", request)
+        if session is None and shard is not None:
+            request.shard = shard
+        response, attempts = await self.call("AcceptSession", request, key=shard)
         self.last_error = attempts.error
         if response is None:
             self.recorder.complete(attempts.outcome, self.process, "accept",
@@ -107,7 +128,8 @@ class ConsumerBase(Worker):
         request = cpb.ReceiveRequest(session=lease.session, group=self.config.group,
                                      token=lease.token, max_messages=limit,
                                      redeliver_in_flight=True)
-        response, attempts = await self.call("Receive", request, retry_unknown=False)
+        response, attempts = await self.call("Receive", request, retry_unknown=False,
+                                             key=self.key(lease.session))
         if response is None:
             self.refused = attempts.outcome == "fail"
             self.recorder.complete(attempts.outcome, self.process, "receive",
@@ -132,7 +154,7 @@ class ConsumerBase(Worker):
                 delay_ms=self._delay() if action == "abandon" else 0,
                 reason="chaos consumer" if action == "dead_letter" else "")
                 for item, action in chosen])
-        response, attempts = await self.call("Settle", request)
+        response, attempts = await self.call("Settle", request, key=self.key(lease.session))
         outcome = "ok" if response is not None else attempts.outcome
         self.recorder.complete(outcome, self.process, "settle", error=attempts.error)
         return outcome
@@ -151,7 +173,7 @@ class ConsumerBase(Worker):
         else:
             method, request = "ReleaseSession", cpb.ReleaseSessionRequest(
                 session=lease.session, group=self.config.group, token=lease.token)
-        response, attempts = await self.call(method, request)
+        response, attempts = await self.call(method, request, key=self.key(lease.session))
         outcome = "ok" if response is not None else attempts.outcome
         self.recorder.complete(outcome, self.process, op, error=attempts.error)
         return outcome
@@ -249,7 +271,7 @@ class Consumer(ConsumerBase):
         request = cpb.SetStateRequest(session=lease.session, group=self.config.group,
                                       token=lease.token,
                                       state=cpb.StateWrite(expected_version=0, data=b"zombie"))
-        response, attempts = await self.call("SetState", request)
+        response, attempts = await self.call("SetState", request, key=self.key(lease.session))
         outcome = "ok" if response is not None else attempts.outcome
         self.recorder.complete(outcome, self.process, "set_state", error=attempts.error)
 
@@ -329,7 +351,8 @@ class Drainer(ConsumerBase):
         while True:
             request = cpb.ListDeadLettersRequest(session=session, from_sequence=start,
                                                  limit=1000)
-            response, attempts = await self.call("ListDeadLetters", request)
+            response, attempts = await self.call("ListDeadLetters", request,
+                                                 key=self.key(session))
             if response is None:
                 if attempts.error and "not found" in attempts.error:
                     break  # a session never written has no dead letters
@@ -349,7 +372,8 @@ class Drainer(ConsumerBase):
         found: list[tuple[str, int]] = []
         for session in sessions:
             request = cpb.ListConsumerSessionsRequest(session=session)
-            response, _ = await self.call("ListConsumerSessions", request)
+            response, _ = await self.call("ListConsumerSessions", request,
+                                          key=self.key(session))
             if response is None:
                 continue
             for status in response.sessions:

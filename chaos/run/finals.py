@@ -5,15 +5,22 @@ Owns: reading, after the cluster has healed and converged, each node's own appli
 session the workload used plus any the node lists, page by page, and writing one ``final``
 event per (node, session) to the history (``records``, ``first_offset``; ``leader`` on the
 leader's). A session the node does not know becomes an empty snapshot, so a node that lost
-everything still counts. Must never: write to the cluster, judge the records, or read through
-a proxy.
+everything still counts. In a sharded cluster the reads go to that node alone through its own
+connection (the SDK would route a shard's reads to the shard's replicas, so another node could
+answer) and the listing asks one shard at a time (``ListSessionsRequest.shard``). Must never:
+write to the cluster, judge the records, or read through a proxy.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 from quorumlog.chaos.run.history import HistoryWriter, Record
 from quorumlog.client import errors
+from quorumlog.client._grpc import NodeConnection
 from quorumlog.client.sdk import AsyncClient, Consistency
+from quorumlog.proto import quorumlog_pb2 as pb
 
 PAGE = 1000
 DEADLINE = 15.0
@@ -46,17 +53,70 @@ async def node_records(address: str, sessions: list[str]) -> dict[str, tuple[int
     return result
 
 
+async def node_shard_records(address: str, sessions: list[str], shards: int,
+                             ) -> dict[str, tuple[int, list[Record]]]:
+    """``node_records`` in a sharded cluster: every call answered by this node itself."""
+    connection = NodeConnection(address)
+    end = asyncio.get_running_loop().time() + DEADLINE
+
+    def left() -> float:
+        remaining = end - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise errors.DeadlineExceeded(f"final reads on {address}: deadline passed")
+        return remaining
+
+    result: dict[str, tuple[int, list[Record]]] = {}
+    try:
+        listed: set[str] = set()
+        for shard in range(shards):
+            after = ""
+            while True:
+                page = await connection.list_sessions(pb.ListSessionsRequest(
+                    start_after=after, consistency=pb.FOLLOWER, shard=shard), left())
+                listed.update(info.session for info in page.sessions)
+                if not page.truncated or not page.sessions:
+                    break
+                after = page.sessions[-1].session
+        for session in sorted(set(sessions) | listed):
+            try:
+                info = await connection.describe_session(pb.DescribeSessionRequest(
+                    session=session, consistency=pb.FOLLOWER), left())
+            except errors.NotFound:
+                result[session] = (0, [])
+                continue
+            records: list[Record] = []
+            offset = info.first_offset
+            while True:
+                response = await connection.read(pb.ReadRequest(
+                    session=session, from_offset=offset, max_count=PAGE,
+                    consistency=pb.FOLLOWER), left())
+                records.extend((record.offset, record.data.decode("utf-8", "replace"))
+                               for record in response.records)
+                if not response.records or response.next_offset >= response.end_offset:
+                    break
+                offset = response.next_offset
+            result[session] = (info.first_offset, records)
+    finally:
+        await connection.close()
+    return result
+
+
 async def write_finals(writer: HistoryWriter, time: float, addresses: dict[str, str],
-                       leader: str | None, sessions: list[str]) -> list[str]:
-    """Write every node's final snapshots; returns the nodes that could not be read."""
+                       leader: str | None, sessions: list[str], *, shards: int = 1,
+                       session_leaders: Mapping[str, str] | None = None) -> list[str]:
+    """Write every node's final snapshots; returns the nodes that could not be read. The
+    snapshot marked ``leader`` is ``leader``'s, or, for a session in ``session_leaders``
+    (sharded: its shard's leader), that node's."""
     unreadable: list[str] = []
     for node in sorted(addresses):
         try:
-            held = await node_records(addresses[node], sessions)
+            held = (await node_shard_records(addresses[node], sessions, shards) if shards > 1
+                    else await node_records(addresses[node], sessions))
         except errors.QuorumLogError as error:
             unreadable.append(f"{node}: {error}")
             continue
         for session, (first_offset, records) in sorted(held.items()):
-            writer.final(node, session, time, records=records, leader=node == leader,
+            reference = (session_leaders or {}).get(session, leader)
+            writer.final(node, session, time, records=records, leader=node == reference,
                          first_offset=first_offset or None)
     return unreadable

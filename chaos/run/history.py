@@ -34,6 +34,9 @@ completion of its previous one)::
   value; value ``i`` has ``sequence + i``), ``from_offset`` and ``consistency`` belong on the
   invocation; a completion may repeat them and must then agree. Values are strings, unique per
   producer write (a retry of the same write repeats the same values and sequence).
+- ``shard`` (optional, on the invocation): the data shard the operation's session belongs to in
+  a sharded cluster (``quorumlog.proto.sharding.shard_of``); absent with one shard. Every
+  guarantee is judged per session whatever the shard; the checker adds per-shard counts.
 - On ``ok``: ``offsets`` (or a single ``offset``), one per value, for appends; ``records`` (a
   list of ``[offset, value]``) and optionally ``end_offset`` (the session's next offset as of
   the read) for reads and consumes. ``error`` (free text) may be on any completion.
@@ -153,6 +156,7 @@ class OpEvent:
     settlements: tuple[Settled, ...] | None = None
     max_messages: int | None = None
     max_deliveries: int | None = None
+    shard: int | None = None
     line: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, object]:
@@ -177,6 +181,7 @@ class OpEvent:
                             if self.settlements is not None else None),
             "max_messages": self.max_messages,
             "max_deliveries": self.max_deliveries,
+            "shard": self.shard,
         }
         data.update({key: value for key, value in optional.items() if value is not None})
         data["time"] = self.time
@@ -262,6 +267,7 @@ class Operation:
     settlements: tuple[Settled, ...] = ()
     max_messages: int | None = None
     max_deliveries: int | None = None
+    shard: int | None = None  # the session's data shard (sharded runs only)
     line: int = 0  # the invocation's line
 
 
@@ -480,7 +486,7 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
             f"completes at {completion.time}, before its invocation at {invocation.time} "
             f"(line {invocation.line})"))
     for name in ("session", "values", "producer", "sequence", "from_offset", "consistency",
-                 "group", "token", "consumer", "settlements"):
+                 "group", "token", "consumer", "settlements", "shard"):
         invoked = getattr(invocation, name)
         completed = getattr(completion, name)
         if completed is not None and invoked is not None and completed != invoked:
@@ -524,6 +530,8 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
     settlements = pick("settlements") or ()
     max_messages = pick("max_messages")
     max_deliveries = pick("max_deliveries")
+    shard = pick("shard")
+    assert shard is None or isinstance(shard, int)
     assert group is None or isinstance(group, str)
     assert token is None or isinstance(token, int)
     assert consumer is None or isinstance(consumer, str)
@@ -539,7 +547,8 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
         records=records, from_offset=from_offset or 0, end_offset=completion.end_offset,
         consistency=consistency or "linearizable", error=completion.error,
         group=group, token=token, consumer=consumer, counts=counts, settlements=settlements,
-        max_messages=max_messages, max_deliveries=max_deliveries, line=invocation.line,
+        max_messages=max_messages, max_deliveries=max_deliveries, shard=shard,
+        line=invocation.line,
     )
 
 
@@ -552,7 +561,8 @@ def _never_completed(invocation: OpEvent) -> Operation:
         consistency=invocation.consistency or "linearizable", error="never completed",
         group=invocation.group, token=invocation.token, consumer=invocation.consumer,
         settlements=invocation.settlements or (), max_messages=invocation.max_messages,
-        max_deliveries=invocation.max_deliveries, line=invocation.line,
+        max_deliveries=invocation.max_deliveries, shard=invocation.shard,
+        line=invocation.line,
     )
 
 
@@ -738,5 +748,6 @@ def _parse_op_event(fields: _Fields, kind: str) -> OpEvent:
         settlements=fields.settlements(),
         max_messages=fields.count("max_messages"),
         max_deliveries=fields.count("max_deliveries"),
+        shard=fields.count("shard"),
         line=fields.line,
     )

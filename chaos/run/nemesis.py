@@ -6,7 +6,15 @@ resolving its targets at run time (the leader, a follower, a pair) from the moni
 the fault's ``start`` / ``end`` events to the history, healing in a ``finally`` (so a fault
 never outlives its step), waiting (with deadlines) for a leader and an acknowledged operation
 after the heal, and a :class:`FaultRecord` per fault with notes (e.g. whether the leader
-compacted past a blackholed follower and the follower then installed a snapshot). Must
+compacted past a blackholed follower and the follower then installed a snapshot).
+
+Sharded clusters: the faults aimed at "the leader" (isolate, asymmetric, kill, pause, pause
+then kill, client timeout) hit the node leading the most data shards (from the monitor's
+``ClusterStatus`` polls; ties: the smallest name), so one fault moves several shards'
+leaders at once; a recovery also waits until every shard has a leader again; each record
+notes the shards its target led and the leaders per node after; ``compaction`` blackholes a
+follower until some shard's leader reports it further behind than the leader's compaction
+keeps (``COMPACTION_LAG``), then heals and waits until every shard has caught it up. Must
 never: judge the history, run a workload, or wait without a deadline.
 """
 
@@ -30,6 +38,12 @@ SETTLE_SECONDS = 1.0  # quiet time between a recovery and the next fault
 CATCH_UP_TIMEOUT = 30.0
 MEMBERSHIP_DEADLINE = 30.0  # seconds for one remove / add call, retries included
 ADD_BACK_PAUSE = 0.2  # seconds between re-add attempts refused for a pending change
+# A follower this many entries behind a shard's leader is behind its compaction point: the
+# run's nodes snapshot every 200 entries and keep 20 (``runner.NODE_ARGS``).
+COMPACTION_LAG = 220
+CAUGHT_UP_LAG = 50  # entries: a follower this close to a shard's leader has caught up
+LEADER_KINDS = ("isolate_leader", "kill_leader", "pause_leader", "pause_then_kill",
+                "client_timeout", "kill_two", "asymmetric")
 
 
 @dataclass
@@ -44,12 +58,20 @@ class FaultRecord:
     recovered_in: float | None = None  # heal -> leader and an acknowledged op; None: never
     notes: list[str] = field(default_factory=list)
     params: dict[str, int] = field(default_factory=dict)
+    # sharded runs: data shards each node led when the fault started / after the recovery
+    shard_leaders_before: dict[str, int] | None = None
+    shard_leaders_after: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"number": self.number, "fault": self.kind, "target": self.target,
-                "start": self.start, "end": self.end, "params": dict(self.params),
-                "leader_before": self.leader_before, "leader_after": self.leader_after,
-                "recovered_in_s": self.recovered_in, "notes": list(self.notes)}
+        data: dict[str, object] = {
+            "number": self.number, "fault": self.kind, "target": self.target,
+            "start": self.start, "end": self.end, "params": dict(self.params),
+            "leader_before": self.leader_before, "leader_after": self.leader_after,
+            "recovered_in_s": self.recovered_in, "notes": list(self.notes)}
+        if self.shard_leaders_before is not None:
+            data["shard_leaders_before"] = dict(self.shard_leaders_before)
+            data["shard_leaders_after"] = dict(self.shard_leaders_after or {})
+        return data
 
 
 class Nemesis:
@@ -68,6 +90,10 @@ class Nemesis:
     def clock(self) -> Callable[[], float]:
         return self.recorder.clock
 
+    @property
+    def sharded(self) -> bool:
+        return self.monitor.shard_count > 1
+
     async def run(self, scheduler: Iterator[FaultPlan], end_at: float) -> None:
         """Inject plans from ``scheduler`` while the next one still fits before ``end_at``."""
         for plan in scheduler:
@@ -79,14 +105,25 @@ class Nemesis:
     # -- one fault ---------------------------------------------------------------------------
     async def inject(self, plan: FaultPlan) -> FaultRecord:
         leader = await self.monitor.wait_leader(LEADER_TIMEOUT)
-        leader_or_any = leader or candidates_pick(self.nodes.names, plan.pick)
+        busiest = self.monitor.busiest() if self.sharded else None
+        leader_or_any = busiest or leader or candidates_pick(self.nodes.names, plan.pick)
         followers = [name for name in self.nodes.names if name != leader_or_any]
+        if busiest is not None and len(followers) > 1:
+            # sharded: "a follower" also spares the meta group's leader when it can
+            followers = [name for name in followers if name != leader] or followers
         action = getattr(self, f"_fault_{plan.kind}")
         target = self._target(plan, leader_or_any, followers)
         record = FaultRecord(plan.number, plan.kind, target, self.clock(),
                              leader_before=leader, params=dict(plan.params))
         if leader is None:
             record.notes.append("no leader when the fault started")
+        if self.sharded:
+            record.shard_leaders_before = self.monitor.leader_counts()
+            led = sorted(shard for shard, name in self.monitor.shard_leaders().items()
+                         if name == leader_or_any)
+            if plan.kind in LEADER_KINDS:
+                record.notes.append(f"{leader_or_any} led shards {led} of "
+                                    f"{self.monitor.shard_count} (the most)")
         self.active = record
         self.recorder.writer.fault(plan.kind, "start", record.start, target)
         self.log(f"fault {plan.describe()} on {target}: start")
@@ -142,12 +179,18 @@ class Nemesis:
         healed = record.end if record.end is not None else self.clock()
 
         def recovered() -> bool:
-            return (self.monitor.leader is not None
+            return (self.monitor.leader is not None and self.monitor.shards_led()
                     and self.recorder.counters.last_ok > healed)
 
         if await self.monitor.wait_for(recovered, RECOVER_TIMEOUT):
             record.recovered_in = self.clock() - healed
         record.leader_after = self.monitor.leader
+        if self.sharded:
+            record.shard_leaders_after = self.monitor.leader_counts()
+            if not self.monitor.shards_led():
+                unled = sorted(set(range(self.monitor.shard_count))
+                               - set(self.monitor.shard_leaders()))
+                record.notes.append(f"shards without a leader after the recovery: {unled}")
         await asyncio.sleep(SETTLE_SECONDS)  # quiet time between faults, not a wait
 
     # -- the faults (one method per kind: _fault_<kind>; targets resolved in _target) --------
@@ -209,6 +252,9 @@ class Nemesis:
     async def _fault_compaction(self, plan: FaultPlan, record: FaultRecord,
                                 leader: str) -> None:
         target = record.target or leader
+        if self.sharded:
+            await self._shard_compaction(plan, record, target)
+            return
         await self.monitor.poll()
         before = self.monitor.statuses.get(target)
         if before is None:
@@ -251,6 +297,55 @@ class Nemesis:
                                 f"{follower_snapshot} -> {snapshot_index})")
         else:
             record.notes.append(f"{target} did not catch up within {CATCH_UP_TIMEOUT:.0f}s")
+
+    def _lags(self, target: str) -> dict[int, int]:
+        """Data shard -> ``target``'s lag as the shard's leader reports it (shards whose
+        leader is ``target`` or unknown left out)."""
+        lags: dict[int, int] = {}
+        leaders = self.monitor.shard_leaders()
+        for shard, name in leaders.items():
+            status = self.monitor.statuses.get(name)
+            if status is None or name == target:
+                continue
+            for view in status.shards:
+                if view.shard != shard:
+                    continue
+                for progress in view.followers:
+                    if progress.id == target:
+                        lags[shard] = progress.lag
+        return lags
+
+    async def _shard_compaction(self, plan: FaultPlan, record: FaultRecord,
+                                target: str) -> None:
+        """Blackhole ``target`` until some shard's leader has it ``COMPACTION_LAG`` entries
+        behind (past that leader's compaction point), heal, wait until every shard caught
+        it up (through a snapshot where it was past the compaction point)."""
+        await self._net(lambda: self.network.blackhole(self.network.links_of(target)))
+        behind: list[tuple[int, int]] = []
+
+        def compacted_past() -> bool:
+            behind[:] = sorted((shard, lag) for shard, lag in self._lags(target).items()
+                               if lag > COMPACTION_LAG)
+            return bool(behind)
+
+        if not await self.monitor.wait_for(compacted_past, plan.hold):
+            record.notes.append(f"no shard left {target} more than {COMPACTION_LAG} entries "
+                                f"behind within {plan.hold:.0f}s")
+            return
+        record.notes.append(f"{target} fell past the compaction point of shard(s) "
+                            + ", ".join(f"{shard} (lag {lag})" for shard, lag in behind))
+        await self._net(self.network.heal)
+
+        def caught_up() -> bool:
+            lags = self._lags(target)
+            return (self.monitor.shards_led() and all(shard in lags for shard, _ in behind)
+                    and all(lag <= CAUGHT_UP_LAG for lag in lags.values()))
+
+        if await self.monitor.wait_for(caught_up, CATCH_UP_TIMEOUT):
+            record.notes.append(f"{target} caught up on every shard (lag <= {CAUGHT_UP_LAG})")
+        else:
+            record.notes.append(f"{target} did not catch up within {CATCH_UP_TIMEOUT:.0f}s: "
+                                f"lags {self._lags(target)}")
 
     async def _fault_membership(self, plan: FaultPlan, record: FaultRecord,
                                 leader: str) -> None:

@@ -32,13 +32,17 @@ class ChaosNode:
 
 
 class ChaosNodes:
-    def __init__(self, nodes: list[ChaosNode], extra_args: list[str], seed: int) -> None:
+    def __init__(self, nodes: list[ChaosNode], extra_args: list[str], seed: int,
+                 shards: int | None = None) -> None:
+        """``shards``: the data shards every node founds the cluster with (``--init-shards``;
+        None: the node's default, one)."""
         self.nodes = {node.name: node for node in nodes}
         self.extra_args = list(extra_args)
         self.seed = seed
         self.launcher = Launcher(
             [LocalNode(node.name, node.client_addr, node.peer_addr, node.data_dir,
-                       node.log_path) for node in sorted(nodes, key=lambda node: node.name)],
+                       node.log_path, shards=shards)
+             for node in sorted(nodes, key=lambda node: node.name)],
             command=self.command, stop_timeout=STOP_TIMEOUT)
 
     @property

@@ -217,6 +217,7 @@ def render_report(history: History, result: Mapping[str, object], title: str) ->
     ]
     if notes:
         sections += ["<h3>Fault notes</h3>", _table(["fault", "target", "notes"], notes)]
+    sections += _shard_sections(result.get("shards"))
     sections += ["<h2>Anomalies</h2>",
                  _table(["session", "kind", "example"], anomaly_rows) if anomaly_rows
                  else "<p>none</p>"]
@@ -241,3 +242,33 @@ def _anomaly_rows(sessions: object) -> list[list[object]]:
             for entry in (entries if isinstance(entries, list) else [])[:5]:
                 rows.append([name, kind, entry])
     return rows
+
+
+def _shard_sections(shards: object) -> list[str]:
+    """A sharded run's table: per shard its sessions, acknowledged appends, anomalies and
+    leader moves (nothing for a one-shard run)."""
+    if not isinstance(shards, Mapping):
+        return []
+    checked = shards.get("checked")
+    moves = shards.get("leader_moves")
+    elections = shards.get("elections")
+    rows: list[list[object]] = []
+    for shard in range(int(shards.get("count") or 0)):
+        key = str(shard)
+        figures = checked.get(key) if isinstance(checked, Mapping) else None
+        figures = figures if isinstance(figures, Mapping) else {}
+        anomalies = figures.get("anomalies")
+        total = (sum(count for kind, count in anomalies.items()
+                     if kind != "recovered_unknowns" and isinstance(count, int))
+                 if isinstance(anomalies, Mapping) else None)
+        sessions = figures.get("sessions")
+        rows.append([shard, ", ".join(str(name) for name in sessions)
+                     if isinstance(sessions, list) else "-",
+                     figures.get("acked"), total,
+                     moves.get(key) if isinstance(moves, Mapping) else None,
+                     elections.get(key) if isinstance(elections, Mapping) else None])
+    return [f"<h2>Shards ({_cell(shards.get('count'))}; leader moves "
+            f"{_cell(shards.get('leader_moves_total'))}; leaders at the end "
+            f"{html.escape(str(shards.get('leaders_at_end')))})</h2>",
+            _table(["shard", "sessions", "acked appends", "anomalies", "leader moves",
+                    "elections"], rows)]

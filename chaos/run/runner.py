@@ -10,6 +10,10 @@ heal, restart every node, stop the workload, wait for convergence, drain the con
 (``quorumlog.chaos.run.finals``), judge the history (``quorumlog.chaos.run.checker``) and write
 ``DIR/history.jsonl``, ``DIR/result.json`` and ``DIR/report.html``
 (``quorumlog.chaos.run.report``). Prints a live progress line and a human summary.
+With ``shards`` > 1 the nodes found the cluster with that many data shards (the launcher's
+``--init-shards``), the workload starts once every shard has a leader, and the result adds
+``shards``: the count, each shard's leader moves, the leaders per node at the end, and the
+checker's per-shard figures.
 Must never: judge anything itself (beyond adding harness failures, such as a node that could
 not be read at the end, as ``fail`` reasons), listen anywhere but 127.0.0.1, or leave a
 process behind: every node and the proxy server are stopped in ``finally`` blocks.
@@ -45,6 +49,7 @@ from quorumlog.chaos.toxiproxy.client import (
     real_server_binary,
 )
 from quorumlog.node.process.launcher import plan
+from quorumlog.proto.sharding import shard_of
 
 NODE_NAMES = ("n1", "n2", "n3")
 # Low snapshot thresholds so a blackholed follower falls behind the leader's compaction
@@ -72,6 +77,11 @@ class RunOptions:
     canary: bool = False
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     baseline: float | None = None  # seconds before the first fault; None: from the duration
+
+    @property
+    def shards(self) -> int:
+        """The cluster's data shards (the workload spreads its sessions over them)."""
+        return self.workload.shards
 
     @property
     def baseline_seconds(self) -> float:
@@ -118,11 +128,16 @@ def _progress_text(clock: float, duration: float, recorder: Recorder, rate: floa
                    monitor: ClusterMonitor, nemesis: Nemesis) -> str:
     counters = recorder.counters
     leader = monitor.leader or "-"
+    shards = ""
+    if monitor.shard_count > 1:
+        shards = " | shards led " + " ".join(
+            f"{name}:{count}" for name, count in monitor.leader_counts().items())
     fault = nemesis.active
     fault_text = f"{fault.kind} {fault.target or ''}".strip() if fault else "none"
     return (f"[{clock:6.1f}s/{duration:.0f}s] ops {counters.invoked} ok {counters.ok} "
             f"fail {counters.fail} info {counters.info} | {rate:5.1f} ok/s | acked "
-            f"{counters.acked} | leader {leader} term {monitor.max_term} | fault {fault_text}")
+            f"{counters.acked} | leader {leader} term {monitor.max_term}{shards} | fault "
+            f"{fault_text}")
 
 
 async def _show_progress(progress: Progress, recorder: Recorder, monitor: ClusterMonitor,
@@ -159,7 +174,8 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
     _clean_outputs(options.out)
     started = time.monotonic()
     data = options.out / "data"
-    planned = plan(len(NODE_NAMES), data, log_dir=data)  # n1..n3 on free ports
+    planned = plan(len(NODE_NAMES), data, log_dir=data,  # n1..n3 on free ports
+                   shards=options.shards if options.shards > 1 else None)
     assert tuple(node.name for node in planned) == NODE_NAMES
     real_client = {node.name: node.client_addr for node in planned}
     real_peer = {node.name: node.peer_addr for node in planned}
@@ -175,7 +191,8 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
         nodes = ChaosNodes([
             ChaosNode(node.name, node.client_addr, node.peer_addr,
                       network.routes_for(node.name), node.data_dir, node.log_path)
-            for node in planned], node_args, options.seed)
+            for node in planned], node_args, options.seed,
+            shards=options.shards if options.shards > 1 else None)
         try:
             nodes.start_all()
             state = asyncio.run(_run_async(options, network, nodes, stream))
@@ -197,6 +214,7 @@ class _RunState:
     records: list[FaultRecord]
     skipped: list[str]
     extra: dict[str, object] = field(default_factory=dict)
+    shards: dict[str, object] | None = None  # sharded runs: count, leader moves, leaders
 
 
 async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNodes,
@@ -231,20 +249,42 @@ async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNod
                 options.workload, seed=options.seed, sessions=workload.sessions(),
                 deadline=max(DRAIN_DEADLINE, options.duration / 10))
             problems += [f"final consumer drain incomplete: {text}" for text in left]
+        await monitor.poll()
+        session_leaders = {session: leader for session in workload.sessions()
+                           if (leader := monitor.shard_leaders().get(
+                               shard_of(session, options.shards))) is not None
+                           } if options.shards > 1 else None
         unreadable = await write_finals(
             writer, clock(), {name: node.client_addr for name, node in nodes.nodes.items()},
-            monitor.leader, workload.sessions())
+            monitor.leader, workload.sessions(), shards=options.shards,
+            session_leaders=session_leaders)
         problems += [f"final state unreadable on {text}" for text in unreadable]
     finally:
         writer.close()
         await monitor.close()
     terms = [election.term for election in monitor.elections]
     counters = recorder.counters
+    shards: dict[str, object] | None = None
+    if options.shards > 1:
+        moves = monitor.leader_moves()
+        shards = {
+            "count": options.shards,
+            "reported_by_nodes": monitor.shard_count,
+            "sessions_per_shard": {
+                str(shard): sum(shard_of(session, options.shards) == shard
+                                for session in workload.sessions())
+                for shard in range(options.shards)},
+            "leader_moves": {str(shard): count for shard, count in moves.items()},
+            "leader_moves_total": sum(moves.values()),
+            "elections": {str(shard): count
+                          for shard, count in monitor.shard_election_counts().items()},
+            "leaders_at_end": monitor.leader_counts(),
+        }
     return _RunState(
         elections=max(0, len(terms) - 1), terms=terms, problems=problems,
         records=list(nemesis.records), skipped=list(nemesis.skipped),
         extra={"appends_retried_after_unknown": counters.retried_unknown,
-               "appends_deduplicated": counters.deduplicated})
+               "appends_deduplicated": counters.deduplicated}, shards=shards)
 
 
 async def _faulty_phase(options: RunOptions, clock: Callable[[], float], progress: Progress, *,
@@ -253,7 +293,18 @@ async def _faulty_phase(options: RunOptions, clock: Callable[[], float], progres
     leader = await monitor.wait_leader(FIRST_LEADER_TIMEOUT)
     if leader is None:
         raise RunError(f"no leader elected within {FIRST_LEADER_TIMEOUT:.0f}s of start")
-    progress.log(clock(), f"cluster ready, leader {leader}; workload starts "
+    shards_text = ""
+    if options.shards > 1:
+        def all_led() -> bool:
+            return monitor.shard_count == options.shards and monitor.shards_led()
+
+        if not await monitor.wait_for(all_led, FIRST_LEADER_TIMEOUT):
+            raise RunError(f"not every one of the {options.shards} shards had a leader within "
+                           f"{FIRST_LEADER_TIMEOUT:.0f}s of start (led: "
+                           f"{sorted(monitor.shard_leaders())})")
+        shards_text = f", {options.shards} shards led " + " ".join(
+            f"{name}:{count}" for name, count in monitor.leader_counts().items())
+    progress.log(clock(), f"cluster ready, leader {leader}{shards_text}; workload starts "
                           f"(seed {options.seed}, faults {','.join(options.faults)})")
     progress_task: asyncio.Task[None] | None = None
     try:
@@ -297,8 +348,12 @@ def _judge(options: RunOptions, state: _RunState) -> RunOutcome:
     success_rate = availability.get("success_rate") if isinstance(availability, dict) else None
     result["success_rate"] = success_rate
     result["elections"] = state.elections
+    if state.shards is not None:
+        per_shard = result.get("per_shard")
+        result["shards"] = {**state.shards, "checked": per_shard if per_shard else {}}
     result["run"] = {
         "seed": options.seed, "duration_s": options.duration, "canary": options.canary,
+        "shards": options.shards,
         "faults_requested": list(options.faults), "nodes": list(NODE_NAMES),
         "node_args": [*NODE_ARGS, *(CANARY_NODE_ARGS if options.canary else ())],
         "workload": asdict(options.workload), "leader_terms": state.terms,
@@ -306,7 +361,9 @@ def _judge(options: RunOptions, state: _RunState) -> RunOutcome:
         "faults_not_reached": state.skipped, **state.extra,
     }
     (options.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = f"quorumlog chaos run (seed {options.seed}{', canary' if options.canary else ''})"
+    title = (f"quorumlog chaos run (seed {options.seed}"
+             f"{f', {options.shards} shards' if options.shards > 1 else ''}"
+             f"{', canary' if options.canary else ''})")
     (options.out / "report.html").write_text(render_report(history, result, title))
     summary = [checked.summary()]
     if state.problems:
@@ -316,6 +373,14 @@ def _judge(options: RunOptions, state: _RunState) -> RunOutcome:
                    f"{state.extra.get('appends_deduplicated')} were answered as duplicates")
     summary.append(f"elections observed: {state.elections} (leader terms {state.terms[:20]}"
                    f"{' ...' if len(state.terms) > 20 else ''})")
+    if state.shards is not None:
+        moves = state.shards["leader_moves"]
+        assert isinstance(moves, dict)
+        total = state.shards["leader_moves_total"]
+        summary.append(f"shards: {options.shards}; leader moves {total}"
+                       " (" + ", ".join(f"shard {shard}: {count}"
+                                        for shard, count in moves.items())
+                       + f"); leaders at the end {state.shards['leaders_at_end']}")
     for record in state.records:
         if record.notes:
             summary.append(f"  {record.kind} {record.target}: " + "; ".join(record.notes))

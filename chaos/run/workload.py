@@ -10,6 +10,12 @@ invocation and completion (``quorumlog.chaos.run.history`` format), and live cou
 progress line. Must never: inject faults, judge the history, or run unbounded: every loop
 stops at its worker's operation cap or when the run asks it to stop.
 
+Sharded clusters (``shards`` > 1): the session names are chosen so that every shard gets at
+least ``MIN_SESSIONS_PER_SHARD`` of them (``quorumlog.proto.sharding.shard_of``, the hash the
+nodes use), every session operation is recorded with its ``shard``, and each worker keeps one
+target per shard (plus one for cluster-wide calls), each following that shard's leader hints.
+With one shard the names, the choices and the routing are exactly those of an unsharded run.
+
 Producers use idempotent appends: producer id ``p<k>`` and a per-session sequence; a value is
 unique per producer write (``p<k>-<n>``), and an operation whose outcome is unknown is retried
 by the worker's next operation with the same values and sequence (up to ``info_retries``
@@ -23,15 +29,19 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeVar
 
 from quorumlog.chaos.run.history import HistoryWriter, Outcome, ProcessId
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection
 from quorumlog.proto import quorumlog_pb2 as pb
+from quorumlog.proto.sharding import shard_of
 
 T = TypeVar("T")
 AttemptKind = Literal["refused", "unknown", "final"]
+RouteKey = int | None  # a data shard, or None: cluster-wide calls (and every call, 1 shard)
+MIN_SESSIONS_PER_SHARD = 3  # a sharded run writes at least this many sessions per shard
 
 
 @dataclass(frozen=True)
@@ -57,9 +67,36 @@ class WorkloadConfig:
     dead_letter_rate: float = 0.01  # per message: dead-lettered
     zombie_rate: float = 0.04  # per batch: a deliberately stale settle after a takeover
     batches_per_lease: int = 4  # then renew or release (rotating through sessions)
+    shards: int = 1  # the cluster's data shards (``--shards``)
 
     def session_name(self, index: int) -> str:
         return f"s{index}"
+
+    @cached_property
+    def session_names(self) -> tuple[str, ...]:
+        """The sessions written. One shard: s0 .. s<sessions-1>. Sharded: the first names
+        s0, s1, ... that fill every shard with ``max(MIN_SESSIONS_PER_SHARD,
+        ceil(sessions / shards))`` sessions each, so every shard gets several."""
+        if self.shards <= 1:
+            return tuple(self.session_name(index) for index in range(self.sessions))
+        per_shard = max(MIN_SESSIONS_PER_SHARD, -(-self.sessions // self.shards))
+        filled: dict[int, list[str]] = {shard: [] for shard in range(self.shards)}
+        index = 0
+        while any(len(names) < per_shard for names in filled.values()):
+            name = self.session_name(index)
+            names = filled[shard_of(name, self.shards)]
+            if len(names) < per_shard:
+                names.append(name)
+            index += 1
+        return tuple(sorted((name for names in filled.values() for name in names),
+                            key=lambda name: int(name[1:])))
+
+    def shard_of(self, session: str) -> int | None:
+        """The shard of ``session`` in a sharded run; None with one shard."""
+        return shard_of(session, self.shards) if self.shards > 1 else None
+
+    def route_key(self, session: str | None) -> RouteKey:
+        return None if session is None else self.shard_of(session)
 
 
 @dataclass
@@ -120,13 +157,26 @@ def classify(error: errors.QuorumLogError) -> AttemptKind:
 
 
 class Route:
-    """One worker's connections to every node's client proxy and its current target."""
+    """One worker's connections to every node's client proxy and its current target: one per
+    routing key (a data shard, or None for cluster-wide calls and every call with one
+    shard), each following the leader hints of the calls made with that key."""
 
     def __init__(self, addresses: dict[str, str], rng: random.Random) -> None:
         self.addresses = dict(addresses)
         self.names = sorted(addresses)
-        self.target = rng.choice(self.names)
+        self.rng = rng
+        self.targets: dict[RouteKey, str] = {None: rng.choice(self.names)}
         self._connections: dict[str, NodeConnection] = {}
+
+    @property
+    def target(self) -> str:
+        return self.targets[None]
+
+    def target_for(self, key: RouteKey) -> str:
+        target = self.targets.get(key)
+        if target is None:
+            target = self.targets[key] = self.rng.choice(self.names)
+        return target
 
     def connection(self, name: str) -> NodeConnection:
         connection = self._connections.get(name)
@@ -135,12 +185,13 @@ class Route:
             self._connections[name] = connection
         return connection
 
-    def after_error(self, failed: str, error: errors.QuorumLogError) -> None:
+    def after_error(self, failed: str, error: errors.QuorumLogError,
+                    key: RouteKey = None) -> None:
         leader = error.leader_id
         if leader in self.addresses and leader != failed:
-            self.target = leader
+            self.targets[key] = leader
         else:
-            self.target = self.names[(self.names.index(failed) + 1) % len(self.names)]
+            self.targets[key] = self.names[(self.names.index(failed) + 1) % len(self.names)]
 
     async def close(self) -> None:
         for connection in self._connections.values():
@@ -180,9 +231,11 @@ class Worker:
         raise NotImplementedError
 
     async def attempt(self, call: Callable[[NodeConnection, float], Awaitable[T]], *,
-                      retry_unknown: bool = True) -> tuple[T | None, Attempts]:
-        """Try ``call`` on the target node until success, a final error or the deadline
-        (``retry_unknown`` false: or the first attempt of unknown outcome)."""
+                      retry_unknown: bool = True,
+                      key: RouteKey = None) -> tuple[T | None, Attempts]:
+        """Try ``call`` on the target node of routing key ``key`` until success, a final
+        error or the deadline (``retry_unknown`` false: or the first attempt of unknown
+        outcome)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + self.config.op_deadline
         unknown = False
@@ -190,7 +243,7 @@ class Worker:
         backoff = 0.05
         tried: set[str] = set()
         while (remaining := end - loop.time()) > 0:
-            target = self.route.target
+            target = self.route.target_for(key)
             try:
                 result = await call(self.route.connection(target),
                                     min(self.config.attempt_timeout, remaining))
@@ -201,10 +254,10 @@ class Worker:
                     return None, Attempts("info" if unknown else "fail", last_error)
                 unknown = unknown or kind == "unknown"
                 tried.add(target)
-                self.route.after_error(target, error)
+                self.route.after_error(target, error, key)
                 if unknown and not retry_unknown:
                     return None, Attempts("info", last_error, unknown)
-                if self.route.target in tried and len(tried) >= len(self.route.names):
+                if self.route.target_for(key) in tried and len(tried) >= len(self.route.names):
                     tried.clear()
                     pause = min(backoff * (0.5 + self.rng.random()), max(0.0, end - loop.time()))
                     await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
@@ -234,7 +287,8 @@ class Producer(Worker):
     def _next_write(self) -> _PendingWrite:
         if self.pending is not None and self.pending.tries <= self.config.info_retries:
             return self.pending
-        session = self.config.session_name(self.rng.randrange(self.config.sessions))
+        names = self.config.session_names
+        session = names[self.rng.randrange(len(names))]
         count = self.rng.randint(1, self.config.max_values)
         values = [f"{self.producer}-{self.written + i}" for i in range(count)]
         self.written += count
@@ -250,9 +304,10 @@ class Producer(Worker):
                                    producer_id=self.producer, sequence=write.sequence)
         self.recorder.invoke(self.process, "append", session=write.session,
                              values=write.values, producer=self.producer,
-                             sequence=write.sequence)
+                             sequence=write.sequence, shard=self.config.shard_of(write.session))
         response, attempts = await self.attempt(
-            lambda node, timeout: node.append(request, timeout))
+            lambda node, timeout: node.append(request, timeout),
+            key=self.config.route_key(write.session))
         counters = self.recorder.counters
         counters.retried_unknown += response is not None and attempts.unknown
         counters.deduplicated += response is not None and response.duplicate
@@ -278,13 +333,14 @@ class Reader(Worker):
         self.seen_end: dict[str, int] = {}
 
     async def step(self) -> None:
-        session = self.config.session_name(self.rng.randrange(self.config.sessions))
+        names = self.config.session_names
+        session = names[self.rng.randrange(len(names))]
         start = max(0, self.seen_end.get(session, 0) - self.config.read_window)
         request = pb.ReadRequest(session=session, from_offset=start,
                                  max_count=self.config.read_limit,
                                  consistency=pb.LINEARIZABLE)
         self.recorder.invoke(self.process, "read", session=session, from_offset=start,
-                             consistency="linearizable")
+                             consistency="linearizable", shard=self.config.shard_of(session))
 
         async def read(node: NodeConnection, timeout: float) -> pb.ReadResponse:
             try:
@@ -292,7 +348,7 @@ class Reader(Worker):
             except errors.NotFound:
                 return pb.ReadResponse(session=session, end_offset=0)  # nothing written yet
 
-        response, attempts = await self.attempt(read)
+        response, attempts = await self.attempt(read, key=self.config.route_key(session))
         if response is None:
             # Reads change nothing: a read that never returned simply did not happen.
             self.recorder.complete("fail", self.process, "read", error=attempts.error)
@@ -316,7 +372,7 @@ class Workload:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def sessions(self) -> list[str]:
-        return [self.config.session_name(index) for index in range(self.config.sessions)]
+        return list(self.config.session_names)
 
     def start(self) -> None:
         from quorumlog.chaos.run.consumers import Consumer  # noqa: PLC0415 -- it builds on Worker

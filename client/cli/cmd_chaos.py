@@ -22,6 +22,7 @@ from quorumlog.chaos.run.checker import CheckConfig, check
 from quorumlog.chaos.run.faults import FaultListError, fault_help, parse_fault_list
 from quorumlog.chaos.run.history import HistoryError, read_history
 from quorumlog.client.cli import CliError
+from quorumlog.proto.sharding import MAX_SHARDS
 
 DEFAULTS = CheckConfig()
 T = TypeVar("T", int, float)
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     runner = actions.add_parser(
         "run", help="run a 3-node cluster under seeded faults and check the history",
-        description="start a local 3-node cluster behind Toxiproxy proxies, run producers and "
+        description="start a local 3-node cluster (--shards S: with S data shards) behind "
+                    "Toxiproxy proxies, run producers and "
                     "linearizable readers and consumers while injecting seeded faults, then "
                     "check the history; writes DIR/history.jsonl, DIR/result.json, "
                     "DIR/report.html")
@@ -55,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runner.add_argument("--sessions", metavar="N", default="8", help="sessions written (8)")
     runner.add_argument("--consumers", metavar="N", default="2",
                         help="consumer workers of one group, with leases (2; 0: none)")
+    runner.add_argument("--shards", metavar="S", default="1",
+                        help="data shards of the cluster (1, the default: one Raft group as "
+                             "ever); with more, the sessions are spread so every shard gets "
+                             "at least 3, and the faults aimed at the leader hit the node "
+                             "leading the most shards")
     checker = actions.add_parser(
         "check", help="re-check a recorded history (JSON lines)",
         description="check a chaos history: safety anomalies, convergence, availability")
@@ -90,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     workload = WorkloadConfig(producers=_number("--producers", args.producers, int, 1),
                               readers=_number("--readers", args.readers, int, 0),
                               sessions=_number("--sessions", args.sessions, int, 1),
-                              consumers=_number("--consumers", args.consumers, int, 0))
+                              consumers=_number("--consumers", args.consumers, int, 0),
+                              shards=_shards(args.shards))
     options = chaos_run.RunOptions(out=Path(args.out), duration=duration, seed=seed,
                                    faults=faults, canary=args.canary, workload=workload)
     try:
@@ -99,6 +107,13 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(str(error), code=1) from None
     print(outcome.summary, flush=True)
     return 0 if outcome.verdict == "pass" else 1
+
+
+def _shards(text: str) -> int:
+    shards = _number("--shards", text, int, 1)
+    if shards > MAX_SHARDS:
+        raise CliError(f"--shards must be at most {MAX_SHARDS}, got {text!r}")
+    return shards
 
 
 def _number(flag: str, text: str, kind: type[T], minimum: T | None) -> T:
