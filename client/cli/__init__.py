@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "node": ("quorumlog.client.cli.cmd_node", "run one quorumlog server process"),
     "cluster": (
         "quorumlog.client.cli.cluster",
-        "run and operate a cluster (up, add-node, remove-node, transfer-leader)",
+        "run and operate a cluster (up, add-node, remove-node, transfer-leader, balance)",
     ),
     "status": (
         "quorumlog.client.cli.cmd_status", "show every node's role, term, leader and indexes"

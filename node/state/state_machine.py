@@ -123,6 +123,7 @@ class SessionStateMachine:
         self._applied = self._load_applied()
         self._import_incomplete = self._db.get(IMPORTING_KEY) is not None
         self._placement: list[Shard] | None = None  # cache of the P/ records
+        self._shard_count: int | None = None  # cache of P/count
 
     # -- applying ------------------------------------------------------------------------
     def applied_index(self) -> int:
@@ -236,13 +237,18 @@ class SessionStateMachine:
         return count
 
     def shard_count(self) -> int:
-        """The cluster's data shard count (1: the meta group carries the only shard)."""
-        return shard_placement.shard_count(self._db)
+        """The cluster's data shard count (1: the meta group carries the only shard).
+        Cached: every append asks (it is fixed at founding; a state import or the
+        founding seed reads it again)."""
+        if self._shard_count is None:
+            self._shard_count = shard_placement.shard_count(self._db)
+        return self._shard_count
 
     def seed_shard_count(self, count: int) -> None:
         """Founding a cluster of ``count`` shards (like ``seed_members``: every founding
         member derives it from the same flags, before the first entry)."""
         shard_placement.seed_count(self._db, self._new_batch(), count, self._sync_write_options)
+        self._shard_count = None
 
     def placement(self) -> list[Shard]:
         """The data shards' placement in this (meta group's) state; [] while not placed."""
@@ -298,6 +304,7 @@ class SessionStateMachine:
         self._applied = applied
         self._import_incomplete = False
         self._placement = None
+        self._shard_count = None
         self.acl.invalidate()
         self.consumers.invalidate()
 
