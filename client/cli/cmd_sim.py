@@ -283,7 +283,8 @@ def _run_multi(args: argparse.Namespace, seeds_count: int, first: int) -> int:
             f"{len(seeds)} seeds x {steps} steps x {options.groups} groups: "
             f"{summary['violations']} violations, {summary['liveness_failures']} liveness "
             f"failures, {summary['elections']} elections, {summary['committed']} values "
-            f"committed, {summary['moves_done']} replica moves, {syncs} fsyncs "
+            f"committed, {summary['moves_done']} replica moves ({faults['moves_done_in_run']} "
+            f"before the final heal), {syncs} fsyncs "
             f"({per_sync:.2f} groups each), {faults['crashes']} crashes, {wall:.1f}s "
             f"({len(seeds) / wall if wall > 0 else 0:.1f} seeds/s, {jobs} jobs)"
         )

@@ -79,6 +79,7 @@ REPLICATION_FACTOR = 3
 HEAL_MESSAGES_PER_TICK = 250  # per group, as in the single-group simulator
 CALM_REORDER_WINDOW = 4  # while calm, one of the oldest few batches in flight arrives next
 CALM_TICKS = 0.15  # while calm, clocks tick this much less often relative to messages
+PROMOTE_LAG = 4  # a learner this close to the leader's last index counts as caught up
 BROKEN_VARIANTS = ("early-acks", "unsynced-group")
 
 _Write = Callable[[MemoryStorage], object]
@@ -103,7 +104,7 @@ class MultiProfile:
     calm_steps: int
     burst_steps: int
     calm_faults: float
-    hold_sync: float  # probability a node round leaves its fsync to a later round
+    hold_sync: float  # probability a node round leaves its fsync to the node's next round
     move_start: float  # fraction of the run after which the replica move begins
     w_deliver: float
     w_round: float
@@ -139,7 +140,7 @@ class MultiProfile:
             burst_steps=int(pick(40, 100, 200)),
             calm_faults=pick(0.0, 0.0, 0.05, 0.2),
             hold_sync=pick(0.0, 0.3, 0.6, 0.9),
-            move_start=pick(0.1, 0.2, 0.3, 0.4),
+            move_start=pick(0.05, 0.15, 0.25),
             w_deliver=50.0,
             w_round=pick(25.0, 40.0),
             w_tick=pick(3.0, 5.0, 8.0),
@@ -149,7 +150,7 @@ class MultiProfile:
             w_partition=pick(0.0, 0.2, 0.6),
             w_heal=pick(0.3, 1.0),
             w_transfer=pick(0.0, 0.2, 0.6),
-            w_move=pick(1.0, 2.0),
+            w_move=pick(4.0, 8.0),
         )
 
 
@@ -182,6 +183,7 @@ class MultiCounters:
     conf_changes: int = 0
     conf_refused: int = 0
     moves_done: int = 0
+    moves_done_in_run: int = 0  # finished before the last fault step (the rest: while healing)
     compactions: int = 0
     bursts: int = 0
 
@@ -671,6 +673,9 @@ class MultiSimulation:
         ``faults`` the node may crash before the fsync, after it, or between two groups."""
         disk = self.disks[node_id]
         busy = False
+        # An fsync left for later is under way: this round finishes it (covering whatever the
+        # groups write meanwhile) rather than leaving it again.
+        syncing = bool(disk.wal)
         for replica in self._hosted(node_id):
             raw = replica.raw
             if raw is None or replica.held is not None or not raw.has_ready():
@@ -687,7 +692,7 @@ class MultiSimulation:
         if crash_at == 0:
             self._crash_node(node_id, "before its fsync")
             return True
-        if faults and rng.random() < self.profile.hold_sync:
+        if faults and not syncing and rng.random() < self.profile.hold_sync:
             self.counters.held_syncs += 1
             return True
         covered = self._sync(node_id)
@@ -842,7 +847,7 @@ class MultiSimulation:
             counters.round_crashes += 1
         lost = self.disks[node_id].lose_unsynced()
         counters.lost_writes += lost
-        self._log(f"n{node_id} crashed {when} ({lost} unsynced writes lost)")
+        self._log(f"n{node_id} crashed{' ' + when if when else ''}, {lost} unsynced writes lost")
         self.down.add(node_id)
         for replica in self._hosted(node_id):
             replica.raw = None
@@ -973,7 +978,7 @@ class MultiSimulation:
             change = ConfChange(ConfChangeType.ADD_LEARNER, target)
         elif target in raft.learners:
             progress = raft.prs.get(target)
-            if progress is None or progress.match < raft.log.committed:
+            if progress is None or raft.log.last_index() - progress.match > PROMOTE_LAG:
                 return  # still catching up
             change = ConfChange(ConfChangeType.ADD_NODE, target)
         else:
@@ -994,6 +999,8 @@ class MultiSimulation:
                 self._destroy_replica(group, source)
                 move.done_step = self.step_no
                 self.counters.moves_done += 1
+                if self.step_no < self.steps:
+                    self.counters.moves_done_in_run += 1
                 self._log(f"g{group}: move done ({move.describe()})")
                 return
         self.current_group = group
