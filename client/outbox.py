@@ -51,6 +51,9 @@ UNAVAILABLE = 14  # the gRPC status code number
 MAX_BATCH_BYTES = 4 << 20
 #: per-append hints followed at once for one item; more refusals wait a backoff first
 HINTS_AT_ONCE = 2
+#: lane keys of leader nodes: NODE_LANES - (the node's index in the router's addresses);
+#: below every shard key (>= 0) and META (-1)
+NODE_LANES = -2
 
 
 @dataclass(slots=True)
@@ -106,9 +109,22 @@ class AppendOutbox:
         self._queue_up(self._key_of(item), [item], loop)
         return await future
 
-    def _key_of(self, item: _Item) -> int:
-        """The lane of ``item``: its session's shard, or the one a refusal named."""
+    def _shard_of(self, item: _Item) -> int:
+        """``item``'s shard: its session's under the map, or the one a refusal named."""
         return self._router.key_of(item.request.session) if item.shard is None else item.shard
+
+    def _key_of(self, item: _Item) -> int:
+        """The lane of ``item``: its shard's leader node when known (every shard that node
+        leads shares one lane, so one AppendBatch carries them all and the node proposes
+        them together: one fsync, one frame per follower), else its shard's own lane."""
+        shard = self._shard_of(item)
+        router = self._router
+        if not router.shards.sharded:
+            return shard
+        leader = router.leader_of(shard)
+        if leader is None or leader not in router.addresses:
+            return shard
+        return NODE_LANES - router.addresses.index(leader)
 
     # -- the dispatchers ---------------------------------------------------------------------
 
@@ -177,7 +193,7 @@ class AppendOutbox:
             if self._batch_supported:
                 await self._send_batch(key, items, loop)
             else:
-                await asyncio.gather(*(self._send_one(key, item) for item in items))
+                await asyncio.gather(*(self._send_one(item) for item in items))
         except asyncio.CancelledError:
             self._fail(items, errors.ClientClosed("the client was closed"))
             raise
@@ -194,11 +210,15 @@ class AppendOutbox:
 
         end = min(item.end for item in items)
         self.rpcs += 1
+        shard = self._shard_of(items[0])  # whom the router follows hints for (a node lane
+        # carries several shards: the node splits the batch and answers each append)
         try:
-            response = await self._router.call(attempt, end=end, key=key, what=_describe(items))
+            response = await self._router.call(
+                attempt, end=end, key=shard, what=_describe(items)
+            )
         except errors.Unimplemented:
             self._batch_supported = False  # an older server: one Append per request from now
-            await asyncio.gather(*(self._send_one(key, item) for item in items))
+            await asyncio.gather(*(self._send_one(item) for item in items))
             return
         except errors.QuorumLogError as error:
             self._gave_up(key, items, error, loop)
@@ -289,11 +309,17 @@ class AppendOutbox:
                   if isinstance(error, errors.Unavailable) else 0.0)
         expired = [item for item in items if item.end - now <= margin]
         self._fail(expired, error)
-        # the same requests again, first in their lane: dedup keeps them exactly-once
-        self._queue_up(key, [i for i in items if not i.future.done()], loop, front=True)
+        # the same requests again, first in their lanes: dedup keeps them exactly-once
+        lanes: dict[int, list[_Item]] = {}
+        for item in items:
+            if not item.future.done():
+                lanes.setdefault(self._key_of(item), []).append(item)
+        for lane, moved in lanes.items():
+            self._queue_up(lane, moved, loop, front=True)
 
-    async def _send_one(self, key: int, item: _Item) -> None:
+    async def _send_one(self, item: _Item) -> None:
         request = item.request
+        key = self._shard_of(item)
 
         async def attempt(node: NodeConnection, timeout: float) -> pb.AppendResponse:
             return await node.append(request, timeout)

@@ -37,6 +37,10 @@ log = logging.getLogger("quorumlog.server")
 PLACE_WAIT_SECONDS = 3.0  # the meta leader places shards without a silent member's host tag
 BALANCE_SECONDS = 5.0  # between preferred-leader passes
 KEEPER_POLL_SECONDS = 1.0
+# With several groups, a peer link gathers this many loop iterations before it sends, so the
+# groups ready together share one frame (one gRPC write: ~18% of a node's CPU with 6 shards
+# and a frame per group's Ready).
+COALESCE_HOPS = 2
 
 #: A group's log store (empty until founded; it must be ``Bootstrappable``) and the state
 #: machine on its state storage.
@@ -48,6 +52,8 @@ class Links(wiring.Links, Protocol):
 
     @property
     def last_heard(self) -> Mapping[NodeId, float]: ...
+
+    coalesce_hops: int  # loop iterations a woken peer link gathers before sending
 
 
 class ShardGroups:
@@ -90,6 +96,7 @@ class ShardGroups:
             group=placed.group,
         )
         self.host.add(node)
+        self.links.coalesce_hops = COALESCE_HOPS  # several groups now: share frames
         port = NodePort(node, self.links, self.config.name)
         self.local[placed.group] = LocalShard(placed.shard, placed.group, port, state_machine)
         if new and placed.replicas[0] == self.config.id:

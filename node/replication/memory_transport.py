@@ -134,6 +134,7 @@ class MemoryTransport:
         self.export_state = export_state
         self.running = False
         self.sent = 0
+        self.coalesce_hops = 0  # as PeerTransport's (delivery here is per send already)
 
     def start(self) -> None:
         self.running = True

@@ -82,6 +82,10 @@ class PeerLink:
         transport = self.transport
         while True:
             await self.ready.wait()
+            for _ in range(transport.coalesce_hops):
+                # Several groups: let the others that became ready in this loop iteration
+                # queue theirs too, so one frame (one gRPC write) carries them all.
+                await asyncio.sleep(0)
             if generation != self.generation:
                 # A generator of an earlier, failed stream can still be woken (gRPC may keep
                 # iterating it): it must not take messages meant for the live stream.
@@ -152,6 +156,10 @@ class PeerTransport:
         host_tag: str = "",
     ) -> None:
         self.host_tag = host_tag
+        # Loop iterations a woken link waits before taking its queue: 0 with one group (a
+        # Ready's messages leave at once), more when the node hosts several groups
+        # (``GroupHost`` sets it) so their messages share frames.
+        self.coalesce_hops = 0
         self.tls = tls  # mutual TLS to peers (their certificate must name them); None: plain
         self.self_name = self_name
         self.routes = dict(routes or {})  # member name -> the address this node dials
