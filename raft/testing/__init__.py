@@ -1,5 +1,6 @@
 """Test kit of the pure Raft core: an in-memory cluster with a controllable network, the
-deterministic simulator (``quorumlog sim``) and the golden-trace interpreter.
+deterministic simulators (``quorumlog sim``: one group in ``sim``; many groups sharing nodes,
+disks and links in ``multisim``) and the golden-trace interpreter.
 
 Owns: driving ``quorumlog.raft`` cores with seeded randomness and no I/O beyond printing.
 Must never: import anything of quorumlog outside ``quorumlog.raft``.
