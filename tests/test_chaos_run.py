@@ -1,14 +1,18 @@
 """``quorumlog chaos run`` end to end, as CI runs it: real nodes, real proxies, real faults.
 
-Two runs, both as subprocesses in their own process group (so nothing they start can outlive
-the test, even on a timeout):
+Every run is a subprocess in its own process group (so nothing it starts can outlive the
+test, even on a timeout):
 
-- the fixed-seed run (about two minutes, every default fault the duration reaches) must pass,
-  write the three output files with the issue's JSON keys, agree with ``chaos check``, and
-  leave no process behind; its consumers must have delivered, been drained and judged clean,
-  and the same history with one delivery taken out must fail with ``lost_deliveries``;
-- the canary (nodes acknowledging before anything is durable, then kill -9 of every node)
-  must fail with ``lost > 0``: a harness that cannot fail proves nothing.
+- the fixed-seed run, on a 3-shard cluster (about two minutes, every default fault the
+  duration reaches) must pass, write the three output files with the issue's JSON keys, agree
+  with ``chaos check``, cover every shard, and leave no process behind; its consumers must
+  have delivered, been drained and judged clean, and the same history with one delivery taken
+  out must fail with ``lost_deliveries``;
+- a short 4-shard run of leader faults only: each one hits the node leading the most shards,
+  leaders move, and every shard still shows 0 anomalies;
+- the canary (nodes acknowledging before anything is durable, then kill -9 of every node),
+  with one shard and with three, must fail with ``lost > 0`` (with three: in every shard): a
+  harness that cannot fail proves nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.slow]
 
 CLI = [sys.executable, "-c", "from quorumlog.client.cli import main; raise SystemExit(main())"]
 SEED = 1
+SHARDS = 3  # CI's chaos run is sharded (issue 19); the membership test keeps one shard
 RESULT_KEYS = ("ops", "acked", "lost", "duplicates", "inconsistent_offsets", "gaps",
                "stale_reads", "unexpected", "faults_injected", "verdict")
 
@@ -69,7 +74,7 @@ def _explain(result: subprocess.CompletedProcess[str]) -> str:
 def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(["chaos", "run", "--duration", "120", "--seed", str(SEED),
-                      "--out", str(out)], timeout=600)
+                      "--shards", str(SHARDS), "--out", str(out)], timeout=600)
     assert result.returncode == 0, _explain(result)
     data = json.loads((out / "result.json").read_text())
     for key in RESULT_KEYS:
@@ -84,8 +89,9 @@ def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
     injected = [fault["fault"] for fault in data["availability"]["faults"]]
     assert injected[-1] == "restart_all"
     assert len(injected) >= 6, injected
-    assert set(injected[:-1]) <= set(DEFAULT_FAULTS)
+    assert set(injected[:-1]) <= set(DEFAULT_FAULTS) - {"membership"}
     assert data["run"]["seed"] == SEED
+    _assert_every_shard_covered(data, SHARDS, result)
     assert 0 < data["availability"]["success_rate"] <= 1
     # the summary and the live progress went to stdout
     assert "verdict: pass" in result.stdout
@@ -99,6 +105,48 @@ def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
     assert rechecked["verdict"] == "pass"
     assert (rechecked["ops"], rechecked["acked"]) == (data["ops"], data["acked"])
     _assert_consumers_checked(data, out / "history.jsonl", result)
+
+
+def _assert_every_shard_covered(data: dict[str, object], count: int,
+                                result: subprocess.CompletedProcess[str]) -> None:
+    """The run was sharded, every shard got several sessions and acknowledged appends, and
+    every shard's anomaly counts are 0."""
+    shards = data["shards"]
+    assert isinstance(shards, dict) and shards["count"] == shards["reported_by_nodes"] == count
+    assert data["run"]["shards"] == count  # type: ignore[index]
+    assert all(number >= 3 for number in shards["sessions_per_shard"].values()), shards
+    checked = shards["checked"]
+    assert set(checked) == {str(shard) for shard in range(count)}, _explain(result)
+    for shard, figures in checked.items():
+        assert figures["acked"] > 50 and len(figures["sessions"]) >= 3, (shard, figures)
+        assert not any(figures["anomalies"].values()), (shard, figures["anomalies"])
+        assert figures["divergent_sessions"] == 0
+    assert set(shards["leader_moves"]) == set(checked)
+    assert sum(shards["leaders_at_end"].values()) == count
+    assert f"shards: {count}; leader moves" in result.stdout
+
+
+def test_short_sharded_run_of_leader_faults_hits_the_busiest_node(tmp_path: Path) -> None:
+    out = tmp_path / "sharded"
+    result = run_cli(["chaos", "run", "--shards", "4", "--duration", "40", "--seed", "2",
+                      "--faults", "kill_leader,pause_leader,isolate_leader",
+                      "--out", str(out)], timeout=300)
+    assert result.returncode == 0, _explain(result)
+    data = json.loads((out / "result.json").read_text())
+    assert data["verdict"] == "pass", _explain(result)
+    for key in ("lost", "duplicates", "inconsistent_offsets", "gaps", "stale_reads",
+                "unexpected", "lost_on_node", "aborted_reads", "producer_reordering"):
+        assert data[key] == 0, (key, _explain(result))
+    _assert_every_shard_covered(data, 4, result)
+    leader_faults = [fault for fault in data["run"]["faults"] if fault["fault"] != "restart_all"]
+    assert len(leader_faults) >= 2, _explain(result)
+    for fault in leader_faults:
+        before = fault["shard_leaders_before"]
+        assert before[fault["target"]] == max(before.values()) >= 1, fault
+        assert any("(the most)" in note for note in fault["notes"]), fault
+        assert fault["recovered_in_s"] is not None, fault
+    assert data["shards"]["leader_moves_total"] >= 1, data["shards"]
+    assert "<h2>Shards (4;" in (out / "report.html").read_text()
 
 
 CONSUMER_KINDS = ("lost_deliveries", "redelivered_after_complete", "delivery_order",
@@ -155,10 +203,11 @@ def _assert_consumers_checked(data: dict[str, object], history: Path,
     assert judged["zombie_settles_accepted"] >= 1, judged["consumer"]
 
 
-def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, SHARDS])
+def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path, shards: int) -> None:
     out = tmp_path / "canary"
     result = run_cli(["chaos", "run", "--canary", "--duration", "30", "--seed", str(SEED),
-                      "--out", str(out)], timeout=300)
+                      "--shards", str(shards), "--out", str(out)], timeout=300)
     assert result.returncode == 1, _explain(result)
     data = json.loads((out / "result.json").read_text())
     assert data["verdict"] == "fail"
@@ -167,6 +216,10 @@ def test_canary_with_unsafe_nodes_reports_lost_writes(tmp_path: Path) -> None:
     assert "--unsafe-ack-before-fsync" in data["run"]["node_args"]
     assert "kill_all" in [fault["fault"] for fault in data["availability"]["faults"]]
     assert "the harness detects data loss" in result.stdout
+    if shards > 1:  # the per-session checks bite in every shard
+        checked = data["shards"]["checked"]
+        assert set(checked) == {str(shard) for shard in range(shards)}
+        assert all(figures["anomalies"]["lost"] > 0 for figures in checked.values()), checked
 
 
 def test_membership_fault_removes_and_re_adds_a_follower(tmp_path: Path) -> None:

@@ -64,6 +64,29 @@ DEFAULT_FAULTS: tuple[str, ...] = tuple(
 # The final phase always does this (not schedulable): heal, then restart every node cleanly.
 FINAL_FAULT = "restart_all"
 
+# Faults a sharded cluster (``--shards`` > 1) cannot take yet, and why: left out of the
+# default list there, refused when asked for.
+NOT_WITH_SHARDS: dict[str, str] = {
+    "membership": "the node refuses add-node / remove-node on a sharded cluster until they "
+                  "move shard replicas",
+}
+
+
+def for_shards(faults: Sequence[str], shards: int, *, explicit: bool) -> tuple[str, ...]:
+    """``faults`` for a cluster of ``shards`` data shards: unchanged with one shard; else
+    without those in ``NOT_WITH_SHARDS`` (the default list), or ``FaultListError`` when
+    ``explicit`` (asked for by name)."""
+    if shards <= 1:
+        return tuple(faults)
+    refused = [name for name in faults if name in NOT_WITH_SHARDS]
+    if refused and explicit:
+        raise FaultListError("; ".join(f"fault {name!r} cannot run with --shards {shards}: "
+                                       f"{NOT_WITH_SHARDS[name]}" for name in refused))
+    kept = tuple(name for name in faults if name not in NOT_WITH_SHARDS)
+    if not kept:
+        raise FaultListError(f"no fault left to run with --shards {shards}")
+    return kept
+
 
 def parse_fault_list(text: str | None) -> tuple[str, ...]:
     """``None``, ``default`` or ``all`` -> every default fault; else a comma-separated list

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from quorumlog.chaos.run.checker import CheckConfig, check
-from quorumlog.chaos.run.faults import FaultListError, fault_help, parse_fault_list
+from quorumlog.chaos.run.faults import (
+    FaultListError,
+    fault_help,
+    for_shards,
+    parse_fault_list,
+)
 from quorumlog.chaos.run.history import HistoryError, read_history
 from quorumlog.client.cli import CliError
 from quorumlog.proto.sharding import MAX_SHARDS
@@ -60,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runner.add_argument("--shards", metavar="S", default="1",
                         help="data shards of the cluster (1, the default: one Raft group as "
                              "ever); with more, the sessions are spread so every shard gets "
-                             "at least 3, and the faults aimed at the leader hit the node "
-                             "leading the most shards")
+                             "at least 3, the faults aimed at the leader hit the node "
+                             "leading the most shards, and membership is left out (the node "
+                             "cannot move shard replicas yet)")
     checker = actions.add_parser(
         "check", help="re-check a recorded history (JSON lines)",
         description="check a chaos history: safety anomalies, convergence, availability")
@@ -89,16 +95,19 @@ def _run(args: argparse.Namespace) -> int:
 
     duration = _number("--duration", args.duration, float, 30)
     seed = _number("--seed", args.seed, int, None)
+    shards = _shards(args.shards)
     try:
         faults = (chaos_run.CANARY_FAULTS if args.canary and args.faults is None
                   else parse_fault_list(args.faults))
+        explicit = args.faults is not None and args.faults.strip() not in ("default", "all")
+        faults = for_shards(faults, shards, explicit=explicit)
     except FaultListError as error:
         raise CliError(str(error)) from None
     workload = WorkloadConfig(producers=_number("--producers", args.producers, int, 1),
                               readers=_number("--readers", args.readers, int, 0),
                               sessions=_number("--sessions", args.sessions, int, 1),
                               consumers=_number("--consumers", args.consumers, int, 0),
-                              shards=_shards(args.shards))
+                              shards=shards)
     options = chaos_run.RunOptions(out=Path(args.out), duration=duration, seed=seed,
                                    faults=faults, canary=args.canary, workload=workload)
     try:
