@@ -36,7 +36,8 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
             and body,
             30, "metrics endpoint",
         )
-        assert 'quorumlog_raft_is_leader{node="n1"} 1.0' in text
+        # One group: its figures carry the shard and group labels too ("0": the only shard).
+        assert 'quorumlog_raft_is_leader{group="0",node="n1",shard="0"} 1.0' in text
         assert "quorumlog_raft_term" in text and "quorumlog_raft_commit_index" in text
         # What the node's memory is made of, and the process's own figures.
         for metric in ("quorumlog_rocksdb_memtable_bytes", "quorumlog_rocksdb_block_cache_bytes",

@@ -19,6 +19,7 @@ from inprocess_cluster import InProcessCluster, inprocess_cluster
 
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.replication.raft_node import RaftNode
 from quorumlog.proto import quorumlog_pb2 as pb
 from quorumlog.proto import quorumlog_pb2_grpc
 from quorumlog.proto.sharding import shard_of
@@ -185,3 +186,39 @@ def test_a_partitioned_node_leading_shards_loses_nothing_acknowledged(
     asyncio.run(main())
     wait_until(lambda: len(_leaders(cluster)) == SHARDS, SETTLE, "every shard led after healing")
     assert set(_leaders(cluster).values()) <= {victim, *others}
+
+
+def test_metrics_carry_a_shard_label_per_hosted_group(cluster: InProcessCluster) -> None:
+    from prometheus_client import generate_latest
+
+    from quorumlog.node.process.metrics import NodeMetricsExporter
+
+    node = cluster.nodes["n1"]
+    assert node.raft is not None and node.groups is not None and node.host is not None
+
+    def labelled() -> list[tuple[str, RaftNode]]:
+        assert node.raft is not None and node.groups is not None and node.host is not None
+        hosted = [("meta", node.raft)]
+        for local in node.groups.local.values():
+            group = node.host.get(local.group)
+            assert group is not None
+            hosted.append((str(local.shard), group))
+        return hosted
+
+    async def scrape() -> str:
+        exporter = NodeMetricsExporter("n1", lambda: node.raft, labelled)
+        return generate_latest(exporter.registry).decode()
+
+    def consistent() -> str | None:
+        """A scrape taken while no leadership moved (the balancer may move one)."""
+        before = _leaders(cluster)
+        text = cluster.call(scrape())
+        return text if len(before) == SHARDS and _leaders(cluster) == before else None
+
+    text = wait_until(consistent, SETTLE, "a scrape between leadership moves")
+    leaders = _leaders(cluster)
+    for shard in range(SHARDS):
+        led = "1.0" if leaders[shard] == "n1" else "0.0"
+        assert (f'quorumlog_raft_is_leader{{group="{shard + 1}",node="n1",shard="{shard}"}} '
+                f"{led}") in text, shard
+    assert 'quorumlog_raft_term{group="0",node="n1",shard="meta"}' in text

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.node.storage.engine import SyncBarrier
 from quorumlog.node.storage.raft_store import RocksStorage
 
 ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
@@ -41,11 +42,33 @@ class _NodeCollector(Collector):
         raise NotImplementedError
 
 
-class _RaftCollector(_NodeCollector):
-    def _collect(self, node: RaftNode) -> list[Metric]:
+#: A hosted group as the metrics see it: (shard label, RaftNode). The label is the data
+#: shard's number, "meta" for the meta group of a sharded cluster ("0" when it is the only
+#: shard).
+LabelledGroup = tuple[str, RaftNode]
+
+
+class _RaftCollector(Collector):
+    """Every hosted group's Raft figures, one sample per group, labelled node, shard and
+    group (the families are those of one group before sharding, with two labels more)."""
+
+    def __init__(self, groups: Callable[[], list[LabelledGroup]], name: str) -> None:
+        self._groups = groups
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for shard, node in self._groups():
+            for family in self._collect(shard, node):
+                merged = families.setdefault(family.name, family)
+                if merged is not family:
+                    merged.samples.extend(family.samples)
+        return list(families.values())
+
+    def _collect(self, shard: str, node: RaftNode) -> list[Metric]:
         status = node.status()  # one consistent reading; the core itself is never touched
-        labels = ["node"]
-        values = [self._name]
+        labels = ["node", "shard", "group"]
+        values = [self._name, shard, str(node.group)]
 
         def gauge(metric: str, help_text: str, value: float) -> GaugeMetricFamily:
             family = GaugeMetricFamily(metric, help_text, labels=labels)
@@ -63,13 +86,14 @@ class _RaftCollector(_NodeCollector):
         lag = GaugeMetricFamily(
             "quorumlog_raft_follower_lag_entries",
             "leader only: entries each follower is behind the leader's last index",
-            labels=["node", "follower"],
+            labels=["node", "follower", "shard", "group"],
         )
         last = status.last_index
         role = str(status.role)
         for peer_id, progress in sorted(status.progress.items()):  # the leader's only
             if peer_id != status.id:
-                lag.add_metric([self._name, f"n{peer_id}"], max(0, last - progress.match))
+                lag.add_metric([self._name, f"n{peer_id}", shard, str(node.group)],
+                               max(0, last - progress.match))
         return [
             lag,
             gauge("quorumlog_raft_voters", "voters in the configuration", len(conf.voters)),
@@ -143,11 +167,50 @@ class _RocksCollector(_NodeCollector):
         return families
 
 
+class _SyncCollector(Collector):
+    """The fsync shared by a node's groups (``SyncBarrier``; zero while one group)."""
+
+    def __init__(self, barrier: Callable[[], SyncBarrier | None], name: str) -> None:
+        self._barrier = barrier
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        barrier = self._barrier()
+        if barrier is None:
+            return []
+        figures = (
+            ("quorumlog_node_group_fsyncs", "fsyncs shared by the node's groups",
+             barrier.fsyncs),
+            ("quorumlog_node_group_fsync_waiters", "group writes those fsyncs covered",
+             barrier.fsync_waiters),
+            ("quorumlog_node_group_fsync_seconds", "time in those fsyncs",
+             barrier.fsync_seconds),
+        )
+        families: list[Metric] = []
+        for metric, help_text, value in figures:
+            family = CounterMetricFamily(metric, help_text, labels=["node"])
+            family.add_metric([self._name], value)
+            families.append(family)
+        return families
+
+
 class NodeMetricsExporter:
-    def __init__(self, name: str, node: Callable[[], RaftNode | None]) -> None:
+    def __init__(
+        self, name: str, node: Callable[[], RaftNode | None],
+        groups: Callable[[], list[LabelledGroup]] | None = None,
+        barrier: Callable[[], SyncBarrier | None] = lambda: None,
+    ) -> None:
+        """``node``: the meta group's driver (RocksDB figures); ``groups``: every hosted
+        group with its shard label (default: ``node`` as shard "0")."""
         self.registry = CollectorRegistry()
-        self.registry.register(_RaftCollector(node, name))
+
+        def only_node() -> list[LabelledGroup]:
+            raft = node()
+            return [] if raft is None else [("0", raft)]
+
+        self.registry.register(_RaftCollector(groups or only_node, name))
         self.registry.register(_RocksCollector(node, name))
+        self.registry.register(_SyncCollector(barrier, name))
         # process_resident_memory_bytes, process_cpu_seconds_total, ... of this process
         ProcessCollector(registry=self.registry)
         self.request_seconds = Histogram(

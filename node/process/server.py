@@ -110,10 +110,26 @@ class NodeServer:
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
-        self.metrics = NodeMetricsExporter(config.name, lambda: self.node)
+        self.metrics = NodeMetricsExporter(
+            config.name, lambda: self.node, self._labelled_groups,
+            lambda: self.engine.barrier if self.engine is not None else None,
+        )
         self.started_at = time.time()
         self.security = NodeSecurity(config)
         self.consumer_service: ConsumerService | None = None
+
+    def _labelled_groups(self) -> list[tuple[str, RaftNode]]:
+        """Every hosted group with its shard label, for the metrics."""
+        if self.node is None:
+            return []
+        if self.groups is None or not self.groups.table.sharded:
+            return [("0", self.node)]
+        hosted = [("meta", self.node)]
+        for local in sorted(self.groups.local.values(), key=lambda local: local.shard):
+            node = self.host.get(local.group) if self.host is not None else None
+            if node is not None:
+                hosted.append((str(local.shard), node))
+        return hosted
 
     def _names(self) -> dict[NodeId, str]:
         names = {raft_id(name): name for name in self.config.peers}
