@@ -100,7 +100,7 @@ testdeps: etcd
 DURATION ?= 120
 SEED ?= 1
 chaos: $(STAMP)
-	$(VENV)/bin/quorumlog chaos run --duration $(DURATION) --seed $(SEED) --out chaos-run
+	$(VENV)/bin/quorumlog chaos run --shards 3 --duration $(DURATION) --seed $(SEED) --out chaos-run
 
 proto: $(STAMP)
 	$(PY) -m quorumlog.proto.generate
