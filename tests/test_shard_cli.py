@@ -148,6 +148,7 @@ class FakeNode(quorumlog_pb2_grpc.QuorumLogServicer, admin_pb2_grpc.AdminService
         self.status = status
         self.balance_calls = 0
         self.refuse: str | None = None
+        self.moves: list[tuple[int, str, str]] = []  # (shard, from, to) this node hands over
 
     def ClusterStatus(self, request: quorumlog_pb2.ClusterStatusRequest,
                       context: grpc.ServicerContext) -> quorumlog_pb2.NodeStatus:
@@ -158,10 +159,13 @@ class FakeNode(quorumlog_pb2_grpc.QuorumLogServicer, admin_pb2_grpc.AdminService
         self.balance_calls += 1
         if self.refuse is not None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse)
-        move = admin_pb2.LeaderMove(shard=2, to="n3")
-        setattr(move, "from", "n1")  # ``from`` is a Python keyword
+        moves = []
+        for shard, frm, to in self.moves:
+            move = admin_pb2.LeaderMove(shard=shard, to=to)
+            setattr(move, "from", frm)  # ``from`` is a Python keyword
+            moves.append(move)
         return admin_pb2.BalanceLeadersResponse(
-            moves=[move], leaders={"n1": 2, "n2": 2, "n3": 2})
+            moves=moves, leaders={"n1": 2, "n2": 2, "n3": 2})
 
 
 @pytest.fixture
@@ -234,14 +238,17 @@ def test_status_with_one_shard_prints_what_it_always_did(
 def test_balance_prints_the_moves_and_the_leaders_per_node(
         fakes: tuple[list[FakeNode], list[str]], capsys: pytest.CaptureFixture[str]) -> None:
     nodes, addresses = fakes
+    nodes[0].moves = [(2, "n1", "n3")]  # n1 leads shard 2, preferred n3
+    nodes[1].moves = [(4, "n2", "n1")]
     dead = dead_address()
     code, out, err = run_cli(capsys, "cluster", "balance", "--json", "--deadline", "5",
                              "--cluster", ",".join([dead, *addresses]))
     assert code == 0, err
-    assert json.loads(out) == {"moves": [{"shard": 2, "from": "n1", "to": "n3"}],
+    assert json.loads(out) == {"moves": [{"shard": 2, "from": "n1", "to": "n3"},
+                                         {"shard": 4, "from": "n2", "to": "n1"}],
                                "leaders": {"n1": 2, "n2": 2, "n3": 2}}
-    assert [fake.balance_calls for fake in nodes] == [1, 0, 0]  # the first that answered
-    code, out, _ = run_cli(capsys, "cluster", "balance", "--cluster", addresses[1])
+    assert [fake.balance_calls for fake in nodes] == [1, 1, 1]  # each hands over its shards
+    code, out, _ = run_cli(capsys, "cluster", "balance", "--cluster", addresses[0])
     assert code == 0
     assert out.splitlines() == ["shard 2: n1 -> n3",
                                 "1 leadership move; shards led: n1 2, n2 2, n3 2"]

@@ -15,8 +15,8 @@ line, the others keep running, the node restarts after ``--restart-delay`` unles
 the same data directory brings every message back. Must never: leave a node process behind
 after a Ctrl-C or SIGTERM, or stop a healthy node because another one exited.
 
-``balance`` owns one ``Admin.BalanceLeaders`` call (the SDK has none): to the first address
-of ``--cluster`` that answers (the node asks the others), printing each leadership move and
+``balance`` owns the ``Admin.BalanceLeaders`` calls (the SDK has none): to every address
+of ``--cluster`` that answers (each node hands over the shards it leads), printing each move and
 the shards each node leads afterwards (or ``--json``: ``{"moves": [{"shard", "from", "to"}],
 "leaders": {node: count}}``). Exit codes as ``cmd_membership``'s: 0 done, 2 refused
 (FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND), 1 unreachable or not finished in time.
@@ -234,14 +234,27 @@ def _balance(args: argparse.Namespace) -> int:
     security = cli_common.security_of(args)
     end = time.monotonic() + deadline
     with cli_common.cli_errors(addresses, deadline), cmd_membership.refusals():
+        # Every node hands over the shards it leads, so every node given is asked; the
+        # leader counts come from the last node that answered (after its moves settled).
         targets = parse_addresses(addresses)
-        for number, address in enumerate(targets, start=1):
-            try:
-                response = balance_leaders(address, security, max(0.001, end - time.monotonic()))
+        response: admin_pb2.BalanceLeadersResponse | None = None
+        moves: list[admin_pb2.LeaderMove] = []
+        failure: errors.QuorumLogError | None = None
+        for address in targets:
+            if time.monotonic() >= end:
                 break
-            except (errors.Unavailable, errors.DeadlineExceeded):
-                if number == len(targets) or time.monotonic() >= end:
-                    raise
+            try:
+                answer = balance_leaders(address, security, max(0.001, end - time.monotonic()))
+            except (errors.Unavailable, errors.DeadlineExceeded) as error:
+                failure = error
+                continue
+            moves.extend(answer.moves)
+            response = answer
+        if response is None:
+            assert failure is not None
+            raise failure
+        del response.moves[:]
+        response.moves.extend(moves)
     fields = balance_json(response)
     if args.json:
         cli_common.print_json(fields)
