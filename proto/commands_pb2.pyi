@@ -58,30 +58,42 @@ class AclCommand(_message.Message):
     def __init__(self, grant: _Optional[_Union[AclRule, _Mapping]] = ..., revoke: _Optional[_Union[AclRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., by: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("append", "trim", "delete_session", "acl", "consumer", "placement")
+    __slots__ = ("append", "trim", "delete_session", "acl", "consumer", "placement", "shard_replicas")
     APPEND_FIELD_NUMBER: _ClassVar[int]
     TRIM_FIELD_NUMBER: _ClassVar[int]
     DELETE_SESSION_FIELD_NUMBER: _ClassVar[int]
     ACL_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    SHARD_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     append: AppendCommand
     trim: TrimCommand
     delete_session: DeleteSessionCommand
     acl: AclCommand
     consumer: _consumer_commands_pb2.ConsumerCommand
     placement: PlacementCommand
-    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ..., placement: _Optional[_Union[PlacementCommand, _Mapping]] = ...) -> None: ...
+    shard_replicas: ShardReplicasCommand
+    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ..., placement: _Optional[_Union[PlacementCommand, _Mapping]] = ..., shard_replicas: _Optional[_Union[ShardReplicasCommand, _Mapping]] = ...) -> None: ...
 
 class ShardPlacement(_message.Message):
-    __slots__ = ("shard", "group", "replicas")
+    __slots__ = ("shard", "group", "replicas", "founders")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    FOUNDERS_FIELD_NUMBER: _ClassVar[int]
     shard: int
     group: int
     replicas: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, shard: _Optional[int] = ..., group: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
+    founders: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shard: _Optional[int] = ..., group: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., founders: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ShardReplicasCommand(_message.Message):
+    __slots__ = ("shard", "replicas")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shard: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PlacementCommand(_message.Message):
     __slots__ = ("shard_count", "shards", "host_tags")

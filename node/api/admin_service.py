@@ -25,6 +25,8 @@ from quorumlog.node.api.shards import ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.membership import MembershipError
+from quorumlog.node.state import placement as placement_rule
+from quorumlog.node.state.placement import Shard
 from quorumlog.node.storage.backup_file import BackupHeader, backup_chunks
 from quorumlog.proto import admin_pb2, admin_pb2_grpc, commands_pb2
 from quorumlog.raft.types import ConfChange, ConfChangeType, NodeId, StateRole
@@ -92,6 +94,41 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, what)
             await asyncio.sleep(self.port.tick_seconds)  # re-check once per Raft tick
 
+    def _tags(self) -> dict[NodeId, str]:
+        """Every member's host tag as this node heard it (its name when not heard)."""
+        tags = {node_id: info.host_tag or info.name for node_id, info in self.port.peers.items()}
+        tags[self.port.node_id] = self.config.host_tag or self.config.name
+        return tags
+
+    async def _move(self, context: Context, moved: list[Shard], end: float) -> None:
+        """Record each moved shard's new replicas in the meta group, then wait until every
+        moved shard this node hosts has exactly them as voters (a shard hosted elsewhere
+        finishes on its own leader; ``quorumlog status`` shows it)."""
+        for shard in moved:
+            try:
+                await self.port.propose(
+                    placement_rule.replicas_command(shard), 64, rpc.deadline(context))
+            except NodeError as error:
+                await rpc.abort_node_error(context, error)
+        hosted = {local.group: local for local in self.shards.local_shards()}
+
+        def settled() -> bool:
+            for shard in moved:
+                local = hosted.get(shard.group)
+                if local is None or local.group not in {
+                        g.group for g in self.shards.local_shards()}:
+                    continue  # not hosted here (or moved away from here): not watched
+                conf = local.port.configuration()
+                if set(conf.voters) != set(shard.replicas) or conf.learners:
+                    return False
+            return True
+
+        await self._poll(
+            context, settled, end,
+            "shard replicas are still moving (learners catching up); the moves go on: watch "
+            "`quorumlog status`, then run the command again",
+        )
+
     async def _change(
         self, context: Context, change: ConfChange, applied: Callable[[], bool]
     ) -> int:
@@ -114,7 +151,6 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def AddNode(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.AddNodeRequest, context: Context
     ) -> admin_pb2.AddNodeResponse:
-        await self._unsharded_only(context, "add-node")
         await self._leader_only(context)
         port = self.port
         new = await self._checked(context, lambda: membership.check_add(
@@ -153,6 +189,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             ConfChange(ConfChangeType.ADD_NODE, node_id),
             lambda: node_id in port.configuration().voters,
         )
+        if self.shards.sharded:
+            # The new member takes its share of shard replicas: each moved shard's leader
+            # adds it as a learner, promotes it once caught up, then removes the old replica.
+            moved = placement_rule.with_node(
+                self.shards.placement(), node_id, port.configuration().voters, self._tags())
+            await self._move(context, moved, end)
         return admin_pb2.AddNodeResponse(
             id=request.id,
             learner_index=learner_index,
@@ -163,12 +205,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RemoveNode(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.RemoveNodeRequest, context: Context
     ) -> admin_pb2.RemoveNodeResponse:
-        await self._unsharded_only(context, "remove-node")
         await self._leader_only(context)
         port = self.port
         node_id = await self._checked(context, lambda: membership.check_remove(
             port.configuration(), self._records(), request.id
         ))
+        if self.shards.sharded:
+            # First move its shard replicas to the others (added, caught up, promoted; then
+            # it is removed from each shard), then it leaves the meta group.
+            moved = placement_rule.without_node(
+                self.shards.placement(), node_id, port.configuration().voters, self._tags())
+            await self._move(context, moved, _give_up_at(context))
+            await self._leader_only(context)
         index = await self._change(
             context,
             ConfChange(ConfChangeType.REMOVE_NODE, node_id),

@@ -24,6 +24,7 @@ from quorumlog.node.api.node_port import NodeError, NodePort
 from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig
 from quorumlog.node.process import wiring
+from quorumlog.node.replication import membership
 from quorumlog.node.replication.groups import GroupHost
 from quorumlog.node.replication.raft_node import FetchState
 from quorumlog.node.replication.transport import PeerInfo
@@ -31,13 +32,15 @@ from quorumlog.node.state import placement as placement_rule
 from quorumlog.node.state.placement import Shard
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.log_store import LogStore
-from quorumlog.raft.types import NodeId
+from quorumlog.raft.types import NONE, ConfChange, ConfChangeType, NodeId
 
 log = logging.getLogger("quorumlog.server")
 
 PLACE_WAIT_SECONDS = 3.0  # the meta leader places shards without a silent member's host tag
 BALANCE_SECONDS = 5.0  # between preferred-leader passes
 KEEPER_POLL_SECONDS = 1.0
+MOVE_STEP_SECONDS = 10.0  # one membership change of a replica move, proposed and applied
+CAUGHT_UP_LAG = 64  # a learner this close to the leader's last index is promoted
 # With several groups, a peer link gathers this many loop iterations before it sends, so the
 # groups ready together share one frame (one gRPC write: ~18% of a node's CPU with 6 shards
 # and a frame per group's Ready).
@@ -89,9 +92,14 @@ class ShardGroups:
     def open_group(self, placed: Shard) -> None:
         """Host ``placed``'s group (see the module docstring)."""
         log_store, state_machine = self._open_stores(placed.group)
+        # A founding replica bootstraps the group as it was founded (the same snapshot on
+        # every founder); one added later starts empty: the shard's leader adds it as a
+        # learner and catches it up (``reconcile``).
         new = log_store.is_empty()  # type: ignore[attr-defined]  # Bootstrappable stores
+        new = new and placed.founded_by(self.config.id)
         if new:
-            log_store.bootstrap(tuple(sorted(placed.replicas)))  # type: ignore[attr-defined]
+            founders = placed.founders or placed.replicas
+            log_store.bootstrap(tuple(sorted(founders)))  # type: ignore[attr-defined]
         node = wiring.build_raft_node(
             self.config, log_store, state_machine, self.links, self._fetcher(placed.group),
             group=placed.group,
@@ -104,6 +112,80 @@ class ShardGroups:
             node.campaign()
         log.info("hosting shard %d (group %d, replicas %s)",
                  placed.shard, placed.group, list(placed.replicas))
+
+    async def close_moved(self) -> None:
+        """Stop hosting the groups whose replica here was moved away: the placement no
+        longer names this node, and either the group's configuration as applied here no
+        longer has it, or every placed replica is a voter here and no leader is heard (the
+        leader stops sending to a removed replica, so it never applies its own removal)."""
+        names = {placed.group: placed for placed in self.meta.state_machine.placement()}
+        for group, local in list(self.local.items()):
+            placed = names.get(group)
+            if placed is None or self.config.id in placed.replicas:
+                continue
+            conf = local.port.configuration()
+            if self.config.id in conf.all_ids():
+                replaced = set(placed.replicas) <= set(conf.voters)
+                if not replaced or local.port.leader_id != NONE:
+                    continue  # still a member until its removal is applied here
+            del self.local[group]
+            await self.host.remove(group)
+            log.info("no longer hosting shard %d (group %d): moved to %s",
+                     placed.shard, group, list(placed.replicas))
+
+    async def reconcile(self) -> None:
+        """As the leader of a shard whose placement changed: one membership change towards
+        its replicas per pass: add a missing replica as a learner, promote a learner that
+        caught up, then remove a replica no longer placed (handing leadership over first
+        when that is this node)."""
+        for placed in self.meta.state_machine.placement():
+            local = self.local.get(placed.group)
+            if local is None or not local.port.is_leader:
+                continue
+            try:
+                await self._reconcile_one(placed, local)
+            except NodeError as error:  # another change in progress, leadership lost...
+                log.info("shard %d: replica move waits: %s", placed.shard, error.message)
+
+    async def _reconcile_one(self, placed: Shard, local: LocalShard) -> None:
+        port = local.port
+        conf = port.configuration()
+        voters, learners = set(conf.voters), set(conf.learners)
+        target = placed.replicas
+        deadline = time.monotonic() + MOVE_STEP_SECONDS
+        for node in target:
+            if node not in voters and node not in learners:
+                record = self.meta.state_machine.members().get(node)
+                if record is None:
+                    return  # not a member yet (its meta membership is still applying)
+                context = membership.encode_context(
+                    record.name, record.peer_address, record.client_address)
+                log.info("shard %d: adding n%d as a learner", placed.shard, node)
+                await port.change_membership(
+                    ConfChange(ConfChangeType.ADD_LEARNER, node, context), deadline)
+                return
+        status = port.status()
+        for node in target:
+            if node in learners:
+                view = status.follower(node)
+                if view is None or status.last_index - view.match_index > CAUGHT_UP_LAG:
+                    return  # still catching up
+                log.info("shard %d: promoting n%d", placed.shard, node)
+                await port.change_membership(ConfChange(ConfChangeType.ADD_NODE, node), deadline)
+                return
+        for node in sorted(voters | learners):
+            if node in target:
+                continue
+            if node == self.config.id:
+                successor = next((n for n in target if n in voters), None)
+                if successor is not None:
+                    log.info("shard %d: handing leadership to n%d before leaving",
+                             placed.shard, successor)
+                    port.transfer_leader(successor)
+                return
+            log.info("shard %d: removing n%d", placed.shard, node)
+            await port.change_membership(ConfChange(ConfChangeType.REMOVE_NODE, node), deadline)
+            return
 
     def state_machine(self, group: int) -> SessionStateMachine | None:
         if group == 0:
@@ -120,6 +202,12 @@ class ShardGroups:
             applied = meta.applied_index
             self.open_placed()
             placed = bool(state_machine.placement())
+            if placed:
+                try:
+                    await self.close_moved()
+                    await self.reconcile()
+                except Exception:  # the next pass tries again; the keeper must not die
+                    log.exception("shard keeper pass failed")
             now = time.monotonic()
             if not placed and state_machine.shard_count() > 1 and meta.is_leader:
                 leader_since = leader_since if leader_since is not None else now

@@ -51,6 +51,16 @@ class GroupHost:
     def get(self, group: int) -> RaftNode | None:
         return self.groups.get(group)
 
+    async def remove(self, group: int) -> None:
+        """Stop hosting ``group`` (its replica was moved away); its loop stops cleanly."""
+        node = self.groups.pop(group, None)
+        if node is None:
+            return
+        for watcher in [w for w in self._watchers if w.get_name() == f"watch-g{group}"]:
+            watcher.cancel()
+            self._watchers.remove(watcher)
+        await node.stop()
+
     # -- inputs --------------------------------------------------------------------------
     def deliver(self, messages: list[GroupMessage]) -> None:
         """Hand each message to its group's loop (one wake-up per group per batch)."""

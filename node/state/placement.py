@@ -34,6 +34,11 @@ class Shard:
     shard: int
     group: int
     replicas: tuple[NodeId, ...]
+    founders: tuple[NodeId, ...] = ()  # the founding replicas (empty: ``replicas``)
+
+    def founded_by(self, node: NodeId) -> bool:
+        """Whether ``node`` bootstraps this shard's group (else it starts empty)."""
+        return node in (self.founders or self.replicas)
 
 
 def shard_key(shard: int) -> bytes:
@@ -75,8 +80,90 @@ def place(
                     continue
                 chosen.append(node)
                 used.add(tags[node])
-        shards.append(Shard(shard, group_of(shard), tuple(chosen)))
+        shards.append(Shard(shard, group_of(shard), tuple(chosen), tuple(chosen)))
     return shards
+
+
+def _tag_of(tags: Mapping[NodeId, str], node: NodeId) -> str:
+    return tags.get(node) or f"n{node}"
+
+
+def _load(shards: Sequence[Shard]) -> dict[NodeId, int]:
+    load: dict[NodeId, int] = {}
+    for shard in shards:
+        for node in shard.replicas:
+            load[node] = load.get(node, 0) + 1
+    return load
+
+
+def _pick(
+    candidates: Sequence[NodeId], shard: Shard, load: Mapping[NodeId, int],
+    tags: Mapping[NodeId, str], leaving: NodeId,
+) -> NodeId | None:
+    """The least-loaded candidate not in ``shard`` whose host tag no remaining replica has
+    (when one exists), ties by id."""
+    staying = [node for node in shard.replicas if node != leaving]
+    used = {_tag_of(tags, node) for node in staying}
+    free = [node for node in candidates if node not in shard.replicas]
+    apart = [node for node in free if _tag_of(tags, node) not in used]
+    pool = apart or free
+    return min(pool, key=lambda node: (load.get(node, 0), node)) if pool else None
+
+
+def with_node(
+    shards: Sequence[Shard], node: NodeId, nodes: Sequence[NodeId], tags: Mapping[NodeId, str],
+) -> list[Shard]:
+    """The shards whose replicas change when ``node`` joins (the most loaded node of a shard
+    hands its replica over, in place, until ``node`` carries its share): only changed
+    shards are returned."""
+    everyone = sorted(set(nodes) | {node})
+    load = _load(shards)
+    share = -(-sum(load.values()) // len(everyone))  # ceiling
+    changed: list[Shard] = []
+    for shard in shards:
+        if load.get(node, 0) >= share or node in shard.replicas:
+            continue
+        if len(shard.replicas) < min(REPLICATION_FACTOR, len(everyone)):
+            replicas = (*shard.replicas, node)  # the shard was short of replicas
+        else:
+            giver = max(shard.replicas, key=lambda n: (load.get(n, 0), n))
+            if load.get(giver, 0) <= load.get(node, 0) + 1:
+                continue
+            replicas = tuple(node if n == giver else n for n in shard.replicas)
+            load[giver] -= 1
+        load[node] = load.get(node, 0) + 1
+        changed.append(Shard(shard.shard, shard.group, replicas, shard.founders))
+    return changed
+
+
+def without_node(
+    shards: Sequence[Shard], node: NodeId, nodes: Sequence[NodeId], tags: Mapping[NodeId, str],
+) -> list[Shard]:
+    """The shards whose replicas change when ``node`` leaves: its replica goes to the
+    least-loaded other node (in place), or is dropped when every node already has one."""
+    others = sorted(n for n in nodes if n != node)
+    load = _load(shards)
+    changed: list[Shard] = []
+    for shard in shards:
+        if node not in shard.replicas:
+            continue
+        taker = _pick(others, shard, load, tags, node)
+        if taker is None:
+            replicas = tuple(n for n in shard.replicas if n != node)
+        else:
+            replicas = tuple(taker if n == node else n for n in shard.replicas)
+            load[taker] = load.get(taker, 0) + 1
+        if not replicas:
+            continue  # the last replica of a shard cannot leave
+        changed.append(Shard(shard.shard, shard.group, replicas, shard.founders))
+    return changed
+
+
+def replicas_command(shard: Shard) -> commands_pb2.Command:
+    """The ``ShardReplicasCommand`` that gives ``shard`` its (new) replicas."""
+    return commands_pb2.Command(shard_replicas=commands_pb2.ShardReplicasCommand(
+        shard=shard.shard, replicas=shard.replicas,
+    ))
 
 
 def command(
@@ -86,7 +173,9 @@ def command(
     return commands_pb2.Command(placement=commands_pb2.PlacementCommand(
         shard_count=shard_count,
         shards=[
-            commands_pb2.ShardPlacement(shard=s.shard, group=s.group, replicas=s.replicas)
+            commands_pb2.ShardPlacement(
+                shard=s.shard, group=s.group, replicas=s.replicas, founders=s.founders
+            )
             for s in shards
         ],
         host_tags=dict(host_tags),
@@ -123,6 +212,27 @@ def apply(
     return Placed(placement.shard_count)
 
 
+def apply_replicas(
+    db: rocksdict.Rdict, raw: rocksdict.WriteBatch, command: commands_pb2.ShardReplicasCommand
+) -> Placed | CommandError:
+    """Give a placed shard new replicas (founders kept); refuse an unknown shard or an empty
+    or repeating replica list (nothing changes)."""
+    value = db.get(shard_key(command.shard))
+    if value is None:
+        return CommandError(ErrorCode.NOT_FOUND, f"shard {command.shard} is not placed")
+    replicas = list(command.replicas)
+    if not replicas or len(set(replicas)) != len(replicas) or 0 in replicas:
+        return CommandError(ErrorCode.INVALID_ARGUMENT,
+                            f"shard {command.shard}: replicas must be distinct node ids")
+    record = commands_pb2.ShardPlacement.FromString(value)
+    if not record.founders:
+        record.founders.extend(record.replicas)
+    del record.replicas[:]
+    record.replicas.extend(replicas)
+    raw.put(shard_key(command.shard), record.SerializeToString())
+    return Placed(shard_count(db))
+
+
 def shard_count(db: rocksdict.Rdict) -> int:
     """The shard count fixed when the cluster was founded (1 when none was recorded: a
     one-shard cluster, or a data directory from before sharding)."""
@@ -149,6 +259,7 @@ def stored(db: rocksdict.Rdict) -> list[Shard]:
     shards = []
     while iterator.valid() and iterator.key() != COUNT_KEY:  # "count" sorts after shards
         record = commands_pb2.ShardPlacement.FromString(iterator.value())
-        shards.append(Shard(record.shard, record.group, tuple(record.replicas)))
+        shards.append(Shard(record.shard, record.group, tuple(record.replicas),
+                            tuple(record.founders)))
         iterator.next()
     return shards

@@ -202,10 +202,14 @@ class SessionStateMachine:
                 return self.acl.apply(batch.raw, command.acl)
             except InvalidInput as invalid:
                 return CommandError(invalid.code, invalid.message)
-        if kind == "placement":
-            placed = shard_placement.apply(self._db, batch.raw, command.placement)
+        if kind in ("placement", "shard_replicas"):
+            if kind == "placement":
+                placed = shard_placement.apply(self._db, batch.raw, command.placement)
+            else:
+                placed = shard_placement.apply_replicas(
+                    self._db, batch.raw, command.shard_replicas)
             if not isinstance(placed, CommandError):
-                self._placement = None  # read again on next use
+                self._placement = None  # read again on next use (after this batch's write)
             return placed
         return CommandError(ErrorCode.INVALID_ARGUMENT, "unknown or empty command")
 
