@@ -160,3 +160,24 @@ def test_kill_9_of_a_node_leading_shards_loses_nothing_and_its_groups_come_back(
             for name in sessions:
                 page = client.read(name)
                 assert [record.data for record in page.records] == acked[name], name
+
+
+def test_a_joining_node_takes_its_share_and_a_leaving_one_hands_every_replica_over() -> None:
+    from quorumlog.node.state.placement import with_node, without_node  # noqa: PLC0415
+
+    shards = place(6, [1, 2, 3], {})
+    moved = with_node(shards, 4, [1, 2, 3], {})
+    after = {s.shard: s for s in shards} | {s.shard: s for s in moved}
+    load = Counter(node for s in after.values() for node in s.replicas)
+    assert load[4] >= 4  # 18 replicas over 4 nodes: about 4.5 each
+    assert max(load.values()) - min(load.values()) <= 1
+    assert all(len(set(s.replicas)) == 3 for s in after.values())
+    assert all(s.founders == shards[s.shard].founders for s in moved)  # founders kept
+    assert all(not s.founded_by(4) for s in moved)  # so n4 starts empty, caught up later
+    # n1 leaves: each of its replicas goes to a node that does not have one of that shard.
+    gone = without_node(list(after.values()), 1, [1, 2, 3, 4], {})
+    final = after | {s.shard: s for s in gone}
+    assert all(1 not in s.replicas and len(set(s.replicas)) == 3 for s in final.values())
+    # With three nodes left to three (RF 3), a leaving node's replica is simply dropped.
+    small = without_node(place(2, [1, 2, 3], {}), 3, [1, 2, 3], {})
+    assert [sorted(s.replicas) for s in small] == [[1, 2], [1, 2]]
