@@ -16,9 +16,11 @@ import grpc
 import pytest
 from cluster_harness import wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
+from prometheus_client import generate_latest
 
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.process.metrics import NodeMetricsExporter
 from quorumlog.node.replication.raft_node import RaftNode
 from quorumlog.proto import quorumlog_pb2 as pb
 from quorumlog.proto import quorumlog_pb2_grpc
@@ -189,9 +191,7 @@ def test_a_partitioned_node_leading_shards_loses_nothing_acknowledged(
 
 
 def test_metrics_carry_a_shard_label_per_hosted_group(cluster: InProcessCluster) -> None:
-    from prometheus_client import generate_latest
 
-    from quorumlog.node.process.metrics import NodeMetricsExporter
 
     node = cluster.nodes["n1"]
     assert node.raft is not None and node.groups is not None and node.host is not None

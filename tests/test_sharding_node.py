@@ -20,7 +20,7 @@ from cluster_up_process import addresses, cluster_up, free_base_port, up_command
 
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import Client
-from quorumlog.node.state.placement import place
+from quorumlog.node.state.placement import place, with_node, without_node
 from quorumlog.node.storage.engine import StorageEngine
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto.sharding import shard_of
@@ -163,8 +163,6 @@ def test_kill_9_of_a_node_leading_shards_loses_nothing_and_its_groups_come_back(
 
 
 def test_a_joining_node_takes_its_share_and_a_leaving_one_hands_every_replica_over() -> None:
-    from quorumlog.node.state.placement import with_node, without_node  # noqa: PLC0415
-
     shards = place(6, [1, 2, 3], {})
     moved = with_node(shards, 4, [1, 2, 3], {})
     after = {s.shard: s for s in shards} | {s.shard: s for s in moved}
