@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.slow]
 
 CLI = [sys.executable, "-c", "from quorumlog.client.cli import main; raise SystemExit(main())"]
 SEED = 1
-SHARDS = 3  # CI's chaos run is sharded (issue 19); the membership test keeps one shard
+SHARDS = 3  # CI's chaos run is sharded (issue 19), the membership fault's too
 RESULT_KEYS = ("ops", "acked", "lost", "duplicates", "inconsistent_offsets", "gaps",
                "stale_reads", "unexpected", "faults_injected", "verdict")
 
@@ -90,7 +90,7 @@ def test_fixed_seed_run_passes_and_writes_every_output(tmp_path: Path) -> None:
     injected = [fault["fault"] for fault in data["availability"]["faults"]]
     assert injected[-1] == "restart_all"
     assert len(injected) >= 6, injected
-    assert set(injected[:-1]) <= set(DEFAULT_FAULTS) - {"membership"}
+    assert set(injected[:-1]) <= set(DEFAULT_FAULTS)
     assert data["run"]["seed"] == SEED
     _assert_every_shard_covered(data, SHARDS, result)
     assert 0 < data["availability"]["success_rate"] <= 1
@@ -229,6 +229,7 @@ def test_membership_fault_removes_and_re_adds_a_follower(tmp_path: Path) -> None
     that follows still cuts the re-added node's links (its peers dial it via --peer-route)."""
     out = tmp_path / "membership"
     result = run_cli(["chaos", "run", "--faults", "membership,isolate_follower",
+                      "--shards", str(SHARDS),  # removing a node moves its shard replicas
                       "--duration", "30", "--seed", "3", "--out", str(out)], timeout=300)
     assert result.returncode == 0, _explain(result)
     data = json.loads((out / "result.json").read_text())

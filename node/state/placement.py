@@ -113,18 +113,21 @@ def _pick(
 def with_node(
     shards: Sequence[Shard], node: NodeId, nodes: Sequence[NodeId], tags: Mapping[NodeId, str],
 ) -> list[Shard]:
-    """The shards whose replicas change when ``node`` joins (the most loaded node of a shard
-    hands its replica over, in place, until ``node`` carries its share): only changed
-    shards are returned."""
+    """The shards whose replicas change when ``node`` joins: every shard short of replicas
+    takes it; then the most loaded node of a shard hands its replica over, in place, until
+    ``node`` carries its share. Only changed shards are returned."""
     everyone = sorted(set(nodes) | {node})
     load = _load(shards)
-    share = -(-sum(load.values()) // len(everyone))  # ceiling
+    factor = min(REPLICATION_FACTOR, len(everyone))
+    share = -(-(len(shards) * factor) // len(everyone))  # ceiling
     changed: list[Shard] = []
     for shard in shards:
-        if load.get(node, 0) >= share or node in shard.replicas:
+        if node in shard.replicas:
             continue
-        if len(shard.replicas) < min(REPLICATION_FACTOR, len(everyone)):
+        if len(shard.replicas) < factor:
             replicas = (*shard.replicas, node)  # the shard was short of replicas
+        elif load.get(node, 0) >= share:
+            continue
         else:
             giver = max(shard.replicas, key=lambda n: (load.get(n, 0), n))
             if load.get(giver, 0) <= load.get(node, 0) + 1:
