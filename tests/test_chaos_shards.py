@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from quorumlog.chaos.run.checker import CheckConfig, check
 from quorumlog.chaos.run import faults
+from quorumlog.chaos.run.checker import CheckConfig, check
 from quorumlog.chaos.run.faults import DEFAULT_FAULTS, FaultListError, for_shards
 from quorumlog.chaos.run.history import HistoryError, HistoryWriter, parse_history, read_history
 from quorumlog.chaos.run.monitor import ClusterMonitor
