@@ -185,9 +185,11 @@ class NodeConnection:
         response = await self._unary(self._admin.TransferLeader, request, timeout)
         return cast(admin_pb2.TransferLeaderResponse, response)
 
-    async def backup(self, timeout: float) -> AsyncIterator[admin_pb2.BackupChunk]:
+    async def backup(
+        self, timeout: float, request: admin_pb2.BackupRequest | None = None
+    ) -> AsyncIterator[admin_pb2.BackupChunk]:
         """The Backup stream's chunks, in order (errors mapped like every other call)."""
-        call = self._admin.Backup(admin_pb2.BackupRequest(), timeout=timeout)
+        call = self._admin.Backup(request or admin_pb2.BackupRequest(), timeout=timeout)
         try:
             async for chunk in call:
                 yield cast(admin_pb2.BackupChunk, chunk)

@@ -27,7 +27,8 @@ from typing import TypeVar
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection
 from quorumlog.client.leader import Router
-from quorumlog.proto import admin_pb2
+from quorumlog.client.shards import META
+from quorumlog.proto import admin_pb2, backup_bundle
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -117,10 +118,52 @@ class Operations:
         return response.leader, response.term
 
     async def backup(self, path: Path, deadline: float | None) -> BackupResult:
+        """The cluster's state into ``path``: one group's backup file from the leader, or on a
+        sharded cluster a bundle of every group's (the meta group's, then each shard's, each
+        from that group's leader at its own linearizable point)."""
         end = self._end_of(deadline)
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
+        await self._router.learn(end)
+        shards = self._router.shards
         partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            if not shards.sharded:
+                last = await self._backup_group(partial, admin_pb2.BackupRequest(), META, end)
+                size, digest, applied = last.total_bytes, last.sha256, last.applied_index
+            else:
+                sections: list[tuple[str, Path, int]] = []
+                requests = [("meta", admin_pb2.BackupRequest(meta=True), META)] + [
+                    (f"shard {k}", admin_pb2.BackupRequest(shard=k), shards.key_of_shard(k))
+                    for k in range(shards.count)
+                ]
+                for name, request, key in requests:
+                    part = path.with_name(f".{path.name}.{name.replace(' ', '-')}-{os.getpid()}")
+                    sections.append((name, part, 0))
+                    chunk = await self._backup_group(part, request, key, end)
+                    sections[-1] = (name, part, chunk.applied_index)
+                with partial.open("wb") as out:
+                    size, digest = await asyncio.to_thread(
+                        backup_bundle.write_bundle, out, shards.count, 0, "quorumlog backup",
+                        sections,
+                    )
+                    out.flush()
+                    os.fsync(out.fileno())
+                applied = sections[0][2]
+            os.replace(partial, path)
+        finally:
+            for leftover in path.parent.glob(f".{path.name}.*-{os.getpid()}"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        return BackupResult(path, size, applied, digest.hex(), time.monotonic() - started)
+
+    async def _backup_group(
+        self, target: Path, request: admin_pb2.BackupRequest, key: int, end: float
+    ) -> admin_pb2.BackupChunk:
+        """One Backup stream from the leader of ``key``'s group into ``target`` (fsynced);
+        the stream's last chunk (totals, checksum, applied index)."""
+        loop = asyncio.get_running_loop()
 
         async def attempt(node: NodeConnection, timeout: float) -> admin_pb2.BackupChunk:
             return await _whole_deadline(write(node, timeout))
@@ -128,8 +171,8 @@ class Operations:
         async def write(node: NodeConnection, timeout: float) -> admin_pb2.BackupChunk:
             digest = hashlib.sha256()
             size = 0
-            with partial.open("wb") as out:
-                async for chunk in node.backup(max(timeout, end - loop.time())):
+            with target.open("wb") as out:
+                async for chunk in node.backup(max(timeout, end - loop.time()), request):
                     if chunk.done:
                         if chunk.total_bytes != size or chunk.sha256 != digest.digest():
                             raise errors.QuorumLogError(
@@ -144,13 +187,4 @@ class Operations:
                     size += len(chunk.data)
             raise errors.Unavailable(f"backup stream from {node.address} ended early")
 
-        try:
-            last = await self._router.call(attempt, end=end, what="backup")
-            os.replace(partial, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-        return BackupResult(
-            path, last.total_bytes, last.applied_index, last.sha256.hex(),
-            time.monotonic() - started,
-        )
+        return await self._router.call(attempt, end=end, key=key, what="backup")

@@ -85,8 +85,12 @@ class BalanceLeadersResponse(_message.Message):
     def __init__(self, moves: _Optional[_Iterable[_Union[LeaderMove, _Mapping]]] = ..., leaders: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("shard", "meta")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    meta: bool
+    def __init__(self, shard: _Optional[int] = ..., meta: _Optional[bool] = ...) -> None: ...
 
 class BackupChunk(_message.Message):
     __slots__ = ("data", "done", "total_bytes", "sha256", "applied_index")

@@ -53,16 +53,6 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.state_machine = shards.meta.state_machine
         self.config = config
 
-    async def _unsharded_only(self, context: Context, what: str) -> None:
-        """Refuse what is built for one group only when the cluster has several shards."""
-        if self.shards.sharded:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{what} is not supported on a sharded cluster yet "
-                f"({self.shards.shard_count} shards): it would have to move shard replicas "
-                "(docs/operations.md#sharding)",
-            )
-
     # -- helpers -------------------------------------------------------------------------
     async def _leader_only(self, context: Context) -> None:
         if not self.port.is_leader:
@@ -271,17 +261,42 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def Backup(  # noqa: N802 -- gRPC method name
         self, request: admin_pb2.BackupRequest, context: Context
     ) -> AsyncIterator[admin_pb2.BackupChunk]:
-        await self._unsharded_only(context, "backup")
-        await self._leader_only(context)
+        port, state_machine, section = self.port, self.state_machine, ""
+        if self.shards.sharded:
+            # One group per call, from that group's leader: the meta group, or one shard.
+            if request.HasField("shard"):
+                try:
+                    local = self.shards.for_shard(request.shard)
+                except NodeError as error:
+                    await rpc.abort_node_error(context, error)
+                port, state_machine = local.port, local.state_machine
+                section = f"shard {request.shard}"
+            elif request.meta:
+                section = "meta"
+            else:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"a sharded cluster ({self.shards.shard_count} shards) is backed up one "
+                    "group at a time (BackupRequest.meta, BackupRequest.shard): "
+                    "`quorumlog backup` asks for each and bundles them",
+                )
+        elif request.HasField("shard") and request.shard != 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"shard {request.shard} does not exist: the cluster has 1 shard")
+        if port is self.port:
+            await self._leader_only(context)
+        elif not port.is_leader:
+            await rpc.abort_not_leader(context, port, "backups are served by the leader")
         # A linearizable point first: the copy holds every write acknowledged before the call.
-        await rpc.linearizable(context, self.port)
-        export = self.state_machine.export_state()
+        await rpc.linearizable(context, port)
+        export = state_machine.export_state()
         header = BackupHeader(
             applied_index=export.applied_index,
             cluster_id=self.config.cluster_id,
             created_ms=int(time.time() * 1000),
             source=self.config.name,
             members={info.name: info.peer_address for info in self.port.peers.values()},
+            section=section,
         )
         digest = hashlib.sha256()
         total = 0

@@ -253,6 +253,22 @@ def seed_count(
     db.write(raw, write_options)
 
 
+def seed(
+    db: rocksdict.Rdict, raw: rocksdict.WriteBatch, count: int, shards: Sequence[Shard],
+    write_options: rocksdict.WriteOptions,
+) -> None:
+    """Replace the placement (a restored backup placed over the new cluster's members;
+    every member restored from the same file with the same ``--peers`` writes the same)."""
+    raw.delete_range(PLACEMENT_PREFIX, successor(PLACEMENT_PREFIX))
+    raw.put(COUNT_KEY, count.to_bytes(4, "big"))
+    for shard in shards:
+        raw.put(shard_key(shard.shard), commands_pb2.ShardPlacement(
+            shard=shard.shard, group=shard.group, replicas=shard.replicas,
+            founders=shard.founders or shard.replicas,
+        ).SerializeToString())
+    db.write(raw, write_options)
+
+
 def stored(db: rocksdict.Rdict) -> list[Shard]:
     """The stored placement, by shard ([] while none is stored)."""
     options = rocksdict.ReadOptions()

@@ -254,6 +254,14 @@ class SessionStateMachine:
         shard_placement.seed_count(self._db, self._new_batch(), count, self._sync_write_options)
         self._shard_count = None
 
+    def seed_placement(self, count: int, shards: list[Shard]) -> None:
+        """Replace the shard count and placement (a restored backup; like
+        ``seed_members``, every member derives the same from the same file and flags)."""
+        shard_placement.seed(self._db, self._new_batch(), count, shards,
+                             self._sync_write_options)
+        self._placement = None
+        self._shard_count = None
+
     def placement(self) -> list[Shard]:
         """The data shards' placement in this (meta group's) state; [] while not placed."""
         if self._placement is None:

@@ -5,6 +5,8 @@ keeps serving (``backup_chunks`` over a point-in-time ``StateExport``) and read 
 restore`` (``read_backup``), which refuses a truncated or altered file before writing
 anything. Must never: touch Raft state or the network; hold more than one chunk in memory.
 
+A sharded cluster's backup is a bundle of such files (``quorumlog.proto.backup_bundle``).
+
 Format (integers unsigned big-endian)::
 
     b"QLBACKUP"  u8 format version (1)  u32 header length  header (UTF-8 JSON object:
@@ -22,18 +24,21 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-MAGIC = b"QLBACKUP"
+from quorumlog.proto.backup_bundle import (
+    BUNDLE_VERSION,
+    MAGIC,
+    BackupError,
+    read_exact,
+    verify,
+)
+
+__all__ = ["BackupError", "BackupHeader", "backup_chunks", "read_backup", "verify"]
+
 FORMAT_VERSION = 1
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
-_DIGEST_BYTES = 32
-_READ_BYTES = 1 << 20
-
-
-class BackupError(ValueError):
-    """The file is not a complete quorumlog backup; the message says what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +48,22 @@ class BackupHeader:
     created_ms: int
     source: str
     members: dict[str, str]  # name -> peer address, of the cluster it was taken from
+    # A sharded cluster's group this file holds ("meta" or "shard K"; a bundle's section);
+    # "" for the whole state of a one-shard cluster.
+    section: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "format": FORMAT_VERSION,
-                "applied_index": self.applied_index,
-                "cluster_id": self.cluster_id,
-                "created_ms": self.created_ms,
-                "source": self.source,
-                "members": self.members,
-            },
-            sort_keys=True,
-        ).encode()
+        fields: dict[str, object] = {
+            "format": FORMAT_VERSION,
+            "applied_index": self.applied_index,
+            "cluster_id": self.cluster_id,
+            "created_ms": self.created_ms,
+            "source": self.source,
+            "members": self.members,
+        }
+        if self.section:
+            fields["section"] = self.section
+        return json.dumps(fields, sort_keys=True).encode()
 
     @staticmethod
     def decode(data: bytes) -> BackupHeader:
@@ -67,6 +75,7 @@ class BackupHeader:
                 int(raw["created_ms"]),
                 str(raw["source"]),
                 {str(k): str(v) for k, v in dict(raw["members"]).items()},
+                str(raw.get("section", "")),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise BackupError(f"backup header is not valid: {error}") from None
@@ -89,35 +98,6 @@ def backup_chunks(header: BackupHeader, state_chunks: Iterable[bytes]) -> Iterat
     yield end + digest.digest()
 
 
-def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise BackupError(f"file ends inside the {what} (truncated backup?)")
-    return data
-
-
-def verify(path: Path) -> None:
-    """Raise ``BackupError`` unless ``path`` ends with the right SHA-256 of its content."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise BackupError(f"cannot read {path}: {error.strerror}") from None
-    if size < len(MAGIC) + _U8.size + _U32.size + _DIGEST_BYTES:
-        raise BackupError(f"{path} is too short ({size} bytes) to be a quorumlog backup")
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        if stream.read(len(MAGIC)) != MAGIC:
-            raise BackupError(f"{path} is not a quorumlog backup (no QLBACKUP header)")
-        stream.seek(0)
-        remaining = size - _DIGEST_BYTES
-        while remaining > 0:
-            data = stream.read(min(_READ_BYTES, remaining))
-            digest.update(data)
-            remaining -= len(data)
-        if stream.read(_DIGEST_BYTES) != digest.digest():
-            raise BackupError(f"{path} is damaged: its SHA-256 does not match its content")
-
-
 def read_backup(path: Path) -> tuple[BackupHeader, Iterator[bytes]]:
     """Check the whole file, then return its header and an iterator of its state chunks
     (for ``SessionStateMachine.import_state``); the file stays open until it is exhausted."""
@@ -125,11 +105,13 @@ def read_backup(path: Path) -> tuple[BackupHeader, Iterator[bytes]]:
     stream = path.open("rb")
     try:
         stream.read(len(MAGIC))
-        (version,) = _U8.unpack(_read_exact(stream, _U8.size, "format version"))
+        (version,) = _U8.unpack(read_exact(stream, _U8.size, "format version"))
+        if version == BUNDLE_VERSION:
+            raise BackupError(f"{path} is a sharded cluster's backup: restore it as one")
         if version != FORMAT_VERSION:
             raise BackupError(f"backup format {version} is not supported (expected 1)")
-        (length,) = _U32.unpack(_read_exact(stream, _U32.size, "header length"))
-        header = BackupHeader.decode(_read_exact(stream, length, "header"))
+        (length,) = _U32.unpack(read_exact(stream, _U32.size, "header length"))
+        header = BackupHeader.decode(read_exact(stream, length, "header"))
     except BaseException:
         stream.close()
         raise
@@ -137,9 +119,9 @@ def read_backup(path: Path) -> tuple[BackupHeader, Iterator[bytes]]:
     def frames() -> Iterator[bytes]:
         with stream:
             while True:
-                (frame_length,) = _U32.unpack(_read_exact(stream, _U32.size, "frame length"))
+                (frame_length,) = _U32.unpack(read_exact(stream, _U32.size, "frame length"))
                 if frame_length == 0:
                     return
-                yield _read_exact(stream, frame_length, "state data")
+                yield read_exact(stream, frame_length, "state data")
 
     return header, frames()
