@@ -124,6 +124,7 @@ class NodeConnection:
     ) -> pb.AppendBatchResponse:
         """On the node's AppendStream (falls back to unary AppendBatch on older servers)."""
         stream = self._append_stream
+        fell_back = False
         if stream.supported:
             try:
                 return await stream.append_batch(request, timeout)
@@ -131,7 +132,12 @@ class NodeConnection:
                 if not isinstance(failure.error, errors.Unimplemented | errors.Internal):
                     raise failure.error from None
                 # no AppendStream on this server (grpc may report that as INTERNAL): unary
+                fell_back = True
         response = await self._unary(self._stub.AppendBatch, request, timeout)
+        if fell_back:
+            # The stream failed where unary AppendBatch works: a server without the stream,
+            # even when grpc said INTERNAL rather than UNIMPLEMENTED (it did under load).
+            stream.supported = False
         return cast(pb.AppendBatchResponse, response)
 
     async def read(self, request: pb.ReadRequest, timeout: float | None) -> pb.ReadResponse:
