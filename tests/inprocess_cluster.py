@@ -251,6 +251,8 @@ class InProcessCluster:
         if node.consumer_service is not None:
             await node.consumer_service.stop()
         if node.keeper is not None:
+            if node.groups is not None:
+                node.groups.stopping = True
             node.keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await node.keeper

@@ -326,6 +326,8 @@ class NodeServer:
         if self.consumer_service is not None:
             await self.consumer_service.stop()
         if self._keeper is not None:
+            if self.groups is not None:
+                self.groups.stopping = True
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._keeper
