@@ -81,14 +81,20 @@ def replay_command(seed: int, options: RunOptions | MultiRunOptions) -> str:
     return command
 
 
-def summarize_multi(
-    seeds: Sequence[int], options: MultiRunOptions, results: Sequence[MultiSeedResult]
-) -> dict[str, object]:
-    """The ``--json`` object of a many-groups run (without timings)."""
+def _fault_totals(results: Sequence[SeedResult] | Sequence[MultiSeedResult]) -> dict[str, int]:
+    """Every fault counter summed over the seeds' results (either simulator's)."""
     faults: dict[str, int] = {}
     for result in results:
         for name, value in vars(result.counters).items():
             faults[name] = faults.get(name, 0) + value
+    return faults
+
+
+def summarize_multi(
+    seeds: Sequence[int], options: MultiRunOptions, results: Sequence[MultiSeedResult]
+) -> dict[str, object]:
+    """The ``--json`` object of a many-groups run (without timings)."""
+    faults = _fault_totals(results)
     failures = [
         {
             "seed": result.seed,
@@ -124,10 +130,7 @@ def summarize(
     seeds: Sequence[int], options: RunOptions, results: Sequence[SeedResult]
 ) -> dict[str, object]:
     """The ``--json`` object (without timings, so equal runs give equal summaries)."""
-    faults: dict[str, int] = {}
-    for result in results:
-        for name, value in vars(result.counters).items():
-            faults[name] = faults.get(name, 0) + value
+    faults = _fault_totals(results)
     failures = [
         {
             "seed": result.seed,
