@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import grpc
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.node.process.launcher import Launcher, LocalNode, free_ports, node_command, plan
 from quorumlog.proto import quorumlog_pb2
+from quorumlog.proto.sharding import shard_of
 
 __all__ = ["LocalCluster", "NodeProcess", "free_ports", "running", "running_cluster",
            "wait_until"]
@@ -189,3 +191,17 @@ def running(cluster: C) -> Iterator[C]:
         raise
     finally:
         cluster.stop()
+
+
+def sessions_in_every_shard(prefix: str, shards: int, per_shard: int) -> list[str]:
+    """Session names ``prefix/<n>``, exactly ``per_shard`` of them in each of ``shards``."""
+    names: list[str] = []
+    counts: Counter[int] = Counter()
+    index = 0
+    while len(names) < per_shard * shards:
+        name = f"{prefix}/{index}"
+        index += 1
+        if counts[shard_of(name, shards)] < per_shard:
+            counts[shard_of(name, shards)] += 1
+            names.append(name)
+    return names

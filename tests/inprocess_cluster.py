@@ -277,7 +277,7 @@ class InProcessCluster:
         raft, port, transport = node.raft, node.port, node.transport
         state_machine = node.state_machine
         assert raft and port and transport and state_machine
-        host = GroupHost(self.tick_ms / 1000)
+        host = GroupHost(self.tick_ms / 1000, transport)
         host.add(raft)
 
         def open_stores(group: int) -> tuple[LogStore, SessionStateMachine]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import wait_until
+from cluster_harness import sessions_in_every_shard, wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 from prometheus_client import generate_latest
 
@@ -51,16 +51,7 @@ def _leaders(cluster: InProcessCluster) -> dict[int, str]:
 
 def _sessions(prefix: str, per_shard: int = 3) -> list[str]:
     """Session names, ``per_shard`` in every shard."""
-    names: list[str] = []
-    counts: Counter[int] = Counter()
-    index = 0
-    while len(names) < per_shard * SHARDS:
-        name = f"{prefix}/{index}"
-        index += 1
-        if counts[shard_of(name, SHARDS)] < per_shard:
-            counts[shard_of(name, SHARDS)] += 1
-            names.append(name)
-    return names
+    return sessions_in_every_shard(prefix, SHARDS, per_shard)
 
 
 def test_sessions_live_in_their_hash_shard_and_read_back_through_any_node(

@@ -6,7 +6,6 @@ families and its fsync shared across groups), then ``quorumlog cluster up --shar
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import tempfile
@@ -14,6 +13,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster_up_process import addresses, cluster_up, free_base_port, up_command, wait_for
@@ -22,9 +22,11 @@ from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import Client
 from quorumlog.node.state.placement import place, with_node, without_node
 from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.log_store import write_readies
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto.sharding import shard_of
-from quorumlog.raft.types import Entry
+from quorumlog.raft.rawnode import Ready
+from quorumlog.raft.types import Entry, HardState
 
 SHARDS = 6
 
@@ -78,22 +80,34 @@ def test_groups_live_in_their_own_column_families_of_one_database() -> None:
     engine.close()
 
 
-def test_groups_ready_together_share_one_fsync() -> None:
+def test_groups_ready_together_share_one_atomic_write() -> None:
+    """``write_readies``: every group's Ready in one batch of the shared engine, written
+    (and fsynced) once; each group's log and hard state then read back as its own."""
     path = Path(tempfile.mkdtemp()) / "db"
     engine = StorageEngine(path, log_options(path))
     stores = [RocksStorage(path, engine=engine, group=g) for g in range(4)]
     for store in stores:
         store.bootstrap((1,))
+    writes: list[bool] = []
+    write_shared = engine.write_shared
 
-    async def main() -> None:
-        async def one(store: RocksStorage) -> None:
-            store.append([Entry(1, 2, b"x")], sync=False)
-            await engine.barrier.sync()
+    def counting(shared: Any, *, sync: bool) -> None:
+        writes.append(sync)
+        write_shared(shared, sync=sync)
 
-        await asyncio.gather(*(one(store) for store in stores))
-
-    asyncio.run(main())
-    assert engine.barrier.fsyncs == 1 and engine.barrier.fsync_waiters == 4
+    engine.write_shared = counting  # type: ignore[method-assign]
+    readies = [
+        Ready(entries=[Entry(2, 2, b"g%d" % g)], hard_state=HardState(2, 1, 1), must_sync=True)
+        for g in range(4)
+    ]
+    write_readies(list(zip(stores, readies, strict=True)), sync=True)
+    assert writes == [True]  # one write, synced: one fsync for the four groups
+    engine.close()
+    engine = StorageEngine(path, log_options(path))
+    for g in range(4):
+        store = RocksStorage(path, engine=engine, group=g)
+        assert [e.data for e in store.entries(2, 3)] == [b"g%d" % g]
+        assert store.initial_state()[0] == HardState(2, 1, 1)
     engine.close()
 
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, st
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from quorumlog.node.replication.driver import WriteStats
 from quorumlog.node.replication.raft_node import RaftNode
-from quorumlog.node.storage.engine import SyncBarrier
 from quorumlog.node.storage.raft_store import RocksStorage
 
 ROLE_VALUES = {"follower": 0, "candidate": 1, "leader": 2, "pre_candidate": 3}
@@ -116,6 +116,9 @@ class _RaftCollector(Collector):
             counter("quorumlog_commands_proposed", "client commands proposed",
                     metrics.commands_proposed),
             counter("quorumlog_raft_messages_sent", "Raft messages sent", metrics.messages_sent),
+            counter("quorumlog_raft_ticks_skipped",
+                    "ticks skipped while the group was quiescent (idle)",
+                    metrics.ticks_skipped),
             counter("quorumlog_raft_append_messages_sent", "AppendEntries messages sent",
                     metrics.append_messages_sent),
             counter("quorumlog_raft_append_entries_sent",
@@ -168,9 +171,10 @@ class _RocksCollector(_NodeCollector):
 
 
 class _SyncCollector(Collector):
-    """The fsync shared by a node's groups (``SyncBarrier``; zero while one group)."""
+    """The writes shared by a node's groups (``GroupDriver``: one per round of all groups
+    ready together)."""
 
-    def __init__(self, barrier: Callable[[], SyncBarrier | None], name: str) -> None:
+    def __init__(self, barrier: Callable[[], WriteStats | None], name: str) -> None:
         self._barrier = barrier
         self._name = name
 
@@ -198,7 +202,7 @@ class NodeMetricsExporter:
     def __init__(
         self, name: str, node: Callable[[], RaftNode | None],
         groups: Callable[[], list[LabelledGroup]] | None = None,
-        barrier: Callable[[], SyncBarrier | None] = lambda: None,
+        barrier: Callable[[], WriteStats | None] = lambda: None,
     ) -> None:
         """``node``: the meta group's driver (RocksDB figures); ``groups``: every hosted
         group with its shard label (default: ``node`` as shard "0")."""

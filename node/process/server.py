@@ -112,7 +112,7 @@ class NodeServer:
         self.health = health.aio.HealthServicer()
         self.metrics = NodeMetricsExporter(
             config.name, lambda: self.node, self._labelled_groups,
-            lambda: self.engine.barrier if self.engine is not None else None,
+            lambda: self.host.driver.stats if self.host is not None else None,
         )
         self.started_at = time.time()
         self.security = NodeSecurity(config)
@@ -190,7 +190,7 @@ class NodeServer:
             host_tag=config.host_tag or config.name,
         )
         self.transport = transport
-        host = GroupHost(config.tick_ms / 1000, engine.barrier)
+        host = GroupHost(config.tick_ms / 1000, transport)
         self.host = host
         node = wiring.build_raft_node(
             config, storage, state_machine, transport, self._fetcher(0),

@@ -41,11 +41,6 @@ BALANCE_SECONDS = 5.0  # between preferred-leader passes
 KEEPER_POLL_SECONDS = 1.0
 MOVE_STEP_SECONDS = 10.0  # one membership change of a replica move, proposed and applied
 CAUGHT_UP_LAG = 64  # a learner this close to the leader's last index is promoted
-# With several groups, a peer link gathers this many loop iterations before it sends, so the
-# groups ready together share one frame (one gRPC write: ~18% of a node's CPU with 6 shards
-# and a frame per group's Ready).
-COALESCE_HOPS = 2
-
 #: A group's log store (empty until founded; it must be ``Bootstrappable``) and the state
 #: machine on its state storage.
 OpenStores = Callable[[int], tuple[LogStore, SessionStateMachine]]
@@ -57,7 +52,6 @@ class Links(wiring.Links, Protocol):
     @property
     def last_heard(self) -> Mapping[NodeId, float]: ...
 
-    coalesce_hops: int  # loop iterations a woken peer link gathers before sending
 
 
 class ShardGroups:
@@ -109,7 +103,7 @@ class ShardGroups:
             group=placed.group,
         )
         self.host.add(node)
-        self.links.coalesce_hops = COALESCE_HOPS  # several groups now: share frames
+
         port = NodePort(node, self.links, self.config.name)
         self.local[placed.group] = LocalShard(placed.shard, placed.group, port, state_machine)
         if new and placed.replicas[0] == self.config.id:

@@ -141,3 +141,14 @@ def decode_batch(batch: raft_pb2.MessageBatch, cluster_id: int) -> list[GroupMes
         if message.frm != sender:
             raise CodecError(f"message from n{message.frm} inside a batch from n{sender}")
     return messages
+
+
+def add_beat(batch: raft_pb2.MessageBatch, leading: list[int]) -> None:
+    """Make ``batch`` carry the sender's beat: it is alive and leads ``leading``."""
+    batch.beat.SetInParent()  # present even when it leads nothing
+    batch.beat.groups.extend(leading)
+
+
+def beat_groups(batch: raft_pb2.MessageBatch) -> list[int] | None:
+    """The groups a batch's beat names (None: the batch carries no beat)."""
+    return list(batch.beat.groups) if batch.HasField("beat") else None

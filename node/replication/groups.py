@@ -1,13 +1,14 @@
-"""A node as a host of Raft groups: one ticker, one inbox and one failure signal for all.
+"""A node as a host of Raft groups: one ticker, one driver, one inbox and one failure signal.
 
 Owns: the node's ``RaftNode`` per group (0: the meta group; data shards' groups above),
 one shared ticker that ticks every group in the same loop iteration (so the heartbeats of all
-groups leave in the same frame per peer: the peer links batch whatever every group queued),
-routing received peer messages to their group, telling every group when a peer is
-unreachable, turning on the group commit across groups (``SyncBarrier``) once more than one
-group is hosted, and one failure signal for the process (any group's loop that dies stops the
-node). Must never: step a core itself, create storage or state machines (the process layer
-builds groups and adds them here), or block the event loop.
+groups leave in the same frame per peer) and skips the ticks of idle groups (quiescence:
+the host beats to every peer each tick instead), the one task that runs every group's Readies
+together (``GroupDriver``: one write, one fsync and one frame per peer for all groups ready
+together), routing received peer messages to their group, telling every group when a peer is
+unreachable, and one failure signal for the process (the driver, the ticker or any group's
+restore that dies stops the node). Must never: step a core itself, create storage or state
+machines (the process layer builds groups and adds them here), or block the event loop.
 """
 
 from __future__ import annotations
@@ -15,23 +16,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from quorumlog.node.replication.codec import GroupMessage
+from quorumlog.node.replication.driver import GroupDriver
+from quorumlog.node.replication.quiescence import LIVE_TICKS, PeerBeats, may_skip_tick
 from quorumlog.node.replication.raft_node import RaftNode
-from quorumlog.node.storage.engine import SyncBarrier
-from quorumlog.raft import Message
+from quorumlog.raft import Message, StateRole
 from quorumlog.raft.types import NodeId
 
 log = logging.getLogger("quorumlog.node")
 
 
+class BeatingLinks(Protocol):
+    """The peer links as the host uses them for quiescence (both transports)."""
+
+    beats: PeerBeats  # what peers' beats said
+
+    def beat(self, leading: dict[NodeId, list[int]]) -> None:
+        """Send every peer a beat naming the groups this node leads that it is in."""
+        ...
+
+
 class GroupHost:
-    def __init__(self, tick_seconds: float, barrier: SyncBarrier | None = None) -> None:
+    def __init__(self, tick_seconds: float, links: BeatingLinks | None = None) -> None:
         self.tick_seconds = tick_seconds
+        # With links, the host beats every tick and idle groups quiesce (``quiescence``).
+        self.links = links
+        if links is not None:
+            links.beats.window_seconds = LIVE_TICKS * tick_seconds
         self.groups: dict[int, RaftNode] = {}
-        self._barrier = barrier
+        self.driver = GroupDriver()
         self._started = False
         self._ticker: asyncio.Task[None] | None = None
+        self._driving: asyncio.Task[None] | None = None
         self._failure: asyncio.Future[BaseException] | None = None
         self._watchers: list[asyncio.Task[None]] = []
         self.dropped_unknown_group = 0  # messages for a group not (yet) hosted here
@@ -40,11 +58,8 @@ class GroupHost:
         """Host ``node``'s group (started at once when the host runs)."""
         if node.group in self.groups:
             raise ValueError(f"group {node.group} is already hosted")
-        node.own_ticker = False
+        node.attach(self.driver.mark)
         self.groups[node.group] = node
-        if len(self.groups) > 1 and self._barrier is not None:
-            for hosted in self.groups.values():
-                hosted.sync_barrier = self._barrier
         if self._started:
             self._start(node)
 
@@ -86,7 +101,9 @@ class GroupHost:
         for node in self.groups.values():
             self._start(node)
         self._ticker = loop.create_task(self._tick(), name="raft-ticker")
-        self._ticker.add_done_callback(self._ticker_ended)
+        self._ticker.add_done_callback(self._task_ended)
+        self._driving = loop.create_task(self.driver.run(), name="raft-driver")
+        self._driving.add_done_callback(self._task_ended)
 
     def _start(self, node: RaftNode) -> None:
         node.start()
@@ -100,27 +117,45 @@ class GroupHost:
             log.error("group %d's raft loop failed: %r", node.group, error)
             self._failure.set_result(error)
 
-    def _ticker_ended(self, task: asyncio.Task[None]) -> None:
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._failure is None or self._failure.done():
             return
         error = task.exception()
         if error is not None:
             self._failure.set_result(error)
 
+    def leading(self) -> dict[NodeId, list[int]]:
+        """Per peer, the groups this node leads that have the peer as a member: a replica
+        removed from a group is not named to it, so it counts election time again (and
+        finds out it was removed) instead of waiting for a leader that stopped sending."""
+        by_peer: dict[NodeId, list[int]] = {}
+        for group, node in self.groups.items():
+            if node.role == StateRole.LEADER:
+                for member in node.conf_state().all_ids():
+                    by_peer.setdefault(member, []).append(group)
+        return by_peer
+
     async def _tick(self) -> None:
+        links = self.links
         while True:
             await asyncio.sleep(self.tick_seconds)  # the Raft clock: a period, not a wait
+            if links is not None:
+                links.beat(self.leading())
             for node in self.groups.values():
+                if links is not None and may_skip_tick(node, links.beats):
+                    node.metrics.ticks_skipped += 1
+                    continue
                 node.tick()
 
     async def wait_failure(self) -> BaseException:
-        """The exception that ended any group's loop (or the ticker); waits while all run."""
+        """The exception that ended the driver, the ticker or a group's restore; waits while
+        all run."""
         assert self._failure is not None, "start() first"
         return await asyncio.shield(self._failure)
 
     async def stop(self) -> None:
         self._started = False
-        tasks = [*self._watchers, *([self._ticker] if self._ticker else [])]
+        tasks = [*self._watchers, *(task for task in (self._ticker, self._driving) if task)]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -21,7 +21,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from quorumlog.node.replication.codec import GroupMessage, decode_batch, encode_batch
+from quorumlog.node.replication.codec import (
+    GroupMessage,
+    add_beat,
+    beat_groups,
+    decode_batch,
+    encode_batch,
+)
+from quorumlog.node.replication.quiescence import PeerBeats
 from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.proto import raft_pb2
 from quorumlog.raft import Message
@@ -103,7 +110,7 @@ class MemoryNetwork:
             return
         messages = decode_batch(batch, self.cluster_id)
         receiver.learn(frm, batch.sender_name, batch.client_address)
-        receiver.heard_from(frm)
+        receiver.heard_from(frm, beat_groups(batch))
         self.delivered += len(messages)
         receiver.on_messages(messages)
 
@@ -129,12 +136,12 @@ class MemoryTransport:
         self.client_address = client_address
         self.peers = peers
         self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
+        self.beats = PeerBeats()  # what peers' beats said (quiescence)
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
         self.export_state = export_state
         self.running = False
         self.sent = 0
-        self.coalesce_hops = 0  # as PeerTransport's (delivery here is per send already)
 
     def start(self) -> None:
         self.running = True
@@ -181,8 +188,21 @@ class MemoryTransport:
             if name:
                 info.name = name
 
-    def heard_from(self, peer_id: NodeId) -> None:
+    def heard_from(self, peer_id: NodeId, leading: list[int] | None = None) -> None:
         self.last_heard[peer_id] = time.monotonic()
+        self.beats.heard(peer_id, leading)
+
+    def beat(self, leading: dict[NodeId, list[int]]) -> None:
+        """A beat to every peer whose link is up (as ``PeerTransport.beat``)."""
+        loop = asyncio.get_running_loop()
+        for peer_id in self.peers:
+            if peer_id == self.self_id or not self.network.link_up(self.self_id, peer_id):
+                continue
+            wire = encode_batch(self.network.cluster_id, self.self_id, [])
+            wire.client_address = self.client_address
+            wire.sender_name = self.self_name
+            add_beat(wire, leading.get(peer_id, []))
+            loop.call_soon(self.network._arrive, self.self_id, peer_id, wire)
 
     def set_peers(self, wanted: dict[NodeId, PeerInfo]) -> None:
         for peer_id, info in wanted.items():
@@ -198,6 +218,7 @@ class MemoryTransport:
         for peer_id in [p for p in self.peers if p not in wanted and p != self.self_id]:
             del self.peers[peer_id]
             self.last_heard.pop(peer_id, None)
+            self.beats.forget(peer_id)
 
     def peer_address(self, peer_id: NodeId) -> str | None:
         info = self.peers.get(peer_id)

@@ -1,12 +1,15 @@
-"""The one asyncio task that owns a node's Raft core (docs/architecture.md#the-raft-loop).
+"""One Raft group's replica on a node: its core, inputs and Ready phases
+(docs/architecture.md#the-raft-loop).
 
-Owns: the ``RawNode``, the input queues (peer messages, ticks, proposals, reads), the Ready
-loop — persist (one atomic ``LogStore`` write, fsynced when ``must_sync``, off the event loop) →
-send → restore/apply → resolve waiting client calls by (term, index) → advance — group commit
-of client commands (everything pending becomes one Raft entry), linearizable read points,
-snapshot-based log compaction and state restore from the leader. Must never: let anything but
-this task touch the ``RawNode``, send a vote or append acknowledgement before the state it
-vouches for is durable, or block the event loop on disk I/O of the log.
+Owns: the ``RawNode``, the input queues (peer messages, ticks, proposals, reads), the phases
+of one Ready — send → persist (one atomic ``LogStore`` write, fsynced when ``must_sync``) →
+acknowledgements → restore/apply → resolve waiting client calls by (term, index) → advance —
+run in a row by a loop task of its own, or for every hosted group together by the host's
+driver (``quorumlog.node.replication.driver``, after ``attach``), group commit of client
+commands (everything pending becomes one Raft entry), linearizable read points, snapshot-based
+log compaction and state restore from a peer. Must never: let anything but its one driving
+task (its loop or the host's driver) touch the ``RawNode``, or send a vote or append
+acknowledgement before the state it vouches for is durable.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 
 from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
-from quorumlog.node.storage.engine import SyncBarrier
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
@@ -45,6 +47,9 @@ log = logging.getLogger("quorumlog.node")
 # follower's applied state trailing the commit by up to this long when writes pause (follower
 # reads are possibly stale by contract; heartbeats every tick carry it too).
 COMMIT_FLUSH_SECONDS = 0.010
+
+# Loop iterations a Ready's appends get to reach gRPC before the synced write stalls the loop.
+SEND_HOPS = 3
 
 # With ``snapshot_bytes`` set, a snapshot is also taken after that many bytes of entries, and
 # the log kept behind it for slow followers is cut to about this many times that size.
@@ -100,6 +105,7 @@ class NodeMetrics:
     append_entries_sent: int = 0  # log entries carried by those APP messages
     append_empty_sent: int = 0  # APP messages among them that carry no entry (commit, probe)
     snapshots_restored: int = 0
+    ticks_skipped: int = 0  # ticks the host skipped while the group was quiescent
     fsync_seconds: float = 0.0
     entries_per_sync: list[int] = field(default_factory=list)
 
@@ -140,12 +146,12 @@ class RaftNode:
         group: int = 0,
     ) -> None:
         self.id = node_id
-        # The Raft group this replica belongs to (0: the meta group). A node hosting several
-        # groups (``quorumlog.node.replication.groups``) ticks them itself and shares one
-        # fsync among the groups ready together (``sync_barrier``).
+        # The Raft group this replica belongs to (0: the meta group). A node's groups are
+        # hosted by ``quorumlog.node.replication.groups``, which ticks them and drives their
+        # Readies together (``attach``); alone, the node runs its own loop and ticker.
         self.group = group
-        self.sync_barrier: SyncBarrier | None = None
         self.own_ticker = True
+        self._host_wake: Callable[[RaftNode], None] | None = None
         self.storage = storage
         self.state_machine = state_machine
         self._send = send
@@ -207,6 +213,8 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: asyncio.Future[BaseException] | None = None
         self._stopping = False
+        self._idle = asyncio.Event()  # no host driver round is between this node's phases
+        self._idle.set()
         self._commit_timer: asyncio.TimerHandle | None = None
         self._flush_commit = False
         self.role = StateRole.FOLLOWER
@@ -215,11 +223,11 @@ class RaftNode:
     # -- inputs (called from other tasks; they only queue) ---------------------------------
     def deliver(self, messages: list[Message]) -> None:
         self._messages.extend(messages)
-        self._wake.set()
+        self._notify()
 
     def report_unreachable(self, peer_id: NodeId) -> None:
         self._unreachable.add(peer_id)
-        self._wake.set()
+        self._notify()
 
     def submit(self, command: commands_pb2.Command, size: int) -> asyncio.Future[Any]:
         """Queue a command for replication; the future resolves with its apply result."""
@@ -228,7 +236,7 @@ class RaftNode:
             future.set_exception(NotLeader(self.leader_id, "not the leader"))
             return future
         self._proposals.append(_Proposal(command, size, future))
-        self._wake.set()
+        self._notify()
         return future
 
     def read_index(self) -> asyncio.Future[int]:
@@ -239,12 +247,12 @@ class RaftNode:
             return future
         context = b"r%d" % next(self._read_seq)
         self._reads.append((context, future))
-        self._wake.set()
+        self._notify()
         return future
 
     def transfer_leader(self, to: NodeId) -> None:
         self._transfer_to = to
-        self._wake.set()
+        self._notify()
 
     def propose_conf_change(self, change: ConfChange) -> asyncio.Future[tuple[int, int]]:
         """Queue one membership change; resolves with its (term, index) once appended, or
@@ -254,7 +262,7 @@ class RaftNode:
             future.set_exception(NotLeader(self.leader_id, "not the leader"))
             return future
         self._conf_changes.append((change, future))
-        self._wake.set()
+        self._notify()
         return future
 
     def _propose_conf_changes(self) -> None:
@@ -306,14 +314,28 @@ class RaftNode:
         return self.storage.snapshot_index()
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def attach(self, host_wake: Callable[[RaftNode], None]) -> None:
+        """Let a host drive this node (before ``start``): inputs then call ``host_wake``
+        instead of waking a loop of the node's own, and the host runs the Ready phases."""
+        self._host_wake = host_wake
+        self.own_ticker = False
+
+    def _notify(self) -> None:
+        if self._host_wake is not None:
+            self._host_wake(self)
+        else:
+            self._wake.set()
+
     def tick(self) -> None:
         """One Raft tick, from the host's shared ticker (``own_ticker`` False)."""
         self._ticks += 1
-        self._wake.set()
+        self._notify()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._failure = loop.create_future()
+        if self._host_wake is not None:
+            return  # the host drives this node
         self._tasks = [loop.create_task(self._run(), name=f"raft-loop-g{self.group}")]
         if self.own_ticker:
             self._tasks.append(loop.create_task(self._ticker(), name="raft-ticker"))
@@ -340,7 +362,7 @@ class RaftNode:
         self._stopping = True
         if self._commit_timer is not None:
             self._commit_timer.cancel()
-        self._wake.set()
+        self._notify()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -348,18 +370,19 @@ class RaftNode:
                 continue  # already reported through wait_failure(); stopping goes on
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._idle.wait()  # a host's driver is done with this node's Ready
         self._fail_all(OutcomeUnknown("node is shutting down"))
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.tick_seconds)  # the Raft clock: a period, not a wait
             self._ticks += 1
-            self._wake.set()
+            self._notify()
 
     def campaign(self) -> None:
         """Start an election now (used once at bootstrap to skip a timeout)."""
         self.raw.campaign()
-        self._wake.set()
+        self._notify()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -370,19 +393,72 @@ class RaftNode:
                 if not self.raw.has_ready():
                     break
                 await self._handle_ready(self.raw.ready())
-            if not self.raw.raft.commit_unsent:
-                if self._commit_timer is not None:
-                    self._commit_timer.cancel()  # an append or heartbeat carried it
-                    self._commit_timer = None
-            elif self._commit_timer is None:
-                self._commit_timer = asyncio.get_running_loop().call_later(
-                    COMMIT_FLUSH_SECONDS, self._commit_flush_due
-                )
+            self.after_pass()
+
+    # -- what a host's driver calls (quorumlog.node.replication.driver) --------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def next_ready(self) -> Ready | None:
+        """Step every queued input into the core; its Ready, if it has one. The caller
+        runs the phases on it (``begin_round`` first, ``end_round`` after ``ready_apply``)."""
+        self._drain_inputs()
+        return self.raw.ready() if self.raw.has_ready() else None
+
+    @property
+    def in_round(self) -> bool:
+        """A host's driver (or a restore) is between the phases of this node's Ready."""
+        return not self._idle.is_set()
+
+    def has_pending_work(self) -> bool:
+        """Anything queued, in flight or being handled (quiescence asks: such a group
+        must keep ticking). Subscribers waiting for the next entry need no ticks."""
+        return bool(
+            self._messages or self._proposals or self._reads or self._conf_changes
+            or self._unreachable or self._waiting or self._read_waiters or self._flush_commit
+            or self._commit_timer is not None or self.needs_restore
+            or self._transfer_to != NONE or self.in_round
+        )
+
+    def begin_round(self) -> None:
+        self._idle.clear()
+
+    def end_round(self) -> None:
+        self._idle.set()
+        self._notify()  # look again: handling the Ready may have made another
+
+    def restore_then_apply(self, rd: Ready, index: int) -> None:
+        """Restore the state (a peer streams it) and then apply ``rd``, in a task of this
+        node's own: the host's other groups go on meanwhile. Ends the round."""
+
+        async def run() -> None:
+            try:
+                await self._restore(index)
+                if not self._stopping:
+                    self.ready_apply(rd)
+            finally:
+                self.end_round()
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"restore-g{self.group}")
+        task.add_done_callback(self._task_ended)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+
+    def after_pass(self) -> None:
+        """Once no Ready is left: send a commit index no append carried, soon."""
+        if not self.raw.raft.commit_unsent:
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()  # an append or heartbeat carried it
+                self._commit_timer = None
+        elif self._commit_timer is None:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                COMMIT_FLUSH_SECONDS, self._commit_flush_due
+            )
 
     def _commit_flush_due(self) -> None:
         self._commit_timer = None
         self._flush_commit = True
-        self._wake.set()
+        self._notify()
 
     # -- the loop ------------------------------------------------------------------------------
     def _drain_inputs(self) -> None:
@@ -465,9 +541,12 @@ class RaftNode:
                 if not message.entries:
                     metrics.append_empty_sent += 1
 
-    async def _handle_ready(self, rd: Ready) -> None:
-        metrics = self.metrics
-        metrics.readies += 1
+    # -- one Ready, in phases. The standalone loop (``_handle_ready``) runs them in a row;
+    # a node hosting several groups runs each phase for every group ready together
+    # (``quorumlog.node.replication.driver``): one write, one fsync and one frame per peer.
+    def ready_send(self, rd: Ready) -> None:
+        """Phase 1: role changes, then the messages that may leave before the write."""
+        self.metrics.readies += 1
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.role, rd.soft_state.leader_id)
         if rd.messages:
@@ -476,57 +555,46 @@ class RaftNode:
         if self.unsafe_ack_before_fsync and rd.persisted_messages:
             # Chaos canary only: acknowledge before the write is durable (and never fsync).
             self._send(rd.persisted_messages)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            sync = rd.must_sync and not self.unsafe_ack_before_fsync
-            started = time.perf_counter()
-            barrier = self.sync_barrier if sync else None
-            expected = False
-            if barrier is not None and rd.messages:
-                barrier.expect()  # the fsync waits for this group's write, after its sends
-                expected = True
-            if sync and rd.messages:
-                # The synced write stalls this process's event loop, so first let the peer
-                # links hand this Ready's appends to gRPC: followers then persist in parallel
-                # with us instead of after us.
-                for _ in range(3):
-                    await asyncio.sleep(0)
-            # On the loop thread, not a worker: a thread bought little overlap and cost two
-            # wake-ups (measured: sequential append p50 3.28 -> 2.97 ms). With a thread
-            # writing synced 100-byte batches back to back, a spinning main thread kept only
-            # ~20% of its speed (the GIL is held through most of a small write); with 50 KB
-            # batches it kept ~80%, but each write then took up to the 5 ms switch interval
-            # to get the GIL back, and batched half-load latency did not improve (p50 12 ->
-            # 14 ms with writes of 16 KB and more in a thread). Requests arriving meanwhile
-            # wait in gRPC and form the next batch (group commit).
-            if barrier is not None:
-                # Several groups on this node: write now, then share one fsync of the node's
-                # write-ahead log with every group that wrote meanwhile (group commit across
-                # groups). Nothing this Ready vouches for leaves before it returns.
-                self.storage.write_ready(rd, sync=False)
-                await barrier.sync(expected=expected)
-            else:
-                self.storage.write_ready(rd, sync=sync)
-            if sync:
-                metrics.synced_writes += 1
-                metrics.fsync_seconds += time.perf_counter() - started
-                metrics.entries_per_sync.append(len(rd.entries))
-                if len(metrics.entries_per_sync) > 4096:
-                    del metrics.entries_per_sync[:2048]
-            metrics.entries_persisted += len(rd.entries)
-            if rd.entries:
-                self._log_bytes += sum(len(entry.data) for entry in rd.entries)
-                self._byte_marks.append((rd.entries[-1].index, self._log_bytes))
-        if rd.persisted_messages and not self.unsafe_ack_before_fsync:
-            self._send(rd.persisted_messages)
-            self._count_sent(rd.persisted_messages)
-            if rd.committed_entries:
-                # A follower's acknowledgement is what the leader waits for; applying first
-                # would hold it back by the apply's duration. Let the peer link hand it to
-                # gRPC, then apply while it travels.
-                await asyncio.sleep(0)
-        if rd.snapshot is not None or (self.needs_restore and rd.committed_entries):
-            await self._restore(max(rd.snapshot.metadata.index if rd.snapshot else 0,
-                                    self.storage.snapshot().metadata.index))
+
+    def persist_mode(self, rd: Ready) -> bool | None:
+        """Phase 2's need: None (nothing to write), else whether the write must be synced."""
+        if rd.hard_state is None and not rd.entries and rd.snapshot is None:
+            return None
+        return rd.must_sync and not self.unsafe_ack_before_fsync
+
+    def persisted(self, rd: Ready, *, synced: bool, seconds: float) -> None:
+        """Phase 2 done (the write of ``rd`` returned): count it."""
+        metrics = self.metrics
+        if synced:
+            metrics.synced_writes += 1
+            metrics.fsync_seconds += seconds
+            metrics.entries_per_sync.append(len(rd.entries))
+            if len(metrics.entries_per_sync) > 4096:
+                del metrics.entries_per_sync[:2048]
+        metrics.entries_persisted += len(rd.entries)
+        if rd.entries:
+            self._log_bytes += sum(len(entry.data) for entry in rd.entries)
+            self._byte_marks.append((rd.entries[-1].index, self._log_bytes))
+
+    def ready_acks(self, rd: Ready) -> bool:
+        """Phase 3: the messages that vouch for the write (votes, append acknowledgements).
+        True when they should get to gRPC before the apply (they carry what a leader
+        waits for, and there is something to apply)."""
+        if not rd.persisted_messages or self.unsafe_ack_before_fsync:
+            return False
+        self._send(rd.persisted_messages)
+        self._count_sent(rd.persisted_messages)
+        return bool(rd.committed_entries)
+
+    def restore_point(self, rd: Ready) -> int | None:
+        """The index a state restore must reach before ``rd`` is applied (None: none)."""
+        if rd.snapshot is None and not (self.needs_restore and rd.committed_entries):
+            return None
+        return max(rd.snapshot.metadata.index if rd.snapshot else 0,
+                   self.storage.snapshot().metadata.index)
+
+    def ready_apply(self, rd: Ready) -> None:
+        """Phase 4: apply, answer reads and waiting calls, advance, maybe compact."""
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for read_state in rd.read_states:
@@ -536,6 +604,37 @@ class RaftNode:
         self.raw.advance(rd)
         self._wake_applied()
         self._maybe_compact()
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.ready_send(rd)
+        sync = self.persist_mode(rd)
+        if sync is not None:
+            started = time.perf_counter()
+            if sync and rd.messages:
+                # The synced write stalls this process's event loop, so first let the peer
+                # links hand this Ready's appends to gRPC: followers then persist in parallel
+                # with us instead of after us.
+                for _ in range(SEND_HOPS):
+                    await asyncio.sleep(0)
+            # On the loop thread, not a worker: a thread bought little overlap and cost two
+            # wake-ups (measured: sequential append p50 3.28 -> 2.97 ms). With a thread
+            # writing synced 100-byte batches back to back, a spinning main thread kept only
+            # ~20% of its speed (the GIL is held through most of a small write); with 50 KB
+            # batches it kept ~80%, but each write then took up to the 5 ms switch interval
+            # to get the GIL back, and batched half-load latency did not improve (p50 12 ->
+            # 14 ms with writes of 16 KB and more in a thread). Requests arriving meanwhile
+            # wait in gRPC and form the next batch (group commit).
+            self.storage.write_ready(rd, sync=sync)
+            self.persisted(rd, synced=sync, seconds=time.perf_counter() - started)
+        if self.ready_acks(rd):
+            # A follower's acknowledgement is what the leader waits for; applying first
+            # would hold it back by the apply's duration. Let the peer link hand it to
+            # gRPC, then apply while it travels.
+            await asyncio.sleep(0)
+        restore_from = self.restore_point(rd)
+        if restore_from is not None:
+            await self._restore(restore_from)
+        self.ready_apply(rd)
 
     def _apply(self, entries: list[Entry]) -> None:
         results = self.state_machine.apply(entries)

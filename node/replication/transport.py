@@ -25,9 +25,12 @@ from quorumlog.node.common.tls import NodeTls, peer_channel
 from quorumlog.node.replication.codec import (
     CodecError,
     GroupMessage,
+    add_beat,
+    beat_groups,
     decode_batch,
     encode_batch,
 )
+from quorumlog.node.replication.quiescence import PeerBeats
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId
 
@@ -63,12 +66,17 @@ class PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.queue: list[GroupMessage] = []  # every group's messages, in order
+        self.beat: list[int] | None = None  # a beat to send: the groups this node leads
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent_batches = 0
         self.dropped = 0
         self.generation = 0
         self.connected = False
+
+    def send_beat(self, leading: list[int]) -> None:
+        self.beat = leading
+        self.ready.set()
 
     def enqueue(self, messages: list[GroupMessage]) -> None:
         self.queue.extend(messages)
@@ -82,16 +90,12 @@ class PeerLink:
         transport = self.transport
         while True:
             await self.ready.wait()
-            for _ in range(transport.coalesce_hops):
-                # Several groups: let the others that became ready in this loop iteration
-                # queue theirs too, so one frame (one gRPC write) carries them all.
-                await asyncio.sleep(0)
             if generation != self.generation:
                 # A generator of an earlier, failed stream can still be woken (gRPC may keep
                 # iterating it): it must not take messages meant for the live stream.
                 return
             self.ready.clear()
-            if not self.queue:
+            if not self.queue and self.beat is None:
                 continue
             messages, self.queue = self.queue, []
             self.connected = True
@@ -100,6 +104,9 @@ class PeerLink:
             batch.sender_name = transport.self_name
             batch.peer_address = transport.peer_address_of_self
             batch.host_tag = transport.host_tag
+            if self.beat is not None:
+                add_beat(batch, self.beat)
+                self.beat = None
             self.sent_batches += 1
             yield batch
 
@@ -156,15 +163,12 @@ class PeerTransport:
         host_tag: str = "",
     ) -> None:
         self.host_tag = host_tag
-        # Loop iterations a woken link waits before taking its queue: 0 with one group (a
-        # Ready's messages leave at once), more when the node hosts several groups
-        # (``GroupHost`` sets it) so their messages share frames.
-        self.coalesce_hops = 0
         self.tls = tls  # mutual TLS to peers (their certificate must name them); None: plain
         self.self_name = self_name
         self.routes = dict(routes or {})  # member name -> the address this node dials
         self.peer_address_of_self = peer_address
         self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
+        self.beats = PeerBeats()  # what peers' beats said (quiescence)
         self.self_id = self_id
         self.cluster_id = cluster_id
         self.client_address = client_address
@@ -245,6 +249,7 @@ class PeerTransport:
         for peer_id in [p for p in self.peers if p not in wanted and p != self.self_id]:
             del self.peers[peer_id]
             self.last_heard.pop(peer_id, None)
+            self.beats.forget(peer_id)
             self._close_link(peer_id)
             log.info("removed peer n%d", peer_id)
 
@@ -255,8 +260,16 @@ class PeerTransport:
             self._closing.add(link.task)
             link.task.add_done_callback(self._closing.discard)
 
-    def heard_from(self, peer_id: NodeId) -> None:
+    def heard_from(self, peer_id: NodeId, leading: list[int] | None = None) -> None:
+        """A batch from ``peer_id`` arrived (``leading``: its beat's groups, if it beat)."""
         self.last_heard[peer_id] = time.monotonic()
+        self.beats.heard(peer_id, leading)
+
+    def beat(self, leading: dict[NodeId, list[int]]) -> None:
+        """Queue a beat to every peer (sent at once, with whatever else is queued) naming
+        the groups this node leads with that peer as a member."""
+        for peer_id, link in self.links.items():
+            link.send_beat(leading.get(peer_id, []))
 
     def peer_address(self, peer_id: NodeId) -> str | None:
         info = self.peers.get(peer_id)
@@ -293,7 +306,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         info = self.transport.peers.get(sender)
         if info is not None and batch.host_tag:
             info.host_tag = batch.host_tag
-        self.transport.heard_from(sender)
+        self.transport.heard_from(sender, beat_groups(batch))
         return messages
 
     async def Stream(  # noqa: N802 -- gRPC method name

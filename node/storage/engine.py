@@ -5,17 +5,15 @@ Raft group — group 0 (the meta group, which also carries the data when the clu
 shard) in RocksDB's ``default`` family, so a data directory from before sharding opens as
 that group unchanged; group ``g`` > 0 in the family ``g<g>`` — creating a group's family,
 the write options every group shares (one write-ahead log: a write to any group and one
-fsync make all groups' earlier writes durable), and the group commit across groups
-(:class:`SyncBarrier`: groups whose Ready loops need an fsync at about the same time share
-one). Must never: interpret keys (each group's ``RocksStorage`` and state machine own their
-family's keys), or hand one group's family to another.
+fsync make all groups' earlier writes durable), and batches shared by several groups (the
+group commit across groups: every group ready together writes into one batch, written and
+fsynced once; ``write_readies`` in ``log_store``). Must never: interpret keys (each
+group's ``RocksStorage`` and state machine own their family's keys), or hand one group's
+family to another.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -70,7 +68,6 @@ class StorageEngine:
         self._opened: dict[int, rocksdict.Rdict] = {}  # the real family objects, to close
         self._handles: dict[int, rocksdict.ColumnFamily] = {}
         self._closed = False
-        self.barrier = SyncBarrier(self)
 
     def groups(self) -> list[int]:
         """Every group that has a column family here (0 always)."""
@@ -96,12 +93,29 @@ class StorageEngine:
         """An empty write batch whose writes go to ``group``'s family."""
         if group == 0:
             return rocksdict.WriteBatch(raw_mode=True)
+        return cast(rocksdict.WriteBatch, _FamilyBatch(self.handle(group)))
+
+    def handle(self, group: int) -> rocksdict.ColumnFamily:
+        """The column family handle of ``group`` (the ``default`` family for group 0)."""
         handle = self._handles.get(group)
         if handle is None:
             self.family(group)
             handle = self.db.get_column_family_handle(family_name(group))
             self._handles[group] = handle
-        return cast(rocksdict.WriteBatch, _FamilyBatch(handle))
+        return handle
+
+    def shared_batch(self) -> rocksdict.WriteBatch:
+        """An empty write batch for several groups' writes (see :meth:`group_view`)."""
+        return rocksdict.WriteBatch(raw_mode=True)
+
+    def group_view(self, group: int, shared: rocksdict.WriteBatch) -> rocksdict.WriteBatch:
+        """``shared`` as seen by ``group``: every write through it names ``group``'s family."""
+        return cast(rocksdict.WriteBatch, _FamilyBatch(self.handle(group), shared))
+
+    def write_shared(self, shared: rocksdict.WriteBatch, *, sync: bool) -> None:
+        """Write a batch built by several groups atomically; with ``sync`` it (and every
+        earlier write of every group) is durable on return: one fsync for all of them."""
+        self.db.write(shared, self.sync_write if sync else self.async_write)
 
     def sync(self) -> None:
         """Make every write so far durable (one fsync of the shared WAL)."""
@@ -112,7 +126,6 @@ class StorageEngine:
         if self._closed:
             return
         self._closed = True
-        self.barrier.close()
         self._handles.clear()
         for family in self._opened.values():
             family.close()
@@ -129,10 +142,14 @@ class _FamilyBatch:
 
     __slots__ = ("_handle", "inner")
 
-    def __init__(self, handle: rocksdict.ColumnFamily) -> None:
+    def __init__(
+        self, handle: rocksdict.ColumnFamily, inner: rocksdict.WriteBatch | None = None,
+    ) -> None:
         self._handle = handle
-        self.inner = rocksdict.WriteBatch(raw_mode=True)
-        self.inner.set_default_column_family(handle)
+        if inner is None:  # a batch of its own (else a view of a batch shared by groups)
+            inner = rocksdict.WriteBatch(raw_mode=True)
+            inner.set_default_column_family(handle)
+        self.inner = inner
 
     def put(self, key: bytes, value: bytes) -> None:
         self.inner.put(key, value, self._handle)
@@ -175,100 +192,3 @@ class _Family:
 def real_rdict(db: rocksdict.Rdict) -> rocksdict.Rdict:
     """The rocksdict object behind a group's family (for ``rocksdict.Checkpoint``)."""
     return cast(rocksdict.Rdict, getattr(db, "rdict", db))
-
-
-class SyncBarrier:
-    """Group commit across Raft groups: a group that wrote without syncing awaits
-    :meth:`sync`; everyone who asks before an fsync starts shares it.
-
-    The fsync (``flush_wal(sync=True)``, which releases the GIL, unlike a synced write) runs
-    on one worker thread, so the event loop keeps serving the other groups meanwhile and
-    whoever asks during an fsync shares the next one (pipelined group commit: measured with
-    6 groups per node, a fsync on the loop thread blocked it ~30% of the time at 2 groups per
-    fsync). The first fsync of a burst starts once no group that announced a write
-    (:meth:`expect`) is still on its way to it and no group asked for ``QUIET_HOPS`` loop
-    iterations, at most ``MAX_HOPS`` after the first asked. A node with one group does not
-    use this (its synced write stays on the loop thread: docs/architecture.md)."""
-
-    QUIET_HOPS = 1
-    MAX_HOPS = 8
-
-    def __init__(self, engine: StorageEngine) -> None:
-        self._engine = engine
-        self._waiters: list[asyncio.Future[None]] = []
-        self._expected = 0  # groups between expect() and sync()
-        self._hops = 0  # loop iterations since the first waiter of a burst
-        self._quiet = 0  # loop iterations since the last waiter
-        self._running = False  # a burst is being flushed (the flusher task runs)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._failure: BaseException | None = None
-        self.fsyncs = 0
-        self.fsync_waiters = 0
-        self.fsync_seconds = 0.0
-
-    def expect(self) -> None:
-        """A group will write and ask for a sync soon (it is letting its sends go first)."""
-        self._expected += 1
-
-    async def sync(self, *, expected: bool = False) -> None:
-        """Return once every write made so far is durable; ``expected``: this group
-        announced itself with :meth:`expect`. A failed fsync fails every waiter, now and
-        later (never retried: docs/architecture.md, Durability)."""
-        if expected:
-            self._expected -= 1
-        if self._failure is not None:
-            raise self._failure
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(future)
-        self._quiet = 0
-        if not self._running:
-            self._running = True
-            self._hops = 0
-            loop.call_soon(self._hop)
-        await future
-
-    def _hop(self) -> None:
-        self._hops += 1
-        self._quiet += 1
-        settled = self._expected <= 0 and self._quiet >= self.QUIET_HOPS
-        if not settled and self._hops < self.MAX_HOPS:
-            asyncio.get_running_loop().call_soon(self._hop)
-            return
-        asyncio.get_running_loop().create_task(self._flush_all(), name="group-fsync")
-
-    async def _flush_all(self) -> None:
-        """fsync on the worker thread until nobody waits (each round takes every waiter
-        that asked before it started)."""
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="fsync"
-            )
-        try:
-            while self._waiters:
-                waiters, self._waiters = self._waiters, []
-                started = time.perf_counter()
-                try:
-                    await loop.run_in_executor(self._executor, self._engine.sync)
-                except BaseException as error:  # fatal for every waiting group
-                    self._failure = error
-                    for future in [*waiters, *self._waiters]:
-                        if not future.done():
-                            future.set_exception(error)
-                    self._waiters.clear()
-                    return
-                self.fsyncs += 1
-                self.fsync_waiters += len(waiters)
-                self.fsync_seconds += time.perf_counter() - started
-                for future in waiters:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            self._running = False
-
-    def close(self) -> None:
-        """Wait for an fsync in progress (before the database closes)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None

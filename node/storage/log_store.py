@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from quorumlog.node.storage.raft_store import StorageNotEmpty
+from quorumlog.node.storage.raft_store import LogBatch, RocksStorage, StorageNotEmpty
 from quorumlog.raft.errors import Compacted, SnapshotTemporarilyUnavailable, Unavailable
 from quorumlog.raft.rawnode import Ready
 from quorumlog.raft.storage import Storage, bootstrap_snapshot, limit_size
@@ -71,6 +71,27 @@ class Bootstrappable(Protocol):
 
     def bootstrap(self, voters: tuple[NodeId, ...], learners: tuple[NodeId, ...] = ()) -> None:
         ...
+
+
+def write_readies(items: Sequence[tuple[LogStore, Ready]], *, sync: bool) -> None:
+    """Step 1 of the ``Ready`` contract for several groups at once: groups whose stores
+    share one storage engine (the node's RocksDB) go into one atomic write, fsynced once
+    when ``sync``: one write and one fsync for every group ready together (the group commit
+    across groups). Other stores (in memory) each write their own, synced when ``sync``."""
+    rocks = [store for store, _ in items if isinstance(store, RocksStorage)]
+    if len(items) < 2 or len(rocks) < len(items) or len({id(s.engine) for s in rocks}) > 1:
+        for store, ready in items:
+            store.write_ready(ready, sync=sync)
+        return
+    engine = rocks[0].engine
+    shared = engine.shared_batch()
+    staged: list[tuple[RocksStorage, LogBatch]] = [
+        (store, store.stage_ready(ready, shared))
+        for store, (_, ready) in zip(rocks, items, strict=True)
+    ]
+    engine.write_shared(shared, sync=sync)
+    for store, batch in staged:
+        store.commit_staged(batch)
 
 
 class StoreClosed(Exception):

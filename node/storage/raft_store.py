@@ -206,12 +206,14 @@ class LogBatch:
     ``RocksStorage.write`` returns.
     """
 
-    def __init__(self, storage: RocksStorage) -> None:
+    def __init__(
+        self, storage: RocksStorage, raw: rocksdict.WriteBatch | None = None,
+    ) -> None:
         self._storage = storage
         self._base = storage._state
         self._state = storage._state
         self._runs = list(storage._state.term_runs)
-        self.raw = storage.new_batch()
+        self.raw = storage.new_batch() if raw is None else raw
 
     # -- log operations ----------------------------------------------------------------------
     def set_hard_state(self, hard_state: HardState) -> None:
@@ -393,6 +395,17 @@ def log_options(directory: Path | None = None) -> rocksdict.Options:
     return options
 
 
+def _fill(batch: LogBatch, ready: Ready) -> LogBatch:
+    """Step 1 of the ``Ready`` contract into ``batch``: snapshot, entries, hard state."""
+    if ready.snapshot is not None:
+        batch.apply_snapshot(ready.snapshot)
+    if ready.entries:
+        batch.append(ready.entries)
+    if ready.hard_state is not None:
+        batch.set_hard_state(ready.hard_state)
+    return batch
+
+
 # -- the storage ---------------------------------------------------------------------------------
 class RocksStorage:
     """The ``Storage`` the core reads, backed by one RocksDB directory.
@@ -524,15 +537,20 @@ class RocksStorage:
         """Step 1 of the ``Ready`` contract: snapshot, entries and hard state in one write,
         synced when ``ready.must_sync`` (``sync`` overrides that, for the chaos canary only).
         ``batch`` may already carry other prefixes' keys."""
-        if batch is None:
-            batch = self.batch()
-        if ready.snapshot is not None:
-            batch.apply_snapshot(ready.snapshot)
-        if ready.entries:
-            batch.append(ready.entries)
-        if ready.hard_state is not None:
-            batch.set_hard_state(ready.hard_state)
+        batch = _fill(self.batch() if batch is None else batch, ready)
         self.write(batch, sync=ready.must_sync if sync is None else sync)
+
+    def stage_ready(self, ready: Ready, shared: rocksdict.WriteBatch) -> LogBatch:
+        """``write_ready``'s changes added to ``shared``, a batch of the node's engine that
+        several groups fill (``StorageEngine.shared_batch``). Nothing is visible until the
+        engine wrote ``shared`` and :meth:`commit_staged` took the returned batch."""
+        return _fill(LogBatch(self, self.engine.group_view(self.group, shared)), ready)
+
+    def commit_staged(self, batch: LogBatch) -> None:
+        """Publish a staged batch once its shared batch is written."""
+        if batch._storage is not self or batch._base is not self._state:
+            raise StaleBatch("batch was built on an older state (or already written)")
+        self._state = batch._finish()
 
     def set_hard_state(self, hard_state: HardState, *, sync: bool = True) -> None:
         batch = self.batch()

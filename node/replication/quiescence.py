@@ -1,0 +1,98 @@
+"""Quiescence: idle Raft groups stop ticking (docs/architecture.md#quiescence).
+
+Owns: what peers' beats said (:class:`PeerBeats`: when each peer was last heard and which
+groups it said it leads) and the rule that lets a host skip a group's tick
+(:func:`may_skip_tick`). A node beats to every peer once per tick, whatever its traffic,
+naming the groups it leads that have that peer as a member (one small frame per peer pair
+for all groups; a replica removed from a group is not named, so it notices). Then:
+- a leader whose group is idle (nothing queued or in flight, everything committed, applied
+  and told to every follower, every live follower's log matching its own, a live quorum)
+  skips its ticks: it sends no heartbeats at all;
+- a follower (or learner) skips its ticks while its leader's node beats and names the
+  group: its election timer stands still, as a heartbeat would have reset it.
+Any input (a proposal, a read, a message) makes the group work at once, and it ticks again
+as soon as the rule no longer holds. Safety never depends on this: skipping ticks only
+delays elections, and every message is handled as before. A leader's node that stops
+beating (killed, cut off) or stops naming the group is no longer trusted within
+``LIVE_TICKS`` ticks, then followers count election time and elect as before. Must never:
+step a core, or let a follower of a leader that is not beating skip its ticks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from quorumlog.raft import StateRole
+from quorumlog.raft.types import NONE, NodeId
+
+if TYPE_CHECKING:
+    from quorumlog.node.replication.raft_node import RaftNode
+
+#: beats a peer may miss before it counts as not live (a beat goes out every tick)
+LIVE_TICKS = 5
+
+
+class Liveness(Protocol):
+    def live(self, peer: NodeId) -> bool:
+        """``peer`` beat within the window."""
+        ...
+
+    def leads(self, peer: NodeId, group: int) -> bool:
+        """``peer`` beat within the window and said it leads ``group``."""
+        ...
+
+
+class PeerBeats:
+    """What peers' beats said (a transport records them; the host reads them)."""
+
+    def __init__(self, window_seconds: float = 0.25) -> None:
+        self.window_seconds = window_seconds
+        self._heard: dict[NodeId, float] = {}
+        self._leading: dict[NodeId, tuple[float, frozenset[int]]] = {}
+
+    def heard(self, peer: NodeId, leading: Iterable[int] | None) -> None:
+        """A batch from ``peer`` arrived; ``leading``: its beat's groups (None: no beat)."""
+        now = time.monotonic()
+        self._heard[peer] = now
+        if leading is not None:
+            self._leading[peer] = (now, frozenset(leading))
+
+    def forget(self, peer: NodeId) -> None:
+        self._heard.pop(peer, None)
+        self._leading.pop(peer, None)
+
+    def live(self, peer: NodeId) -> bool:
+        heard = self._heard.get(peer)
+        return heard is not None and time.monotonic() - heard < self.window_seconds
+
+    def leads(self, peer: NodeId, group: int) -> bool:
+        beat = self._leading.get(peer)
+        return (beat is not None and group in beat[1]
+                and time.monotonic() - beat[0] < self.window_seconds)
+
+
+def may_skip_tick(node: RaftNode, liveness: Liveness) -> bool:
+    """Whether ``node``'s group may skip this tick (the module docstring's rule)."""
+    if node.has_pending_work():
+        return False
+    raft = node.raw.raft
+    if raft.role == StateRole.FOLLOWER:
+        leader = raft.leader_id
+        return leader not in (NONE, node.id) and liveness.leads(leader, node.group)
+    if raft.role != StateRole.LEADER:
+        return False  # candidates and pre-candidates count their election time
+    log = raft.log
+    last = log.last_index()
+    if (log.committed != last or log.applied != last or raft.commit_unsent
+            or raft.lead_transferee != NONE or len(raft.read_only) > 0):
+        return False
+    voters = node.conf_state().voters
+    live_voters = sum(1 for voter in voters if voter == node.id or liveness.live(voter))
+    if live_voters * 2 <= len(voters):
+        return False  # let check-quorum step this leader down
+    for peer, progress in raft.prs.items():
+        if peer != node.id and progress.match != last and liveness.live(peer):
+            return False  # a live follower still needs entries (or a commit)
+    return True

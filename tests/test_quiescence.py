@@ -1,0 +1,120 @@
+"""Quiescence (``quorumlog.node.replication.quiescence``): idle groups of a sharded node stop
+ticking and sending, wake at the next write, and a node that stops beating is no longer
+trusted as a leader, so its shards elect again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+from cluster_harness import sessions_in_every_shard, wait_until
+from inprocess_cluster import InProcessCluster, inprocess_cluster
+
+from quorumlog.client.retry import RetryPolicy
+from quorumlog.client.sdk import AsyncClient
+from quorumlog.node.replication.quiescence import PeerBeats
+from quorumlog.node.replication.raft_node import RaftNode
+
+SHARDS = 4
+DEADLINE = 30.0
+SETTLE = 60.0
+RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.1)
+QUIET_TICKS = 20  # ticks every group must skip, with no Raft message sent, to count as quiet
+
+
+def test_a_peer_is_trusted_as_leader_only_while_its_beats_name_the_group() -> None:
+    beats = PeerBeats(window_seconds=0.2)
+    assert not beats.live(2) and not beats.leads(2, 1)
+    beats.heard(2, None)  # a batch without a beat: alive, leads nothing we know of
+    assert beats.live(2) and not beats.leads(2, 1)
+    beats.heard(2, [1, 3])
+    assert beats.leads(2, 1) and beats.leads(2, 3) and not beats.leads(2, 0)
+    beats.heard(2, None)  # later traffic without a beat keeps the last beat's groups
+    assert beats.leads(2, 1)
+    beats.heard(2, [3])  # it stopped leading group 1
+    assert not beats.leads(2, 1) and beats.leads(2, 3)
+    wait_until(lambda: not beats.live(2) and not beats.leads(2, 3), 5.0, "the beat to age out")
+    beats.heard(4, [0])
+    beats.forget(4)
+    assert not beats.live(4) and not beats.leads(4, 0)
+
+
+def _groups(cluster: InProcessCluster) -> dict[tuple[str, int], RaftNode]:
+    """Every hosted group of every running node (the meta group is group 0)."""
+    found: dict[tuple[str, int], RaftNode] = {}
+    for name, node in cluster.nodes.items():
+        if node.host is not None:
+            for group, raft in node.host.groups.items():
+                found[(name, group)] = raft
+    return found
+
+
+def _leaders(cluster: InProcessCluster) -> dict[int, str]:
+    leaders: dict[int, str] = {}
+    for name in cluster.nodes:
+        status = cluster._status_or_none(name)
+        if status is None:
+            continue
+        for shard in status.shards:
+            if shard.role == "leader":
+                leaders[shard.shard] = name
+    return leaders
+
+
+def _quiet(cluster: InProcessCluster) -> bool:
+    """True once, over a stretch of QUIET_TICKS skipped ticks of every group, no group on
+    any node sent a Raft message (the stretch restarts whenever one did)."""
+    groups = _groups(cluster)
+    before = {key: (raft.metrics.messages_sent, raft.metrics.ticks_skipped)
+              for key, raft in groups.items()}
+
+    def skipped_enough() -> bool:
+        return all(raft.metrics.ticks_skipped - before[key][1] >= QUIET_TICKS
+                   or raft.metrics.messages_sent != before[key][0]
+                   for key, raft in groups.items())
+
+    wait_until(skipped_enough, DEADLINE, "every group to skip ticks or send")
+    return all(raft.metrics.messages_sent == before[key][0] for key, raft in groups.items())
+
+
+def test_idle_groups_stop_sending_wake_on_a_write_and_fail_over(tmp_path: Path) -> None:
+    sessions = sessions_in_every_shard("quiet", SHARDS, 2)
+    with inprocess_cluster(tmp_path, shards=SHARDS) as cluster:
+        wait_until(lambda: len(_leaders(cluster)) == SHARDS, SETTLE, "a leader per shard")
+
+        async def write(label: bytes, addresses: list[str]) -> None:
+            async with AsyncClient(addresses, deadline=DEADLINE, retry=RETRY) as client:
+                await asyncio.gather(*(client.append(s, label) for s in sessions))
+
+        asyncio.run(write(b"first", cluster.addresses))
+        wait_until(lambda: _quiet(cluster), SETTLE, "every group quiescent on every node")
+        assert len(_groups(cluster)) == 3 * (SHARDS + 1)
+        # The next write wakes its group at once; afterwards everything quiesces again.
+        asyncio.run(write(b"second", cluster.addresses))
+        wait_until(lambda: _quiet(cluster), SETTLE, "quiescent again after the write")
+
+        # The node leading the most shards stops: its beats stop, the followers count
+        # election time again and every shard elects among the two others.
+        leaders = _leaders(cluster)
+        victim = Counter(leaders.values()).most_common(1)[0][0]
+        others = [name for name in cluster.nodes if name != victim]
+        started = time.monotonic()
+        cluster.stop_node(victim)
+        wait_until(
+            lambda: (led := _leaders(cluster)) and len(led) == SHARDS
+            and set(led.values()) <= set(others),
+            SETTLE, "every shard led by a running node",
+        )
+        print(f"every shard led again {time.monotonic() - started:.2f} s after stopping {victim}")
+        addresses = [cluster.nodes[name].client_addr for name in others]
+        asyncio.run(write(b"third", addresses))
+
+        async def read_back() -> None:
+            async with AsyncClient(addresses, deadline=DEADLINE, retry=RETRY) as client:
+                for session in sessions:
+                    page = await client.read(session)
+                    assert [r.data for r in page.records] == [b"first", b"second", b"third"]
+
+        asyncio.run(read_back())
