@@ -97,10 +97,12 @@ class MessageBatch(_message.Message):
     def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., client_address: _Optional[str] = ..., sender_name: _Optional[str] = ..., peer_address: _Optional[str] = ..., host_tag: _Optional[str] = ..., beat: _Optional[_Union[LeaderBeat, _Mapping]] = ..., **kwargs) -> None: ...
 
 class LeaderBeat(_message.Message):
-    __slots__ = ("groups",)
+    __slots__ = ("groups", "following")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWING_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, groups: _Optional[_Iterable[int]] = ...) -> None: ...
+    following: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, groups: _Optional[_Iterable[int]] = ..., following: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FetchStateRequest(_message.Message):
     __slots__ = ("cluster_id", "min_index", "group")

@@ -16,29 +16,34 @@ from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
 from quorumlog.node.replication.quiescence import PeerBeats
 from quorumlog.node.replication.raft_node import RaftNode
+from quorumlog.raft.types import NONE
 
 SHARDS = 4
 DEADLINE = 30.0
 SETTLE = 60.0
 RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.1)
+# A restarted node's groups know their leader within a few ticks; the preferred-leader
+# balancer (every 5 s) would also wake a leader, so the deadline stays below its period.
+REJOIN = 4.0
 QUIET_TICKS = 20  # ticks every group must skip, with no Raft message sent, to count as quiet
 
 
-def test_a_peer_is_trusted_as_leader_only_while_its_beats_name_the_group() -> None:
+def test_a_peer_is_trusted_as_leader_or_follower_only_while_its_beats_say_so() -> None:
     beats = PeerBeats(window_seconds=0.2)
-    assert not beats.live(2) and not beats.leads(2, 1)
-    beats.heard(2, None)  # a batch without a beat: alive, leads nothing we know of
-    assert beats.live(2) and not beats.leads(2, 1)
-    beats.heard(2, [1, 3])
+    assert not beats.live(2) and not beats.leads(2, 1) and not beats.follows(2, 1)
+    beats.heard(2, None)  # a batch without a beat: alive, leads and follows nothing we know of
+    assert beats.live(2) and not beats.leads(2, 1) and not beats.follows(2, 1)
+    beats.heard(2, ([1, 3], [5]))
     assert beats.leads(2, 1) and beats.leads(2, 3) and not beats.leads(2, 0)
+    assert beats.follows(2, 5) and not beats.follows(2, 1)
     beats.heard(2, None)  # later traffic without a beat keeps the last beat's groups
-    assert beats.leads(2, 1)
-    beats.heard(2, [3])  # it stopped leading group 1
-    assert not beats.leads(2, 1) and beats.leads(2, 3)
+    assert beats.leads(2, 1) and beats.follows(2, 5)
+    beats.heard(2, ([3], []))  # it stopped leading group 1 and following us in group 5
+    assert not beats.leads(2, 1) and beats.leads(2, 3) and not beats.follows(2, 5)
     wait_until(lambda: not beats.live(2) and not beats.leads(2, 3), 5.0, "the beat to age out")
-    beats.heard(4, [0])
+    beats.heard(4, ([0], [1]))
     beats.forget(4)
-    assert not beats.live(4) and not beats.leads(4, 0)
+    assert not beats.live(4) and not beats.leads(4, 0) and not beats.follows(4, 1)
 
 
 def _groups(cluster: InProcessCluster) -> dict[tuple[str, int], RaftNode]:
@@ -118,3 +123,31 @@ def test_idle_groups_stop_sending_wake_on_a_write_and_fail_over(tmp_path: Path) 
                     assert [r.data for r in page.records] == [b"first", b"second", b"third"]
 
         asyncio.run(read_back())
+
+        # The stopped node comes back while the others' groups are quiescent: its replicas
+        # start with no leader, their beats name no group as followed, so each leader
+        # heartbeats until it is followed again; then everything quiesces once more.
+        wait_until(lambda: _quiet(cluster), SETTLE, "quiescent without the stopped node")
+        started = time.monotonic()
+        cluster.start_node(victim)
+
+        def rejoined(name: str) -> bool:
+            node = cluster.nodes[name]
+            if node.host is None or len(node.host.groups) != SHARDS + 1:
+                return False
+            return all(raft.leader_id != NONE for raft in node.host.groups.values())
+
+        wait_until(lambda: rejoined(victim), REJOIN, f"every group on {victim} led")
+        print(f"{victim} followed in every group {time.monotonic() - started:.2f} s after start")
+        wait_until(lambda: _quiet(cluster), SETTLE, "quiescent again with every node")
+
+        # The same with nothing written while a node was down: the leaders that stayed still
+        # count its log as matching theirs, so only its beats (following no one) wake them.
+        follower = next(name for name in cluster.nodes if name != victim)
+        cluster.stop_node(follower)
+        wait_until(lambda: _quiet(cluster), SETTLE, f"quiescent without {follower}")
+        started = time.monotonic()
+        cluster.start_node(follower)
+        wait_until(lambda: rejoined(follower), REJOIN, f"every group on {follower} led")
+        print(f"{follower} followed in every group {time.monotonic() - started:.2f} s after start")
+        wait_until(lambda: _quiet(cluster), SETTLE, "quiescent with every node, once more")

@@ -143,12 +143,21 @@ def decode_batch(batch: raft_pb2.MessageBatch, cluster_id: int) -> list[GroupMes
     return messages
 
 
-def add_beat(batch: raft_pb2.MessageBatch, leading: list[int]) -> None:
-    """Make ``batch`` carry the sender's beat: it is alive and leads ``leading``."""
-    batch.beat.SetInParent()  # present even when it leads nothing
-    batch.beat.groups.extend(leading)
+#: A beat's content: groups the sender leads (with the receiver as a member), and groups in
+#: which the sender follows the receiver.
+Beat = tuple[list[int], list[int]]
+NO_BEAT: Beat = ([], [])
 
 
-def beat_groups(batch: raft_pb2.MessageBatch) -> list[int] | None:
-    """The groups a batch's beat names (None: the batch carries no beat)."""
-    return list(batch.beat.groups) if batch.HasField("beat") else None
+def add_beat(batch: raft_pb2.MessageBatch, beat: Beat) -> None:
+    """Make ``batch`` carry the sender's beat."""
+    batch.beat.SetInParent()  # present even when it names no group
+    batch.beat.groups.extend(beat[0])
+    batch.beat.following.extend(beat[1])
+
+
+def beat_of(batch: raft_pb2.MessageBatch) -> Beat | None:
+    """The beat a batch carries (None: none)."""
+    if not batch.HasField("beat"):
+        return None
+    return list(batch.beat.groups), list(batch.beat.following)

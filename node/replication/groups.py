@@ -18,12 +18,12 @@ import contextlib
 import logging
 from typing import Protocol
 
-from quorumlog.node.replication.codec import GroupMessage
+from quorumlog.node.replication.codec import Beat, GroupMessage
 from quorumlog.node.replication.driver import GroupDriver
 from quorumlog.node.replication.quiescence import LIVE_TICKS, PeerBeats, may_skip_tick
 from quorumlog.node.replication.raft_node import RaftNode
 from quorumlog.raft import Message, StateRole
-from quorumlog.raft.types import NodeId
+from quorumlog.raft.types import NONE, NodeId
 
 log = logging.getLogger("quorumlog.node")
 
@@ -33,8 +33,8 @@ class BeatingLinks(Protocol):
 
     beats: PeerBeats  # what peers' beats said
 
-    def beat(self, leading: dict[NodeId, list[int]]) -> None:
-        """Send every peer a beat naming the groups this node leads that it is in."""
+    def beat(self, beats: dict[NodeId, Beat]) -> None:
+        """Send every peer its beat (``GroupHost.beats``; an empty one when not named)."""
         ...
 
 
@@ -124,15 +124,18 @@ class GroupHost:
         if error is not None:
             self._failure.set_result(error)
 
-    def leading(self) -> dict[NodeId, list[int]]:
-        """Per peer, the groups this node leads that have the peer as a member: a replica
-        removed from a group is not named to it, so it counts election time again (and
-        finds out it was removed) instead of waiting for a leader that stopped sending."""
-        by_peer: dict[NodeId, list[int]] = {}
+    def beats(self) -> dict[NodeId, Beat]:
+        """Per peer, the beat to send it: the groups this node leads that have the peer as a
+        member (a replica removed from a group is not named to it, so it counts election
+        time again and finds out it was removed instead of waiting for a leader that stopped
+        sending), and the groups in which this node follows the peer."""
+        by_peer: dict[NodeId, Beat] = {}
         for group, node in self.groups.items():
             if node.role == StateRole.LEADER:
                 for member in node.conf_state().all_ids():
-                    by_peer.setdefault(member, []).append(group)
+                    by_peer.setdefault(member, ([], []))[0].append(group)
+            elif node.role == StateRole.FOLLOWER and node.leader_id != NONE:
+                by_peer.setdefault(node.leader_id, ([], []))[1].append(group)
         return by_peer
 
     async def _tick(self) -> None:
@@ -140,7 +143,7 @@ class GroupHost:
         while True:
             await asyncio.sleep(self.tick_seconds)  # the Raft clock: a period, not a wait
             if links is not None:
-                links.beat(self.leading())
+                links.beat(self.beats())
             for node in self.groups.values():
                 if links is not None and may_skip_tick(node, links.beats):
                     node.metrics.ticks_skipped += 1

@@ -22,9 +22,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from quorumlog.node.replication.codec import (
+    NO_BEAT,
+    Beat,
     GroupMessage,
     add_beat,
-    beat_groups,
+    beat_of,
     decode_batch,
     encode_batch,
 )
@@ -110,7 +112,7 @@ class MemoryNetwork:
             return
         messages = decode_batch(batch, self.cluster_id)
         receiver.learn(frm, batch.sender_name, batch.client_address)
-        receiver.heard_from(frm, beat_groups(batch))
+        receiver.heard_from(frm, beat_of(batch))
         self.delivered += len(messages)
         receiver.on_messages(messages)
 
@@ -188,11 +190,11 @@ class MemoryTransport:
             if name:
                 info.name = name
 
-    def heard_from(self, peer_id: NodeId, leading: list[int] | None = None) -> None:
+    def heard_from(self, peer_id: NodeId, beat: Beat | None = None) -> None:
         self.last_heard[peer_id] = time.monotonic()
-        self.beats.heard(peer_id, leading)
+        self.beats.heard(peer_id, beat)
 
-    def beat(self, leading: dict[NodeId, list[int]]) -> None:
+    def beat(self, beats: dict[NodeId, Beat]) -> None:
         """A beat to every peer whose link is up (as ``PeerTransport.beat``)."""
         loop = asyncio.get_running_loop()
         for peer_id in self.peers:
@@ -201,7 +203,7 @@ class MemoryTransport:
             wire = encode_batch(self.network.cluster_id, self.self_id, [])
             wire.client_address = self.client_address
             wire.sender_name = self.self_name
-            add_beat(wire, leading.get(peer_id, []))
+            add_beat(wire, beats.get(peer_id, NO_BEAT))
             loop.call_soon(self.network._arrive, self.self_id, peer_id, wire)
 
     def set_peers(self, wanted: dict[NodeId, PeerInfo]) -> None:

@@ -3,11 +3,12 @@
 Owns: what peers' beats said (:class:`PeerBeats`: when each peer was last heard and which
 groups it said it leads) and the rule that lets a host skip a group's tick
 (:func:`may_skip_tick`). A node beats to every peer once per tick, whatever its traffic,
-naming the groups it leads that have that peer as a member (one small frame per peer pair
-for all groups; a replica removed from a group is not named, so it notices). Then:
+naming the groups it leads that have that peer as a member (a replica removed from a group
+is not named, so it notices) and the groups in which it follows that peer (one small frame
+per peer pair for all groups). Then:
 - a leader whose group is idle (nothing queued or in flight, everything committed, applied
-  and told to every follower, every live follower's log matching its own, a live quorum)
-  skips its ticks: it sends no heartbeats at all;
+  and told to every follower, a live quorum, and every live member's log matching its own
+  and its beat saying it follows this leader) skips its ticks: it sends no heartbeats;
 - a follower (or learner) skips its ticks while its leader's node beats and names the
   group: its election timer stands still, as a heartbeat would have reset it.
 Any input (a proposal, a read, a message) makes the group work at once, and it ticks again
@@ -21,9 +22,9 @@ step a core, or let a follower of a leader that is not beating skip its ticks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from quorumlog.node.replication.codec import Beat
 from quorumlog.raft import StateRole
 from quorumlog.raft.types import NONE, NodeId
 
@@ -36,11 +37,15 @@ LIVE_TICKS = 5
 
 class Liveness(Protocol):
     def live(self, peer: NodeId) -> bool:
-        """``peer`` beat within the window."""
+        """``peer`` was heard within the window."""
         ...
 
     def leads(self, peer: NodeId, group: int) -> bool:
-        """``peer`` beat within the window and said it leads ``group``."""
+        """``peer`` beat within the window saying it leads ``group`` (with us in it)."""
+        ...
+
+    def follows(self, peer: NodeId, group: int) -> bool:
+        """``peer`` beat within the window saying it follows us in ``group``."""
         ...
 
 
@@ -50,26 +55,31 @@ class PeerBeats:
     def __init__(self, window_seconds: float = 0.25) -> None:
         self.window_seconds = window_seconds
         self._heard: dict[NodeId, float] = {}
-        self._leading: dict[NodeId, tuple[float, frozenset[int]]] = {}
+        self._beats: dict[NodeId, tuple[float, frozenset[int], frozenset[int]]] = {}
 
-    def heard(self, peer: NodeId, leading: Iterable[int] | None) -> None:
-        """A batch from ``peer`` arrived; ``leading``: its beat's groups (None: no beat)."""
+    def heard(self, peer: NodeId, beat: Beat | None) -> None:
+        """A batch from ``peer`` arrived, carrying ``beat`` (None: no beat)."""
         now = time.monotonic()
         self._heard[peer] = now
-        if leading is not None:
-            self._leading[peer] = (now, frozenset(leading))
+        if beat is not None:
+            self._beats[peer] = (now, frozenset(beat[0]), frozenset(beat[1]))
 
     def forget(self, peer: NodeId) -> None:
         self._heard.pop(peer, None)
-        self._leading.pop(peer, None)
+        self._beats.pop(peer, None)
 
     def live(self, peer: NodeId) -> bool:
         heard = self._heard.get(peer)
         return heard is not None and time.monotonic() - heard < self.window_seconds
 
     def leads(self, peer: NodeId, group: int) -> bool:
-        beat = self._leading.get(peer)
+        beat = self._beats.get(peer)
         return (beat is not None and group in beat[1]
+                and time.monotonic() - beat[0] < self.window_seconds)
+
+    def follows(self, peer: NodeId, group: int) -> bool:
+        beat = self._beats.get(peer)
+        return (beat is not None and group in beat[2]
                 and time.monotonic() - beat[0] < self.window_seconds)
 
 
@@ -93,6 +103,9 @@ def may_skip_tick(node: RaftNode, liveness: Liveness) -> bool:
     if live_voters * 2 <= len(voters):
         return False  # let check-quorum step this leader down
     for peer, progress in raft.prs.items():
-        if peer != node.id and progress.match != last and liveness.live(peer):
-            return False  # a live follower still needs entries (or a commit)
+        if peer != node.id and liveness.live(peer) and (
+                progress.match != last or not liveness.follows(peer, node.group)):
+            # A live member still needs entries, or does not know this leader (it restarted,
+            # or it counted election time): heartbeats tell it.
+            return False
     return True

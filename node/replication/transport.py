@@ -23,10 +23,12 @@ import grpc
 
 from quorumlog.node.common.tls import NodeTls, peer_channel
 from quorumlog.node.replication.codec import (
+    NO_BEAT,
+    Beat,
     CodecError,
     GroupMessage,
     add_beat,
-    beat_groups,
+    beat_of,
     decode_batch,
     encode_batch,
 )
@@ -66,7 +68,7 @@ class PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.queue: list[GroupMessage] = []  # every group's messages, in order
-        self.beat: list[int] | None = None  # a beat to send: the groups this node leads
+        self.beat: Beat | None = None  # a beat to send (``GroupHost.beats``)
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent_batches = 0
@@ -74,8 +76,8 @@ class PeerLink:
         self.generation = 0
         self.connected = False
 
-    def send_beat(self, leading: list[int]) -> None:
-        self.beat = leading
+    def send_beat(self, beat: Beat) -> None:
+        self.beat = beat
         self.ready.set()
 
     def enqueue(self, messages: list[GroupMessage]) -> None:
@@ -260,16 +262,15 @@ class PeerTransport:
             self._closing.add(link.task)
             link.task.add_done_callback(self._closing.discard)
 
-    def heard_from(self, peer_id: NodeId, leading: list[int] | None = None) -> None:
-        """A batch from ``peer_id`` arrived (``leading``: its beat's groups, if it beat)."""
+    def heard_from(self, peer_id: NodeId, beat: Beat | None = None) -> None:
+        """A batch from ``peer_id`` arrived (carrying ``beat``, if it beat)."""
         self.last_heard[peer_id] = time.monotonic()
-        self.beats.heard(peer_id, leading)
+        self.beats.heard(peer_id, beat)
 
-    def beat(self, leading: dict[NodeId, list[int]]) -> None:
-        """Queue a beat to every peer (sent at once, with whatever else is queued) naming
-        the groups this node leads with that peer as a member."""
+    def beat(self, beats: dict[NodeId, Beat]) -> None:
+        """Queue every peer's beat (sent at once, with whatever else is queued)."""
         for peer_id, link in self.links.items():
-            link.send_beat(leading.get(peer_id, []))
+            link.send_beat(beats.get(peer_id, NO_BEAT))
 
     def peer_address(self, peer_id: NodeId) -> str | None:
         info = self.peers.get(peer_id)
@@ -306,7 +307,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         info = self.transport.peers.get(sender)
         if info is not None and batch.host_tag:
             info.host_tag = batch.host_tag
-        self.transport.heard_from(sender, beat_groups(batch))
+        self.transport.heard_from(sender, beat_of(batch))
         return messages
 
     async def Stream(  # noqa: N802 -- gRPC method name
