@@ -20,15 +20,15 @@ import contextlib
 import heapq
 import itertools
 import logging
-import queue
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
+from quorumlog.node.replication.state_transfer import import_state_from
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
@@ -760,47 +760,5 @@ class RaftNode:
             delay = min(delay * 2, 2.0)
 
     async def _restore_from(self, peer: NodeId, min_index: int) -> None:
-        """Stream the peer's state into the state machine, a few chunks in memory at most."""
-        loop = asyncio.get_running_loop()
-        handoff: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
-
-        def chunks() -> Iterator[bytes]:
-            while True:
-                item = handoff.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        importer = asyncio.ensure_future(
-            asyncio.to_thread(self.state_machine.import_state, chunks())
-        )
-
-        def put(item: bytes | BaseException | None) -> bool:
-            # Never block forever on a full queue whose consumer has died.
-            while not importer.done():
-                try:
-                    handoff.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            async for chunk in self._fetch_state(peer, min_index):
-                if not await loop.run_in_executor(None, put, chunk):
-                    break  # the import failed: stop fetching; its error is raised below
-            else:
-                await loop.run_in_executor(None, put, None)
-        except BaseException as error:
-            failure = RuntimeError(f"state stream from n{peer} broke: {error}")
-            await loop.run_in_executor(None, put, failure)
-            with contextlib.suppress(Exception):
-                await importer
-            raise
-        await importer
-        if self.state_machine.applied_index() < min_index:
-            raise RuntimeError(
-                f"state at {self.state_machine.applied_index()} is older than {min_index}"
-            )
+        await import_state_from(self.state_machine, self._fetch_state(peer, min_index), peer,
+                                min_index)
