@@ -54,6 +54,15 @@ def test_add_transfer_remove_and_every_refusal(tmp_path: Path) -> None:
         assert leader_members(cluster) == {
             "n1": "voter", "n2": "voter", "n3": "voter", "n4": "voter"
         }
+        # The same add-node again (a client that gave up on a call that had succeeded asks
+        # again): nothing to change, and it says so.
+        again = cli("cluster", "add-node", "n4", "--peer-addr", n4.peer_addr,
+                    "--client-addr", n4.client_addr, "--cluster", addresses)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == "n4 was already a voter at these addresses (nothing changed)"
+        assert leader_members(cluster) == {
+            "n1": "voter", "n2": "voter", "n3": "voter", "n4": "voter"
+        }
         with Client([n4.client_addr], deadline=30) as on_n4:
             wait_until(
                 lambda: len(read_all(on_n4, "s0", Consistency.FOLLOWER)) == 50,

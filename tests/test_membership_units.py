@@ -47,6 +47,9 @@ def test_add_checks() -> None:
     assert membership.check_add(CONF, RECORDS, "n5", "h5:7101", "h5:7001") is True
     # The same learner at the same addresses: promote it (a retried add-node).
     assert membership.check_add(CONF, RECORDS, "n4", "h4:7101", "h4:7001") is False
+    # A voter at exactly these addresses: nothing to change (the client gave up on an
+    # add-node that had succeeded, and asked again).
+    assert membership.check_add(CONF, RECORDS, "n2", "h2:7101", "h2:7001") is None
     cases = [
         (("n2", "h9:7101", "h9:7001"), "ALREADY_EXISTS", "n2 is already a voter"),
         (("n4", "h9:7101", "h9:7001"), "ALREADY_EXISTS", "n4 is already a learner at h4:7101"),

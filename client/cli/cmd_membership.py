@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             line = (
                 f"{result.id} is a voter (learner at index {result.learner_index or '-'}, "
                 f"promoted at {result.voter_index}, {result.catch_up_seconds:.1f}s)"
+                if result.voter_index else
+                f"{result.id} was already a voter at these addresses (nothing changed)"
             )
         elif args.cluster_command == "remove-node":
             index = client.remove_node(args.node_id)

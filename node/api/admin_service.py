@@ -150,7 +150,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         node_id = raft_id(request.id)
         started = time.monotonic()
         end = _give_up_at(context)
-        learner_index = 0
+        learner_index = voter_index = 0
         if new:
             context_bytes = membership.encode_context(
                 request.id, request.peer_address, request.client_address
@@ -168,17 +168,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 return True  # removed meanwhile, or leadership lost: the promotion says so
             return follower.match_index >= learner_index and follower.lag <= CAUGHT_UP_LAG
 
-        await self._poll(
-            context, caught_up, end,
-            f"{request.id} was added as a learner but has not caught up in time; it stays a "
-            f"learner: check it runs (quorumlog node --join ...), then add-node again to "
-            f"promote it, or remove-node it",
-        )
-        voter_index = await self._change(
-            context,
-            ConfChange(ConfChangeType.ADD_NODE, node_id),
-            lambda: node_id in port.configuration().voters,
-        )
+        if new is not None:  # None: already a voter at these addresses (a retried call)
+            await self._poll(
+                context, caught_up, end,
+                f"{request.id} was added as a learner but has not caught up in time; it stays "
+                f"a learner: check it runs (quorumlog node --join ...), then add-node again to "
+                f"promote it, or remove-node it",
+            )
+            voter_index = await self._change(
+                context,
+                ConfChange(ConfChangeType.ADD_NODE, node_id),
+                lambda: node_id in port.configuration().voters,
+            )
         if self.shards.sharded:
             # The new member takes its share of shard replicas: each moved shard's leader
             # adds it as a learner, promotes it once caught up, then removes the old replica.

@@ -86,9 +86,11 @@ def check_add(
     name: str,
     peer_address: str,
     client_address: str,
-) -> bool:
+) -> bool | None:
     """May ``name`` be added at these addresses? True: it is new (add it as a learner);
-    False: it is already a learner at exactly these addresses (promote it)."""
+    False: it is already a learner at exactly these addresses (promote it); None: it is
+    already a voter at exactly these addresses (nothing to change: a retried add-node whose
+    first attempt the client gave up on after it had succeeded)."""
     if not valid_name(name):
         raise MembershipError(ErrorCode.INVALID_ARGUMENT, f"invalid node name {name!r}")
     for flag, address in (("--peer-addr", peer_address), ("--client-addr", client_address)):
@@ -108,6 +110,10 @@ def check_add(
         and record.client_address in ("", client_address)
     ):
         return False
+    if node_id in conf.voters and record is not None and (
+        record.peer_address == peer_address and record.client_address == client_address
+    ):
+        return None
     if node_id in conf.voters:
         raise MembershipError(ErrorCode.ALREADY_EXISTS, f"{name} is already a voter")
     if node_id in conf.learners:
