@@ -8,15 +8,18 @@ import asyncio
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from cluster_harness import sessions_in_every_shard, wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 
 from quorumlog.client.retry import RetryPolicy
 from quorumlog.client.sdk import AsyncClient
-from quorumlog.node.replication.quiescence import PeerBeats
+from quorumlog.node.replication.quiescence import PeerBeats, followed_leader, may_skip_tick
 from quorumlog.node.replication.raft_node import RaftNode
-from quorumlog.raft.types import NONE
+from quorumlog.raft import StateRole
+from quorumlog.raft.types import NONE, ConfState
 
 SHARDS = 4
 DEADLINE = 30.0
@@ -151,3 +154,85 @@ def test_idle_groups_stop_sending_wake_on_a_write_and_fail_over(tmp_path: Path) 
         wait_until(lambda: rejoined(follower), REJOIN, f"every group on {follower} led")
         print(f"{follower} followed in every group {time.monotonic() - started:.2f} s after start")
         wait_until(lambda: _quiet(cluster), SETTLE, "quiescent with every node, once more")
+
+
+# -- the rule, on stand-ins of a replica ----------------------------------------------------
+class _Log:
+    def __init__(self, last: int, committed: int, applied: int) -> None:
+        self.last, self.committed, self.applied = last, committed, applied
+
+    def last_index(self) -> int:
+        return self.last
+
+
+class _Liveness:
+    def __init__(self, live: set[int], leads: set[tuple[int, int]],
+                 follows: set[tuple[int, int]]) -> None:
+        self._live, self._leads, self._follows = live, leads, follows
+
+    def live(self, peer: int) -> bool:
+        return peer in self._live
+
+    def leads(self, peer: int, group: int) -> bool:
+        return (peer, group) in self._leads
+
+    def follows(self, peer: int, group: int) -> bool:
+        return (peer, group) in self._follows
+
+
+def _replica(role: StateRole, *, leader: int, last: int = 9, committed: int = 9,
+             applied: int = 9, matches: dict[int, int] | None = None,
+             pending: bool = False) -> Any:
+    """A stand-in with what the rule reads of a ``RaftNode`` (node 1 of group 3)."""
+    raft = SimpleNamespace(
+        role=role, leader_id=leader, log=_Log(last, committed, applied), commit_unsent=False,
+        lead_transferee=NONE, read_only=[],
+        prs={peer: SimpleNamespace(match=match) for peer, match in (matches or {}).items()},
+    )
+    return SimpleNamespace(
+        id=1, group=3, raw=SimpleNamespace(raft=raft), has_pending_work=lambda: pending,
+        conf_state=lambda: ConfState(voters=(1, 2, 3)),
+    )
+
+
+def test_a_follower_says_it_follows_only_with_its_whole_log_committed() -> None:
+    assert followed_leader(_replica(StateRole.FOLLOWER, leader=2)) == 2
+    # The leader's last commit index did not reach it (a lost heartbeat): it says nothing,
+    # so its leader stays awake and tells it.
+    assert followed_leader(_replica(StateRole.FOLLOWER, leader=2, committed=8)) is None
+    assert followed_leader(_replica(StateRole.FOLLOWER, leader=NONE)) is None
+    assert followed_leader(_replica(StateRole.PRE_CANDIDATE, leader=NONE)) is None
+    assert followed_leader(_replica(StateRole.LEADER, leader=1)) is None
+
+
+def test_a_leader_skips_ticks_only_when_idle_and_followed_by_every_live_member() -> None:
+    everyone = _Liveness({2, 3}, set(), {(2, 3), (3, 3)})
+    caught_up = {1: 9, 2: 9, 3: 9}
+    assert may_skip_tick(_replica(StateRole.LEADER, leader=1, matches=caught_up), everyone)
+    refusals = {
+        "work queued": (_replica(StateRole.LEADER, leader=1, matches=caught_up, pending=True),
+                        everyone),
+        "an entry not committed": (
+            _replica(StateRole.LEADER, leader=1, committed=8, matches=caught_up), everyone),
+        "an entry not applied": (
+            _replica(StateRole.LEADER, leader=1, applied=8, matches=caught_up), everyone),
+        "a live follower behind": (
+            _replica(StateRole.LEADER, leader=1, matches={1: 9, 2: 9, 3: 7}), everyone),
+        "a live member not following (restarted)": (
+            _replica(StateRole.LEADER, leader=1, matches=caught_up),
+            _Liveness({2, 3}, set(), {(2, 3)})),
+        "no live quorum": (_replica(StateRole.LEADER, leader=1, matches=caught_up),
+                           _Liveness(set(), set(), set())),
+    }
+    for why, (replica, liveness) in refusals.items():
+        assert not may_skip_tick(replica, liveness), why
+    # A member that is not live (down) neither holds the leader awake nor counts for it.
+    assert may_skip_tick(_replica(StateRole.LEADER, leader=1, matches={1: 9, 2: 9, 3: 2}),
+                         _Liveness({2}, set(), {(2, 3)}))
+    # A follower skips ticks only while its leader's node beats naming the group.
+    follower = _replica(StateRole.FOLLOWER, leader=2)
+    assert may_skip_tick(follower, _Liveness({2}, {(2, 3)}, set()))
+    assert not may_skip_tick(follower, _Liveness({2}, {(2, 4)}, set()))
+    assert not may_skip_tick(follower, _Liveness({2}, set(), set()))
+    assert not may_skip_tick(_replica(StateRole.PRE_CANDIDATE, leader=NONE),
+                             _Liveness({2}, {(2, 3)}, set()))

@@ -20,10 +20,15 @@ from typing import Protocol
 
 from quorumlog.node.replication.codec import Beat, GroupMessage
 from quorumlog.node.replication.driver import GroupDriver
-from quorumlog.node.replication.quiescence import LIVE_TICKS, PeerBeats, may_skip_tick
+from quorumlog.node.replication.quiescence import (
+    LIVE_TICKS,
+    PeerBeats,
+    followed_leader,
+    may_skip_tick,
+)
 from quorumlog.node.replication.raft_node import RaftNode
 from quorumlog.raft import Message, StateRole
-from quorumlog.raft.types import NONE, NodeId
+from quorumlog.raft.types import NodeId
 
 log = logging.getLogger("quorumlog.node")
 
@@ -128,14 +133,15 @@ class GroupHost:
         """Per peer, the beat to send it: the groups this node leads that have the peer as a
         member (a replica removed from a group is not named to it, so it counts election
         time again and finds out it was removed instead of waiting for a leader that stopped
-        sending), and the groups in which this node follows the peer."""
+        sending), and the groups in which this node follows the peer with its whole log
+        committed (``quiescence.followed_leader``)."""
         by_peer: dict[NodeId, Beat] = {}
         for group, node in self.groups.items():
             if node.role == StateRole.LEADER:
                 for member in node.conf_state().all_ids():
                     by_peer.setdefault(member, ([], []))[0].append(group)
-            elif node.role == StateRole.FOLLOWER and node.leader_id != NONE:
-                by_peer.setdefault(node.leader_id, ([], []))[1].append(group)
+            elif (leader := followed_leader(node)) is not None:
+                by_peer.setdefault(leader, ([], []))[1].append(group)
         return by_peer
 
     async def _tick(self) -> None:

@@ -8,7 +8,9 @@ is not named, so it notices) and the groups in which it follows that peer (one s
 per peer pair for all groups). Then:
 - a leader whose group is idle (nothing queued or in flight, everything committed, applied
   and told to every follower, a live quorum, and every live member's log matching its own
-  and its beat saying it follows this leader) skips its ticks: it sends no heartbeats;
+  and its beat saying it follows this leader, which a follower says only once its whole log
+  is committed: a commit index lost on the way keeps the leader awake) skips its ticks: it
+  sends no heartbeats;
 - a follower (or learner) skips its ticks while its leader's node beats and names the
   group: its election timer stands still, as a heartbeat would have reset it.
 Any input (a proposal, a read, a message) makes the group work at once, and it ticks again
@@ -109,3 +111,14 @@ def may_skip_tick(node: RaftNode, liveness: Liveness) -> bool:
             # or it counted election time): heartbeats tell it.
             return False
     return True
+
+
+def followed_leader(node: RaftNode) -> NodeId | None:
+    """The leader ``node``'s beat says it follows in its group: the one it follows, once
+    its whole log is committed as far as it knows (so the leader's last commit reached it;
+    a lost heartbeat or append leaves it out, and its leader stays awake and tells it)."""
+    raft = node.raw.raft
+    if raft.role != StateRole.FOLLOWER or raft.leader_id in (NONE, node.id):
+        return None
+    log = raft.log
+    return raft.leader_id if log.committed == log.last_index() else None
