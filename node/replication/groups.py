@@ -63,8 +63,15 @@ class GroupHost:
         """Host ``node``'s group (started at once when the host runs)."""
         if node.group in self.groups:
             raise ValueError(f"group {node.group} is already hosted")
-        node.attach(self.driver.mark)
         self.groups[node.group] = node
+        if len(self.groups) == 1:
+            # Alone, a group runs its own loop (the host ticks it): the driver's extra steps
+            # cost a lone group ~0.05 ms of sequential append latency. With a second group
+            # every group moves to the driver.
+            node.own_ticker = False
+        else:
+            for hosted in self.groups.values():
+                hosted.hand_over(self.driver.mark)
         if self._started:
             self._start(node)
 

@@ -152,6 +152,8 @@ class RaftNode:
         self.group = group
         self.own_ticker = True
         self._host_wake: Callable[[RaftNode], None] | None = None
+        self._handoff: Callable[[RaftNode], None] | None = None  # see hand_over
+        self._loop_task: asyncio.Task[None] | None = None
         self.storage = storage
         self.state_machine = state_machine
         self._send = send
@@ -320,6 +322,19 @@ class RaftNode:
         self._host_wake = host_wake
         self.own_ticker = False
 
+    def hand_over(self, host_wake: Callable[[RaftNode], None]) -> None:
+        """Move this node from its own loop to a host's driver (the host now has more than
+        one group): a running loop ends after the Ready it is handling, and only then does
+        the driver take the node, so one task at a time owns the core."""
+        if self._host_wake is not None or self._stopping:
+            return
+        task = self._loop_task
+        if task is None or task.done():
+            self.attach(host_wake)  # not started yet: the driver drives it from the start
+            return
+        self._handoff = host_wake
+        self._wake.set()
+
     def _notify(self) -> None:
         if self._host_wake is not None:
             self._host_wake(self)
@@ -336,7 +351,8 @@ class RaftNode:
         self._failure = loop.create_future()
         if self._host_wake is not None:
             return  # the host drives this node
-        self._tasks = [loop.create_task(self._run(), name=f"raft-loop-g{self.group}")]
+        self._loop_task = loop.create_task(self._run(), name=f"raft-loop-g{self.group}")
+        self._tasks = [self._loop_task]
         if self.own_ticker:
             self._tasks.append(loop.create_task(self._ticker(), name="raft-ticker"))
         for task in self._tasks:
@@ -385,7 +401,7 @@ class RaftNode:
         self._notify()
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopping and self._handoff is None:
             await self._wake.wait()
             self._wake.clear()
             while True:
@@ -394,6 +410,10 @@ class RaftNode:
                     break
                 await self._handle_ready(self.raw.ready())
             self.after_pass()
+        if self._handoff is not None and not self._stopping:
+            self.attach(self._handoff)  # from now on the host's driver owns the core
+            self._handoff = None
+            self._notify()  # whatever arrived since this loop's last pass
 
     # -- what a host's driver calls (quorumlog.node.replication.driver) --------------------------
     @property
