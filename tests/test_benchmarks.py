@@ -54,8 +54,23 @@ def gone(pid: int) -> bool:
 
 
 def script(*args: str, timeout: float = SCRIPT_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    """Run a benchmark script; one that overruns ``timeout`` gets SIGTERM (it stops its
+    nodes), then its whole process group SIGKILL, and the test fails: a plain
+    ``subprocess.run`` timeout SIGKILLs the script alone and orphans its nodes."""
+    with subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                out, err = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                out, err = process.communicate()
+            raise AssertionError(
+                f"{' '.join(args)} overran {timeout:g} s; stderr:\n{err}") from None
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def side(rate: float, p50: float, p99: float, errors: dict[str, int] | None = None
@@ -107,6 +122,13 @@ def test_processes_are_all_stopped_when_the_run_fails(tmp_path: Path) -> None:
         raise RuntimeError("the benchmark broke")
     assert all(gone(pid) for pid in started)
     assert processes.running() == []
+
+
+def test_a_script_that_overruns_is_stopped_and_fails_the_test() -> None:
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="overran 1 s"):
+        script("timeit", "-n", "1", "-r", "1", "import time; time.sleep(60)", timeout=1)
+    assert time.monotonic() - started < 30  # stopped by SIGTERM, not waited out
 
 
 def test_a_child_ignoring_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
