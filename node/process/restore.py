@@ -44,12 +44,7 @@ def restore_data_dir(backup: Path, data_dir: Path, peers: dict[str, str]) -> Res
     if backup_bundle.format_version(backup) == backup_bundle.BUNDLE_VERSION:
         return _restore_bundle(backup, data_dir, peers)
     header, chunks = read_backup(backup)
-    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise RestoreError(f"--data-dir {data_dir} already holds data; restore into a new one")
-    if not data_dir.parent.is_dir():
-        raise RestoreError(f"--data-dir {data_dir}: {data_dir.parent} does not exist")
-    staging = data_dir.with_name(f".{data_dir.name}.restoring-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _staging(data_dir)
     try:
         voters = tuple(sorted(raft_id(name) for name in peers))
         with RocksStorage(staging / DB_DIR) as storage:
@@ -57,18 +52,25 @@ def restore_data_dir(backup: Path, data_dir: Path, peers: dict[str, str]) -> Res
             state_machine.import_state(chunks)
             state_machine.seed_members(records_from_peers(peers, voters))
             index = max(1, state_machine.applied_index())
-            batch = storage.batch()
-            batch.apply_snapshot(
-                Snapshot(SnapshotMetadata(index, 1, ConfState(voters)), b"")
-            )
-            batch.set_hard_state(HardState(term=1, vote=0, commit=index))
-            storage.write(batch, sync=True)
+            _found(storage, index, voters)
         if data_dir.exists():
             data_dir.rmdir()
         staging.rename(data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Restored(header, index, tuple(sorted(peers)))
+
+
+def _staging(data_dir: Path) -> Path:
+    """An empty staging directory beside ``data_dir`` (renamed into place at the end);
+    refuses a ``data_dir`` that holds data or whose parent does not exist."""
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise RestoreError(f"--data-dir {data_dir} already holds data; restore into a new one")
+    if not data_dir.parent.is_dir():
+        raise RestoreError(f"--data-dir {data_dir}: {data_dir.parent} does not exist")
+    staging = data_dir.with_name(f".{data_dir.name}.restoring-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
 
 
 def _found(storage: RocksStorage, index: int, voters: tuple[int, ...]) -> None:
@@ -86,12 +88,7 @@ def _restore_bundle(backup: Path, data_dir: Path, peers: dict[str, str]) -> Rest
     rule's rotation spread leaders), and the state of every shard this node is placed on,
     each founded at its own backup index."""
     bundle = backup_bundle.read_bundle(backup)
-    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise RestoreError(f"--data-dir {data_dir} already holds data; restore into a new one")
-    if not data_dir.parent.is_dir():
-        raise RestoreError(f"--data-dir {data_dir}: {data_dir.parent} does not exist")
-    staging = data_dir.with_name(f".{data_dir.name}.restoring-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _staging(data_dir)
     meta_header: BackupHeader | None = None
     try:
         voters = tuple(sorted(raft_id(name) for name in peers))
