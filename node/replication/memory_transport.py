@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 
 from quorumlog.node.replication.codec import (
@@ -138,7 +137,7 @@ class MemoryTransport:
         self.client_address = client_address
         self.peers = peers
         self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
-        self.beats = PeerBeats()  # what peers' beats said (quiescence)
+        self.beats = PeerBeats(self.last_heard)  # what peers' beats said (quiescence)
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
         self.export_state = export_state
@@ -191,8 +190,7 @@ class MemoryTransport:
                 info.name = name
 
     def heard_from(self, peer_id: NodeId, beat: Beat | None = None) -> None:
-        self.last_heard[peer_id] = time.monotonic()
-        self.beats.heard(peer_id, beat)
+        self.beats.heard(peer_id, beat)  # sets last_heard[peer_id]
 
     def beat(self, beats: dict[NodeId, Beat]) -> None:
         """A beat to every peer whose link is up (as ``PeerTransport.beat``)."""

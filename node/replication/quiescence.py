@@ -54,9 +54,13 @@ class Liveness(Protocol):
 class PeerBeats:
     """What peers' beats said (a transport records them; the host reads them)."""
 
-    def __init__(self, window_seconds: float = 0.25) -> None:
+    def __init__(
+        self, heard: dict[NodeId, float] | None = None, window_seconds: float = 0.25,
+    ) -> None:
+        """``heard``: peer -> ``time.monotonic()`` of its last batch (the transport's
+        ``last_heard``, shared, not copied)."""
         self.window_seconds = window_seconds
-        self._heard: dict[NodeId, float] = {}
+        self._heard: dict[NodeId, float] = {} if heard is None else heard
         self._beats: dict[NodeId, tuple[float, frozenset[int], frozenset[int]]] = {}
 
     def heard(self, peer: NodeId, beat: Beat | None) -> None:

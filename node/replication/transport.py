@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -170,7 +169,7 @@ class PeerTransport:
         self.routes = dict(routes or {})  # member name -> the address this node dials
         self.peer_address_of_self = peer_address
         self.last_heard: dict[NodeId, float] = {}  # peer -> time.monotonic() of its last batch
-        self.beats = PeerBeats()  # what peers' beats said (quiescence)
+        self.beats = PeerBeats(self.last_heard)  # what peers' beats said (quiescence)
         self.self_id = self_id
         self.cluster_id = cluster_id
         self.client_address = client_address
@@ -264,8 +263,7 @@ class PeerTransport:
 
     def heard_from(self, peer_id: NodeId, beat: Beat | None = None) -> None:
         """A batch from ``peer_id`` arrived (carrying ``beat``, if it beat)."""
-        self.last_heard[peer_id] = time.monotonic()
-        self.beats.heard(peer_id, beat)
+        self.beats.heard(peer_id, beat)  # sets last_heard[peer_id]
 
     def beat(self, beats: dict[NodeId, Beat]) -> None:
         """Queue every peer's beat (sent at once, with whatever else is queued)."""
