@@ -52,11 +52,16 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
             client.append("metrics-session", b"one")
             with pytest.raises(NotFound):
                 client.describe_session("no-such-session")
-        text = _metrics(metrics_addr)
+        # The server observes a call's latency when its handler has finished, which may be
+        # just after the client got the reply (an abort sends the status first): wait for it.
+        text = wait_until(
+            lambda: (body := _metrics(metrics_addr))
+            and 'code="NOT_FOUND",method="DescribeSession"' in body and body,
+            10, "the failed DescribeSession in the request metrics",
+        )
         # the SDK sends appends as AppendBatch requests on one AppendStream call; each
         # request the stream carries is timed like a unary call
         assert 'quorumlog_request_seconds_count{code="OK",method="AppendStream"}' in text, text
-        assert 'code="NOT_FOUND",method="DescribeSession"' in text, text
         with grpc.insecure_channel(node.client_addr) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", "quorumlog.v1.QuorumLog"):
