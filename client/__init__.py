@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from quorumlog.client.envelope import Envelope
     from quorumlog.client.errors import QuorumLogError
     from quorumlog.client.retry import RetryPolicy
     from quorumlog.client.sdk import (
@@ -32,6 +33,7 @@ _EXPORTS = {
     "Client": "quorumlog.client.sdk",
     "ClusterStatus": "quorumlog.client.sdk",
     "Consistency": "quorumlog.client.sdk",
+    "Envelope": "quorumlog.client.envelope",
     "NodeStatus": "quorumlog.client.sdk",
     "ReadResult": "quorumlog.client.sdk",
     "Record": "quorumlog.client.sdk",
@@ -48,6 +50,7 @@ __all__ = [
     "ClientSecurity",
     "ClusterStatus",
     "Consistency",
+    "Envelope",
     "NodeStatus",
     "QuorumLogError",
     "ReadResult",

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from quorumlog.client._grpc import NodeConnection
+from quorumlog.client.envelope import Envelope, envelope_of
 from quorumlog.client.leader import Router
 from quorumlog.client.shards import META
 from quorumlog.proto import consumer_pb2 as cpb
@@ -62,6 +63,8 @@ class ReceivedMessage:
     delivery_count: int  # 1 on the first delivery
     locked_until_ms: int  # leader time; 0 in receive-and-delete mode
     token: int  # the fencing token it was received under (0: no lease)
+    envelope: Envelope | None = None  # None: appended without one
+    append_time_ms: int = 0  # the leader's clock at the append
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class DeadLetter:
     delivery_count: int
     dead_lettered_ms: int
     data: bytes
+    envelope: Envelope | None = None  # the message's, None: appended without one
+    append_time_ms: int = 0  # the leader's clock at the original append
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +229,7 @@ class ConsumerOperations:
             session, group,
             [
                 ReceivedMessage(session, group, m.offset, m.data, m.delivery_count,
-                                m.locked_until_ms, r.token)
+                                m.locked_until_ms, r.token, envelope_of(m), m.append_time_ms)
                 for m in r.messages
             ],
             r.token, r.backlog,
@@ -389,7 +394,7 @@ class ConsumerOperations:
                      await self._call("ListDeadLetters", request, deadline, session=session))
             found.extend(
                 DeadLetter(d.sequence, d.offset, d.group, d.reason, d.delivery_count,
-                           d.dead_lettered_ms, d.data)
+                           d.dead_lettered_ms, d.data, envelope_of(d), d.append_time_ms)
                 for d in r.dead_letters
             )
             if not r.truncated or not r.dead_letters or (limit and len(found) >= limit):

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from quorumlog.client import errors
+from quorumlog.proto import envelope_pb2
 from quorumlog.proto import quorumlog_pb2 as pb
 
 
@@ -43,13 +44,19 @@ class AppendResult:
         return list(range(self.first_offset, self.first_offset + self.count))
 
 
-# send(session, messages, sequence, end) -> response, retrying internally until `end`.
-Send = Callable[[str, Sequence[bytes], int, float], Awaitable[pb.AppendResponse]]
+# send(session, messages, sequence, end, envelopes) -> response, retrying internally until
+# `end` (envelopes: None, or one per message).
+Send = Callable[
+    [str, Sequence[bytes], int, float, "list[envelope_pb2.Envelope] | None"],
+    Awaitable[pb.AppendResponse],
+]
+_NO_ENVELOPE = envelope_pb2.Envelope()
 
 
 @dataclass(slots=True)
 class _Pending:
     messages: Sequence[bytes]
+    envelopes: list[envelope_pb2.Envelope] | None  # None, or one per message
     size: int
     end: float
     enqueued: float
@@ -84,11 +91,17 @@ class SessionProducer:
         self._pending_bytes = 0
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, messages: Sequence[bytes], end: float) -> asyncio.Future[AppendResult]:
+    def submit(
+        self, messages: Sequence[bytes], end: float,
+        envelopes: list[envelope_pb2.Envelope] | None = None,
+    ) -> asyncio.Future[AppendResult]:
+        """``envelopes``: None, or one per message (an empty one for a message without)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         size = sum(len(message) for message in messages)
-        self._pending.append(_Pending(messages, size, end, loop.time(), future))
+        if envelopes is not None:
+            size += sum(envelope.ByteSize() for envelope in envelopes)
+        self._pending.append(_Pending(messages, envelopes, size, end, loop.time(), future))
         self._pending_messages += len(messages)
         self._pending_bytes += size
         if self._task is None or self._task.done():
@@ -142,6 +155,12 @@ class SessionProducer:
 
     async def _send_batch(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         messages = [message for item in batch for message in item.messages]
+        envelopes: list[envelope_pb2.Envelope] | None = None
+        if any(item.envelopes is not None for item in batch):
+            envelopes = [
+                envelope for item in batch
+                for envelope in (item.envelopes or [_NO_ENVELOPE] * len(item.messages))
+            ]
         end = min(item.end for item in batch)
         if end <= loop.time():
             self._fail(batch, errors.DeadlineExceeded("append: deadline passed while queued"))
@@ -150,7 +169,7 @@ class SessionProducer:
         self.next_sequence += len(messages)
         self.batches_sent += 1
         try:
-            response = await self._send(self.session, messages, sequence, end)
+            response = await self._send(self.session, messages, sequence, end, envelopes)
         except errors.QuorumLogError as error:
             self._fail(batch, error)
             return

@@ -45,12 +45,14 @@ from quorumlog.client._grpc import NodeConnection, StreamReader
 from quorumlog.client.acl import AclOperations, SyncAclOperations
 from quorumlog.client.admin import AddNodeResult, BackupResult, Operations
 from quorumlog.client.consumer import ConsumerOperations, SyncConsumerOperations
+from quorumlog.client.envelope import Envelope, envelope_of, envelopes_for
 from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
 from quorumlog.client.retry import RetryPolicy, is_retryable
 from quorumlog.client.shards import META
 from quorumlog.client.tls import ClientSecurity
+from quorumlog.proto import envelope_pb2
 from quorumlog.proto import quorumlog_pb2 as pb
 
 T = TypeVar("T")
@@ -66,6 +68,7 @@ __all__ = [
     "Client",
     "ClusterStatus",
     "Consistency",
+    "Envelope",
     "FollowerProgress",
     "Member",
     "NodeReport",
@@ -88,6 +91,12 @@ class Consistency(enum.IntEnum):
 class Record:
     offset: int
     data: bytes
+    envelope: Envelope | None = None  # None: appended without one
+    append_time_ms: int = 0  # the leader's clock at the append (0: stored before envelopes)
+
+    @classmethod
+    def from_pb(cls, record: pb.Record) -> Record:
+        return cls(record.offset, record.data, envelope_of(record), record.append_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,9 +378,13 @@ class AsyncClient:
         session: str,
         *messages: bytes | bytearray | memoryview | str,
         deadline: float | None = None,
+        envelope: Envelope | None = None,
+        envelopes: Sequence[Envelope | None] | None = None,
     ) -> AppendResult:
         """Append ``messages`` (bytes, or str as UTF-8) to ``session``, in order, atomically.
 
+        ``envelope`` gives every message the same envelope (a ``message_id`` then only fits
+        one message); ``envelopes`` one per message (None: that message has none).
         Concurrent calls for one session are coalesced into one request; each caller still
         gets its own contiguous offsets.
         """
@@ -379,12 +392,13 @@ class AsyncClient:
         if not messages:
             raise errors.InvalidArgument("append needs at least one message")
         payload = [_as_bytes(message) for message in messages]
+        wrapped = envelopes_for(len(payload), envelope, envelopes)
         end = self._end(deadline)
         producer = self._producers.get(session)
         if producer is None:
             producer = SessionProducer(session, self.producer_id, self._send_append, self._limits)
             self._producers[session] = producer
-        return await producer.submit(payload, end)
+        return await producer.submit(payload, end, wrapped)
 
     def sequence_of(self, session: str) -> int:
         """The sequence the next append batch of ``session`` will carry (0 if none yet)."""
@@ -392,11 +406,13 @@ class AsyncClient:
         return producer.next_sequence if producer else 0
 
     async def _send_append(
-        self, session: str, messages: Sequence[bytes], sequence: int, end: float
+        self, session: str, messages: Sequence[bytes], sequence: int, end: float,
+        envelopes: list[envelope_pb2.Envelope] | None = None,
     ) -> pb.AppendResponse:
         """One session batch; the outbox sends it with other sessions' in one AppendBatch."""
         request = pb.AppendRequest(
-            session=session, messages=messages, producer_id=self.producer_id, sequence=sequence
+            session=session, messages=messages, producer_id=self.producer_id, sequence=sequence,
+            envelopes=envelopes or (),
         )
         return await self._outbox.send(request, end)
 
@@ -442,7 +458,7 @@ class AsyncClient:
         )
         return ReadResult(
             session=response.session or session,
-            records=[Record(record.offset, record.data) for record in response.records],
+            records=[Record.from_pb(record) for record in response.records],
             next_offset=response.next_offset,
             first_offset=response.first_offset,
             end_offset=response.end_offset,
@@ -710,7 +726,7 @@ class Subscription:
         for record in response.records:
             if record.offset < self.next_offset:
                 continue  # already delivered before a reconnect
-            self._buffer.append(Record(record.offset, record.data))
+            self._buffer.append(Record.from_pb(record))
             self.next_offset = record.offset + 1
 
     async def _fill(self) -> None:
@@ -874,8 +890,12 @@ class Client:
         session: str,
         *messages: bytes | bytearray | memoryview | str,
         deadline: float | None = None,
+        envelope: Envelope | None = None,
+        envelopes: Sequence[Envelope | None] | None = None,
     ) -> AppendResult:
-        return self._run(self._async.append(session, *messages, deadline=deadline))
+        return self._run(self._async.append(
+            session, *messages, deadline=deadline, envelope=envelope, envelopes=envelopes
+        ))
 
     def read(
         self,

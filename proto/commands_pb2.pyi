@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AppendCommand(_message.Message):
-    __slots__ = ("session", "messages", "producer_id", "sequence", "principal")
+    __slots__ = ("session", "messages", "producer_id", "sequence", "principal", "envelopes")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     session: str
     messages: _containers.RepeatedScalarFieldContainer[bytes]
     producer_id: str
     sequence: int
     principal: str
-    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., principal: _Optional[str] = ...) -> None: ...
+    envelopes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., principal: _Optional[str] = ..., envelopes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class TrimCommand(_message.Message):
     __slots__ = ("session", "before_offset")

@@ -215,7 +215,7 @@ class SessionPolicy(_message.Message):
     def __init__(self, session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., closed: _Optional[bool] = ..., next_dead_letter: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_activity_ms: _Optional[int] = ...) -> None: ...
 
 class DeadLetterRecord(_message.Message):
-    __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data")
+    __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data", "envelope", "append_time_ms")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,8 @@ class DeadLetterRecord(_message.Message):
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_MS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     offset: int
     group: str
@@ -230,4 +232,6 @@ class DeadLetterRecord(_message.Message):
     delivery_count: int
     dead_lettered_ms: int
     data: bytes
-    def __init__(self, sequence: _Optional[int] = ..., offset: _Optional[int] = ..., group: _Optional[str] = ..., reason: _Optional[str] = ..., delivery_count: _Optional[int] = ..., dead_lettered_ms: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    envelope: bytes
+    append_time_ms: int
+    def __init__(self, sequence: _Optional[int] = ..., offset: _Optional[int] = ..., group: _Optional[str] = ..., reason: _Optional[str] = ..., delivery_count: _Optional[int] = ..., dead_lettered_ms: _Optional[int] = ..., data: _Optional[bytes] = ..., envelope: _Optional[bytes] = ..., append_time_ms: _Optional[int] = ...) -> None: ...

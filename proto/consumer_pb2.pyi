@@ -1,3 +1,4 @@
+from quorumlog.proto import envelope_pb2 as _envelope_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -72,16 +73,20 @@ class ReceiveRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., mode: _Optional[_Union[ReceiveMode, str]] = ..., lock_ms: _Optional[int] = ..., wait_ms: _Optional[int] = ..., redeliver_in_flight: _Optional[bool] = ...) -> None: ...
 
 class ReceivedMessage(_message.Message):
-    __slots__ = ("offset", "data", "delivery_count", "locked_until_ms")
+    __slots__ = ("offset", "data", "delivery_count", "locked_until_ms", "envelope", "append_time_ms")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     LOCKED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     data: bytes
     delivery_count: int
     locked_until_ms: int
-    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., delivery_count: _Optional[int] = ..., locked_until_ms: _Optional[int] = ...) -> None: ...
+    envelope: _envelope_pb2.Envelope
+    append_time_ms: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., delivery_count: _Optional[int] = ..., locked_until_ms: _Optional[int] = ..., envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., append_time_ms: _Optional[int] = ...) -> None: ...
 
 class ReceiveResponse(_message.Message):
     __slots__ = ("session", "group", "messages", "token", "commit_index", "backlog")
@@ -236,7 +241,7 @@ class SetStateRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., state: _Optional[_Union[StateWrite, _Mapping]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data")
+    __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data", "envelope", "append_time_ms")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +249,8 @@ class DeadLetter(_message.Message):
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_MS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     offset: int
     group: str
@@ -251,7 +258,9 @@ class DeadLetter(_message.Message):
     delivery_count: int
     dead_lettered_ms: int
     data: bytes
-    def __init__(self, sequence: _Optional[int] = ..., offset: _Optional[int] = ..., group: _Optional[str] = ..., reason: _Optional[str] = ..., delivery_count: _Optional[int] = ..., dead_lettered_ms: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    envelope: _envelope_pb2.Envelope
+    append_time_ms: int
+    def __init__(self, sequence: _Optional[int] = ..., offset: _Optional[int] = ..., group: _Optional[str] = ..., reason: _Optional[str] = ..., delivery_count: _Optional[int] = ..., dead_lettered_ms: _Optional[int] = ..., data: _Optional[bytes] = ..., envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., append_time_ms: _Optional[int] = ...) -> None: ...
 
 class ListDeadLettersRequest(_message.Message):
     __slots__ = ("session", "from_sequence", "limit")

@@ -22,65 +22,66 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from quorumlog.proto import envelope_pb2 as quorumlog_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquorumlog/v1/quorumlog.proto\x12\x0cquorumlog.v1\"Y\n\rAppendRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\"o\n\x0e\x41ppendResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"B\n\x12\x41ppendBatchRequest\x12,\n\x07\x61ppends\x18\x01 \x03(\x0b\x32\x1b.quorumlog.v1.AppendRequest\"\x93\x01\n\rAppendOutcome\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.quorumlog.v1.AppendResponse\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x13\n\x0bleader_addr\x18\x05 \x01(\t\x12\r\n\x05shard\x18\x06 \x01(\r\"D\n\x13\x41ppendBatchResponse\x12-\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1b.quorumlog.v1.AppendOutcome\"f\n\x13\x41ppendStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32 .quorumlog.v1.AppendBatchRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"\x9b\x01\n\x14\x41ppendStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32!.quorumlog.v1.AppendBatchResponse\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tleader_id\x18\x05 \x01(\t\x12\x13\n\x0bleader_addr\x18\x06 \x01(\t\"\x89\x01\n\x0bReadRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x11\n\tmax_count\x18\x03 \x01(\r\x12\x11\n\tmax_bytes\x18\x04 \x01(\x04\x12.\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\"&\n\x06Record\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x85\x01\n\x0cReadResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12%\n\x07records\x18\x02 \x03(\x0b\x32\x14.quorumlog.v1.Record\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x04 \x01(\x04\x12\x12\n\nend_offset\x18\x05 \x01(\x04\"K\n\x10SubscribeRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"\x93\x01\n\x0bSessionInfo\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x12\n\ncreated_ms\x18\x06 \x01(\x04\x12\x16\n\x0elast_append_ms\x18\x07 \x01(\x04\"\x97\x01\n\x13ListSessionsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x13\n\x0bstart_after\x18\x03 \x01(\t\x12.\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\x12\x12\n\x05shard\x18\x05 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_shard\"V\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.quorumlog.v1.SessionInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"Y\n\x16\x44\x65scribeSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\"<\n\x12TrimSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\">\n\x13TrimSessionResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x19.quorumlog.v1.SessionInfo\"\'\n\x14\x44\x65leteSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"\x16\n\x14\x43lusterStatusRequest\"b\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x14\n\x0cpeer_address\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0f\n\x07learner\x18\x05 \x01(\x08\"\x8d\x01\n\x10\x46ollowerProgress\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07learner\x18\x05 \x01(\x08\x12\x0b\n\x03lag\x18\x06 \x01(\x04\x12\x17\n\x0flast_contact_ms\x18\x07 \x01(\x03\"\xfc\x02\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0e\n\x06leader\x18\x05 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x12\n\nlast_index\x18\x08 \x01(\x04\x12\x0b\n\x03pid\x18\t \x01(\r\x12%\n\x07members\x18\n \x03(\x0b\x32\x14.quorumlog.v1.Member\x12\x13\n\x0b\x66irst_index\x18\x0b \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x0c \x01(\x04\x12\x31\n\tfollowers\x18\r \x03(\x0b\x32\x1e.quorumlog.v1.FollowerProgress\x12\x13\n\x0bshard_count\x18\x0e \x01(\r\x12)\n\x06shards\x18\x0f \x03(\x0b\x32\x19.quorumlog.v1.ShardStatus\x12\x10\n\x08host_tag\x18\x10 \x01(\t\"\x98\x02\n\x0bShardStatus\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05group\x18\x02 \x01(\r\x12\x10\n\x08replicas\x18\x03 \x03(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x0c\n\x04term\x18\x07 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x08 \x01(\x04\x12\x15\n\rapplied_index\x18\t \x01(\x04\x12\x12\n\nlast_index\x18\n \x01(\x04\x12\x0f\n\x07max_lag\x18\x0b \x01(\x04\x12\x10\n\x08sessions\x18\x0c \x01(\x04\x12\x31\n\tfollowers\x18\r \x03(\x0b\x32\x1e.quorumlog.v1.FollowerProgress*-\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x32\xb1\x06\n\tQuorumLog\x12\x43\n\x06\x41ppend\x12\x1b.quorumlog.v1.AppendRequest\x1a\x1c.quorumlog.v1.AppendResponse\x12=\n\x04Read\x12\x19.quorumlog.v1.ReadRequest\x1a\x1a.quorumlog.v1.ReadResponse\x12I\n\tSubscribe\x12\x1e.quorumlog.v1.SubscribeRequest\x1a\x1a.quorumlog.v1.ReadResponse0\x01\x12U\n\x0cListSessions\x12!.quorumlog.v1.ListSessionsRequest\x1a\".quorumlog.v1.ListSessionsResponse\x12R\n\x0f\x44\x65scribeSession\x12$.quorumlog.v1.DescribeSessionRequest\x1a\x19.quorumlog.v1.SessionInfo\x12R\n\x0bTrimSession\x12 .quorumlog.v1.TrimSessionRequest\x1a!.quorumlog.v1.TrimSessionResponse\x12X\n\rDeleteSession\x12\".quorumlog.v1.DeleteSessionRequest\x1a#.quorumlog.v1.DeleteSessionResponse\x12M\n\rClusterStatus\x12\".quorumlog.v1.ClusterStatusRequest\x1a\x18.quorumlog.v1.NodeStatus\x12R\n\x0b\x41ppendBatch\x12 .quorumlog.v1.AppendBatchRequest\x1a!.quorumlog.v1.AppendBatchResponse\x12Y\n\x0c\x41ppendStream\x12!.quorumlog.v1.AppendStreamRequest\x1a\".quorumlog.v1.AppendStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cquorumlog/v1/quorumlog.proto\x12\x0cquorumlog.v1\x1a\x1bquorumlog/v1/envelope.proto\"\x84\x01\n\rAppendRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12)\n\tenvelopes\x18\x05 \x03(\x0b\x32\x16.quorumlog.v1.Envelope\"o\n\x0e\x41ppendResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"B\n\x12\x41ppendBatchRequest\x12,\n\x07\x61ppends\x18\x01 \x03(\x0b\x32\x1b.quorumlog.v1.AppendRequest\"\x93\x01\n\rAppendOutcome\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.quorumlog.v1.AppendResponse\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x13\n\x0bleader_addr\x18\x05 \x01(\t\x12\r\n\x05shard\x18\x06 \x01(\r\"D\n\x13\x41ppendBatchResponse\x12-\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1b.quorumlog.v1.AppendOutcome\"f\n\x13\x41ppendStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32 .quorumlog.v1.AppendBatchRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"\x9b\x01\n\x14\x41ppendStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32!.quorumlog.v1.AppendBatchResponse\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tleader_id\x18\x05 \x01(\t\x12\x13\n\x0bleader_addr\x18\x06 \x01(\t\"\x89\x01\n\x0bReadRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x11\n\tmax_count\x18\x03 \x01(\r\x12\x11\n\tmax_bytes\x18\x04 \x01(\x04\x12.\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\"h\n\x06Record\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12(\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x16.quorumlog.v1.Envelope\x12\x16\n\x0e\x61ppend_time_ms\x18\x04 \x01(\x04\"\x85\x01\n\x0cReadResponse\x12\x0f\n\x07session\x18\x01 \x01(\t\x12%\n\x07records\x18\x02 \x03(\x0b\x32\x14.quorumlog.v1.Record\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\x14\n\x0c\x66irst_offset\x18\x04 \x01(\x04\x12\x12\n\nend_offset\x18\x05 \x01(\x04\"K\n\x10SubscribeRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"\x93\x01\n\x0bSessionInfo\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x12\n\ncreated_ms\x18\x06 \x01(\x04\x12\x16\n\x0elast_append_ms\x18\x07 \x01(\x04\"\x97\x01\n\x13ListSessionsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x13\n\x0bstart_after\x18\x03 \x01(\t\x12.\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\x12\x12\n\x05shard\x18\x05 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_shard\"V\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.quorumlog.v1.SessionInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"Y\n\x16\x44\x65scribeSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.quorumlog.v1.Consistency\"<\n\x12TrimSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\">\n\x13TrimSessionResponse\x12\'\n\x04info\x18\x01 \x01(\x0b\x32\x19.quorumlog.v1.SessionInfo\"\'\n\x14\x44\x65leteSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"\x16\n\x14\x43lusterStatusRequest\"b\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x14\n\x0cpeer_address\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0f\n\x07learner\x18\x05 \x01(\x08\"\x8d\x01\n\x10\x46ollowerProgress\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07learner\x18\x05 \x01(\x08\x12\x0b\n\x03lag\x18\x06 \x01(\x04\x12\x17\n\x0flast_contact_ms\x18\x07 \x01(\x03\"\xfc\x02\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0e\n\x06leader\x18\x05 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x12\n\nlast_index\x18\x08 \x01(\x04\x12\x0b\n\x03pid\x18\t \x01(\r\x12%\n\x07members\x18\n \x03(\x0b\x32\x14.quorumlog.v1.Member\x12\x13\n\x0b\x66irst_index\x18\x0b \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x0c \x01(\x04\x12\x31\n\tfollowers\x18\r \x03(\x0b\x32\x1e.quorumlog.v1.FollowerProgress\x12\x13\n\x0bshard_count\x18\x0e \x01(\r\x12)\n\x06shards\x18\x0f \x03(\x0b\x32\x19.quorumlog.v1.ShardStatus\x12\x10\n\x08host_tag\x18\x10 \x01(\t\"\x98\x02\n\x0bShardStatus\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05group\x18\x02 \x01(\r\x12\x10\n\x08replicas\x18\x03 \x03(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x0c\n\x04term\x18\x07 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x08 \x01(\x04\x12\x15\n\rapplied_index\x18\t \x01(\x04\x12\x12\n\nlast_index\x18\n \x01(\x04\x12\x0f\n\x07max_lag\x18\x0b \x01(\x04\x12\x10\n\x08sessions\x18\x0c \x01(\x04\x12\x31\n\tfollowers\x18\r \x03(\x0b\x32\x1e.quorumlog.v1.FollowerProgress*-\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x32\xb1\x06\n\tQuorumLog\x12\x43\n\x06\x41ppend\x12\x1b.quorumlog.v1.AppendRequest\x1a\x1c.quorumlog.v1.AppendResponse\x12=\n\x04Read\x12\x19.quorumlog.v1.ReadRequest\x1a\x1a.quorumlog.v1.ReadResponse\x12I\n\tSubscribe\x12\x1e.quorumlog.v1.SubscribeRequest\x1a\x1a.quorumlog.v1.ReadResponse0\x01\x12U\n\x0cListSessions\x12!.quorumlog.v1.ListSessionsRequest\x1a\".quorumlog.v1.ListSessionsResponse\x12R\n\x0f\x44\x65scribeSession\x12$.quorumlog.v1.DescribeSessionRequest\x1a\x19.quorumlog.v1.SessionInfo\x12R\n\x0bTrimSession\x12 .quorumlog.v1.TrimSessionRequest\x1a!.quorumlog.v1.TrimSessionResponse\x12X\n\rDeleteSession\x12\".quorumlog.v1.DeleteSessionRequest\x1a#.quorumlog.v1.DeleteSessionResponse\x12M\n\rClusterStatus\x12\".quorumlog.v1.ClusterStatusRequest\x1a\x18.quorumlog.v1.NodeStatus\x12R\n\x0b\x41ppendBatch\x12 .quorumlog.v1.AppendBatchRequest\x1a!.quorumlog.v1.AppendBatchResponse\x12Y\n\x0c\x41ppendStream\x12!.quorumlog.v1.AppendStreamRequest\x1a\".quorumlog.v1.AppendStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorumlog.proto.quorumlog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=2802
-  _globals['_CONSISTENCY']._serialized_end=2847
-  _globals['_APPENDREQUEST']._serialized_start=46
-  _globals['_APPENDREQUEST']._serialized_end=135
-  _globals['_APPENDRESPONSE']._serialized_start=137
-  _globals['_APPENDRESPONSE']._serialized_end=248
-  _globals['_APPENDBATCHREQUEST']._serialized_start=250
-  _globals['_APPENDBATCHREQUEST']._serialized_end=316
-  _globals['_APPENDOUTCOME']._serialized_start=319
-  _globals['_APPENDOUTCOME']._serialized_end=466
-  _globals['_APPENDBATCHRESPONSE']._serialized_start=468
-  _globals['_APPENDBATCHRESPONSE']._serialized_end=536
-  _globals['_APPENDSTREAMREQUEST']._serialized_start=538
-  _globals['_APPENDSTREAMREQUEST']._serialized_end=640
-  _globals['_APPENDSTREAMRESPONSE']._serialized_start=643
-  _globals['_APPENDSTREAMRESPONSE']._serialized_end=798
-  _globals['_READREQUEST']._serialized_start=801
-  _globals['_READREQUEST']._serialized_end=938
-  _globals['_RECORD']._serialized_start=940
-  _globals['_RECORD']._serialized_end=978
-  _globals['_READRESPONSE']._serialized_start=981
-  _globals['_READRESPONSE']._serialized_end=1114
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1116
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1191
-  _globals['_SESSIONINFO']._serialized_start=1194
-  _globals['_SESSIONINFO']._serialized_end=1341
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1344
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1495
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1497
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1583
-  _globals['_DESCRIBESESSIONREQUEST']._serialized_start=1585
-  _globals['_DESCRIBESESSIONREQUEST']._serialized_end=1674
-  _globals['_TRIMSESSIONREQUEST']._serialized_start=1676
-  _globals['_TRIMSESSIONREQUEST']._serialized_end=1736
-  _globals['_TRIMSESSIONRESPONSE']._serialized_start=1738
-  _globals['_TRIMSESSIONRESPONSE']._serialized_end=1800
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1802
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1841
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1843
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1866
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=1868
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=1890
-  _globals['_MEMBER']._serialized_start=1892
-  _globals['_MEMBER']._serialized_end=1990
-  _globals['_FOLLOWERPROGRESS']._serialized_start=1993
-  _globals['_FOLLOWERPROGRESS']._serialized_end=2134
-  _globals['_NODESTATUS']._serialized_start=2137
-  _globals['_NODESTATUS']._serialized_end=2517
-  _globals['_SHARDSTATUS']._serialized_start=2520
-  _globals['_SHARDSTATUS']._serialized_end=2800
-  _globals['_QUORUMLOG']._serialized_start=2850
-  _globals['_QUORUMLOG']._serialized_end=3667
+  _globals['_CONSISTENCY']._serialized_start=2941
+  _globals['_CONSISTENCY']._serialized_end=2986
+  _globals['_APPENDREQUEST']._serialized_start=76
+  _globals['_APPENDREQUEST']._serialized_end=208
+  _globals['_APPENDRESPONSE']._serialized_start=210
+  _globals['_APPENDRESPONSE']._serialized_end=321
+  _globals['_APPENDBATCHREQUEST']._serialized_start=323
+  _globals['_APPENDBATCHREQUEST']._serialized_end=389
+  _globals['_APPENDOUTCOME']._serialized_start=392
+  _globals['_APPENDOUTCOME']._serialized_end=539
+  _globals['_APPENDBATCHRESPONSE']._serialized_start=541
+  _globals['_APPENDBATCHRESPONSE']._serialized_end=609
+  _globals['_APPENDSTREAMREQUEST']._serialized_start=611
+  _globals['_APPENDSTREAMREQUEST']._serialized_end=713
+  _globals['_APPENDSTREAMRESPONSE']._serialized_start=716
+  _globals['_APPENDSTREAMRESPONSE']._serialized_end=871
+  _globals['_READREQUEST']._serialized_start=874
+  _globals['_READREQUEST']._serialized_end=1011
+  _globals['_RECORD']._serialized_start=1013
+  _globals['_RECORD']._serialized_end=1117
+  _globals['_READRESPONSE']._serialized_start=1120
+  _globals['_READRESPONSE']._serialized_end=1253
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1255
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1330
+  _globals['_SESSIONINFO']._serialized_start=1333
+  _globals['_SESSIONINFO']._serialized_end=1480
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1483
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1634
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1636
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1722
+  _globals['_DESCRIBESESSIONREQUEST']._serialized_start=1724
+  _globals['_DESCRIBESESSIONREQUEST']._serialized_end=1813
+  _globals['_TRIMSESSIONREQUEST']._serialized_start=1815
+  _globals['_TRIMSESSIONREQUEST']._serialized_end=1875
+  _globals['_TRIMSESSIONRESPONSE']._serialized_start=1877
+  _globals['_TRIMSESSIONRESPONSE']._serialized_end=1939
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1941
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1980
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1982
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2005
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=2007
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=2029
+  _globals['_MEMBER']._serialized_start=2031
+  _globals['_MEMBER']._serialized_end=2129
+  _globals['_FOLLOWERPROGRESS']._serialized_start=2132
+  _globals['_FOLLOWERPROGRESS']._serialized_end=2273
+  _globals['_NODESTATUS']._serialized_start=2276
+  _globals['_NODESTATUS']._serialized_end=2656
+  _globals['_SHARDSTATUS']._serialized_start=2659
+  _globals['_SHARDSTATUS']._serialized_end=2939
+  _globals['_QUORUMLOG']._serialized_start=2989
+  _globals['_QUORUMLOG']._serialized_end=3806
 # @@protoc_insertion_point(module_scope)

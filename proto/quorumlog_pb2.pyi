@@ -1,3 +1,4 @@
+from quorumlog.proto import envelope_pb2 as _envelope_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -15,16 +16,18 @@ LINEARIZABLE: Consistency
 FOLLOWER: Consistency
 
 class AppendRequest(_message.Message):
-    __slots__ = ("session", "messages", "producer_id", "sequence")
+    __slots__ = ("session", "messages", "producer_id", "sequence", "envelopes")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     session: str
     messages: _containers.RepeatedScalarFieldContainer[bytes]
     producer_id: str
     sequence: int
-    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    envelopes: _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]
+    def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
     __slots__ = ("session", "first_offset", "count", "commit_index", "duplicate")
@@ -109,12 +112,16 @@ class ReadRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., from_offset: _Optional[int] = ..., max_count: _Optional[int] = ..., max_bytes: _Optional[int] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("offset", "data")
+    __slots__ = ("offset", "data", "envelope", "append_time_ms")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     data: bytes
-    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    envelope: _envelope_pb2.Envelope
+    append_time_ms: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., append_time_ms: _Optional[int] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
     __slots__ = ("session", "records", "next_offset", "first_offset", "end_offset")

@@ -226,8 +226,8 @@ def test_built_wheel_runs_a_cluster_from_a_fresh_venv(tmp_path: Path) -> None:
             [quorumlog, "read", "packaged/1", "--json", "--cluster", addresses,
              "--deadline", str(CLI_TIMEOUT)], elsewhere, env,
         ))
-        assert page["messages"] == [
-            {"offset": 0, "data": "built"}, {"offset": 1, "data": "installed"},
+        assert [(m["offset"], m["data"]) for m in page["messages"]] == [
+            (0, "built"), (1, "installed")
         ]
 
         code, rest = up.stop(signal.SIGINT, timeout=60)  # Ctrl-C

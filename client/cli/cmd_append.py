@@ -1,8 +1,14 @@
-"""``quorumlog append SESSION MESSAGE... [--json]``: append messages, print their offsets.
+"""``quorumlog append SESSION MESSAGE... [--json] [envelope flags]``: append messages, print
+their offsets.
 
 Each MESSAGE is one message (its UTF-8 bytes; bytes that are not valid UTF-8 on the command
 line are kept as they were). Text output: one offset per line. JSON: ``{"offsets": [...]}``
 plus ``session`` and ``commit_index``. The append is idempotent across retries.
+
+Envelope (docs/envelope.md), given to every MESSAGE: ``--header KEY=VALUE`` (repeatable, a
+text header; order kept), ``--message-id ID`` (one MESSAGE only), ``--correlation-id ID``,
+``--reply-to SESSION``, ``--content-type TYPE``, ``--subject TEXT``. The server checks
+them: a bad one exits 2 with ``invalid argument: message N: ...`` and appends nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +18,40 @@ import os
 
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
+from quorumlog.client.envelope import Envelope
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", metavar="SESSION", nargs="?", help="session name")
     parser.add_argument("messages", metavar="MESSAGE", nargs="*", help="messages to append")
+    parser.add_argument("--header", dest="headers", metavar="KEY=VALUE", action="append",
+                        default=[], help="an application header (repeatable)")
+    parser.add_argument("--message-id", default="", metavar="ID",
+                        help="the message's id (duplicate detection; one MESSAGE only)")
+    parser.add_argument("--correlation-id", default="", metavar="ID")
+    parser.add_argument("--reply-to", default="", metavar="SESSION",
+                        help="the session replies should go to")
+    parser.add_argument("--content-type", default="", metavar="TYPE",
+                        help="a media type, e.g. application/json")
+    parser.add_argument("--subject", default="", metavar="TEXT")
     cli_common.add_common_arguments(parser)
+
+
+def envelope_of(args: argparse.Namespace, count: int) -> Envelope | None:
+    """The envelope the flags describe (None: no envelope flag was given)."""
+    headers: dict[str, str] = {}
+    for item in args.headers:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--header {item!r}: expected KEY=VALUE")
+        if key in headers:
+            raise CliError(f"--header {key!r} given twice")
+        headers[key] = value
+    if args.message_id and count > 1:
+        raise CliError(f"--message-id names one message, but {count} MESSAGEs were given")
+    envelope = Envelope(args.message_id, args.correlation_id, args.reply_to,
+                        args.content_type, args.subject, headers)
+    return None if envelope == Envelope() else envelope
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.messages:
         raise CliError("give at least one MESSAGE to append")
     messages = [os.fsencode(message) for message in args.messages]
+    envelope = envelope_of(args, len(messages))
     with cli_common.connect(args) as client:
-        result = client.append(session, *messages)
+        result = client.append(session, *messages, envelope=envelope)
     if args.json:
         cli_common.print_json(
             {"offsets": result.offsets, "session": session, "commit_index": result.commit_index}

@@ -103,7 +103,8 @@ def _print(args: argparse.Namespace, batch: Received, settled: str) -> None:
     if args.json:
         messages = []
         for message in batch.messages:
-            item = cli_common.record_json(Record(message.offset, message.data))
+            item = cli_common.record_json(Record(
+                message.offset, message.data, message.envelope, message.append_time_ms))
             item["delivery_count"] = message.delivery_count
             item["locked_until_ms"] = message.locked_until_ms
             messages.append(item)

@@ -57,7 +57,8 @@ def _list(args: argparse.Namespace, session: str) -> int:
     if args.json:
         items = []
         for letter in letters:
-            item = cli_common.record_json(Record(letter.offset, letter.data))
+            item = cli_common.record_json(Record(
+                letter.offset, letter.data, letter.envelope, letter.append_time_ms))
             item.update(sequence=letter.sequence, group=letter.group, reason=letter.reason,
                         delivery_count=letter.delivery_count,
                         dead_lettered_ms=letter.dead_lettered_ms)

@@ -24,6 +24,7 @@ from typing import Any
 
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
+from quorumlog.client.envelope import Envelope
 from quorumlog.client.sdk import Client, Record
 from quorumlog.client.tls import TLS_DIR_ENV, TOKEN_ENV, ClientSecurity, security_from
 
@@ -159,11 +160,34 @@ def text_of(data: bytes) -> str:
 
 
 def record_json(record: Record) -> dict[str, Any]:
+    """``{"offset", "data"}`` (``data_b64`` too when the payload is not UTF-8), plus
+    ``append_time_ms`` when known and ``envelope`` when the message has one."""
     item: dict[str, Any] = {"offset": record.offset, "data": text_of(record.data)}
     try:
         record.data.decode("utf-8")
     except UnicodeDecodeError:
         item["data_b64"] = base64.b64encode(record.data).decode("ascii")
+    if record.append_time_ms:
+        item["append_time_ms"] = record.append_time_ms
+    if record.envelope is not None:
+        item["envelope"] = envelope_json(record.envelope)
+    return item
+
+
+def envelope_json(envelope: Envelope) -> dict[str, Any]:
+    """The envelope's set properties; ``headers`` maps a key to its text, or to
+    ``{"b64": ...}`` for a binary value (in the order they were given)."""
+    item: dict[str, Any] = {
+        name: getattr(envelope, name)
+        for name in ("message_id", "correlation_id", "reply_to", "content_type", "subject")
+        if getattr(envelope, name)
+    }
+    if envelope.headers:
+        item["headers"] = {
+            key: value if isinstance(value, str)
+            else {"b64": base64.b64encode(value).decode("ascii")}
+            for key, value in envelope.headers.items()
+        }
     return item
 
 

@@ -28,6 +28,7 @@ from quorumlog.node.api.node_port import (
     NotLeaderError,
 )
 from quorumlog.node.common import limits
+from quorumlog.node.common.envelope import check_envelopes
 from quorumlog.node.common.limits import ErrorCode, InvalidInput
 from quorumlog.node.replication.applier import CommandError
 from quorumlog.node.state.state_machine import AppendResult
@@ -95,6 +96,9 @@ class Appender:
                 _, _, size = limits.check_append(
                     item.session, item.messages, item.producer_id, item.sequence, node_limits
                 )
+                envelopes = check_envelopes(
+                    item.envelopes, len(item.messages), size, node_limits
+                )
                 may_append(rules, principal, item.session)
             except InvalidInput as error:
                 outcomes.append(AppendRefused(error.code, error.message))
@@ -116,9 +120,10 @@ class Appender:
                         producer_id=item.producer_id,
                         principal=principal,
                         sequence=item.sequence,
+                        envelopes=envelopes,
                     )
                 ),
-                size,
+                size + sum(map(len, envelopes)),
             ))
         if unrouted and not parts and len({shard for _, shard, _ in unrouted}) == 1:
             raise unrouted[0][2]  # one shard, not here: the call fails as a whole, as before

@@ -33,6 +33,7 @@ from quorumlog.node.common import limits
 from quorumlog.node.common.limits import InvalidInput
 from quorumlog.node.state import consumer_records
 from quorumlog.node.state.consumer_records import ConsumerResult, Cursor
+from quorumlog.node.state.session_records import Record
 from quorumlog.node.state.state_machine import StateMachineError
 from quorumlog.proto import (
     commands_pb2,
@@ -243,7 +244,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         """Payloads of the delivered offsets from the applied state (read in runs). A message
         trimmed meanwhile is left out: it no longer exists."""
         messages = list(response.messages)
-        data: dict[int, bytes] = {}
+        data: dict[int, Record] = {}
         position = 0
         while position < len(messages):
             start = messages[position].offset
@@ -264,14 +265,18 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
                     break
                 if not page.records:
                     break
-                for record in page.records:
-                    data[record.offset] = record.data
+                for found in page.records:
+                    data[found.offset] = found
                 offset = page.next_offset
             position += run
         del response.messages[:]
         for message in messages:
-            if message.offset in data:
-                message.data = data[message.offset]
+            record = data.get(message.offset)
+            if record is not None:
+                message.data = record.data
+                message.append_time_ms = record.append_time_ms
+                if record.envelope:
+                    message.envelope.MergeFromString(record.envelope)
                 response.messages.append(message)
 
     async def Settle(  # noqa: N802 -- gRPC method name
@@ -411,17 +416,16 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         records, truncated = local.state_machine.consumers.dead_letters(
             request.session.encode("utf-8"), request.from_sequence, limit
         )
-        return consumer_pb2.ListDeadLettersResponse(
-            dead_letters=[
-                consumer_pb2.DeadLetter(
-                    sequence=r.sequence, offset=r.offset, group=r.group, reason=r.reason,
-                    delivery_count=r.delivery_count, dead_lettered_ms=r.dead_lettered_ms,
-                    data=r.data,
-                )
-                for r in records
-            ],
-            truncated=truncated,
-        )
+        response = consumer_pb2.ListDeadLettersResponse(truncated=truncated)
+        for r in records:
+            letter = response.dead_letters.add(
+                sequence=r.sequence, offset=r.offset, group=r.group, reason=r.reason,
+                delivery_count=r.delivery_count, dead_lettered_ms=r.dead_lettered_ms,
+                data=r.data, append_time_ms=r.append_time_ms,
+            )
+            if r.envelope:
+                letter.envelope.MergeFromString(r.envelope)
+        return response
 
     async def ResubmitDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ResubmitDeadLettersRequest, context: Context

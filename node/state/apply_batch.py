@@ -25,10 +25,17 @@ from quorumlog.node.state.errors import StateCorrupted
 from quorumlog.node.state.keys import APPLIED_KEY, SESSION_PREFIX, U64, successor
 from quorumlog.node.state.session_records import (
     SessionMeta,
+    StoredMessage,
+    cumulative_of,
+    decode_message,
     load_meta,
     message_key,
     message_prefix,
 )
+
+#: One append of an apply call: (first offset, cumulative payload bytes before it, payloads,
+#: envelopes (empty, or one per payload), the append's leader time).
+Appended = tuple[int, int, list[bytes], list[bytes], int]
 
 # Session metadata of recently applied sessions kept between apply calls (values as written;
 # cleared whole when full, so memory stays bounded whatever the number of sessions).
@@ -68,7 +75,9 @@ class ApplyBatch:
         self.deleted: set[bytes] = set()  # sessions deleted in this call (producer keys gone)
         # Appends of this call per session, for a trim inside the same call:
         # (first offset, cumulative bytes before it, payloads).
-        self.appended: dict[bytes, list[tuple[int, int, list[bytes]]]] = {}
+        # session -> [(first offset, cumulative bytes before it, payloads, envelopes (empty
+        # or one per payload), the append's leader time)] of the appends of this call
+        self.appended: dict[bytes, list[Appended]] = {}
         self.bindings: dict[bytes, bytes] = {}  # producer -> principal bound in this call
 
     def meta(self, session: bytes) -> SessionMeta | None:
@@ -123,22 +132,26 @@ class ApplyBatch:
                 yield name
             previous = name
 
-    def payload(self, session: bytes, offset: int) -> bytes | None:
-        for first, _, payloads in self.appended.get(session, ()):
+    def message(self, session: bytes, offset: int) -> StoredMessage | None:
+        """The message at ``offset`` as of this point of the call (None: not there)."""
+        for first, cumulative, payloads, envelopes, time_ms in self.appended.get(session, ()):
             if first <= offset < first + len(payloads):
-                return payloads[offset - first]
+                at = offset - first
+                return StoredMessage(
+                    cumulative + sum(map(len, payloads[:at])), time_ms,
+                    envelopes[at] if envelopes else b"", payloads[at],
+                )
         value: bytes | None = self.db.get(message_key(session, offset))
-        return None if value is None else value[8:]
+        return None if value is None else decode_message(session, offset, value)
 
     def cumulative_before(self, session: bytes, offset: int) -> int:
-        for first, cumulative, payloads in self.appended.get(session, ()):
+        for first, cumulative, payloads, _, _ in self.appended.get(session, ()):
             if first <= offset < first + len(payloads):
                 return cumulative + sum(map(len, payloads[: offset - first]))
         value = self.db.get(message_key(session, offset))
-        if value is None or len(value) < 8:
+        if value is None:
             raise StateCorrupted(f"session {session!r}: message {offset} missing")
-        cumulative_bytes: int = U64.unpack_from(value)[0]
-        return cumulative_bytes
+        return cumulative_of(session, offset, value)
 
     # -- producer rings -----------------------------------------------------------------------
     def ring(self, session: bytes, producer: bytes) -> bytes | None:

@@ -30,6 +30,7 @@ from quorumlog.node.state.consumer_records import (
     scan,
 )
 from quorumlog.node.state.keys import U16, U64, sid, successor
+from quorumlog.node.state.session_records import StoredMessage
 from quorumlog.proto import consumer_commands_pb2
 
 V = TypeVar("V")
@@ -46,7 +47,7 @@ class SessionView(Protocol):
 
     def cumulative_before(self, session: bytes, offset: int) -> int: ...
 
-    def payload(self, session: bytes, offset: int) -> bytes | None: ...
+    def message(self, session: bytes, offset: int) -> StoredMessage | None: ...
 
     def total_bytes(self, session: bytes) -> int: ...
 
@@ -61,7 +62,8 @@ class SessionOps(Protocol):
 
     # ``batch`` is the caller's own apply batch (a SessionView), passed back unchanged.
     def append_messages(
-        self, batch: Any, session: str, messages: list[bytes], now: int, principal: str
+        self, batch: Any, session: str, messages: list[bytes], now: int, principal: str,
+        *, envelopes: list[bytes] | None = None,
     ) -> tuple[int, int]: ...
 
     def trim_before(self, batch: Any, session: str, before: int) -> None: ...

@@ -55,8 +55,12 @@ def dead_letter(
         reason=reason,
         delivery_count=item[1],
         dead_lettered_ms=now,
-        data=batch.payload(session, item[0]) or b"",
     )
+    stored = batch.message(session, item[0])
+    if stored is not None:
+        record.data = stored.payload
+        record.envelope = stored.envelope
+        record.append_time_ms = stored.append_time_ms
     layer.put(DEAD_PREFIX + sid(session) + U64.pack(sequence), record)
 
 
@@ -90,23 +94,24 @@ def resubmit(
             )
         if (
             len(records) >= limits.max_messages_per_append
-            or total + len(record.data) > limits.max_append_bytes
+            or total + len(record.data) + len(record.envelope) > limits.max_append_bytes
         ):
             if command.sequences:
                 raise InvalidInput(
                     ErrorCode.RESOURCE_EXHAUSTED, "dead letters too large for one append"
                 )
             break
-        total += len(record.data)
+        total += len(record.data) + len(record.envelope)
         records.append(record)
     policy = policy_of(layer, session)
     if policy is not None and policy.closed:
         raise refuse(f"session {command.session!r} is closed")
     response = consumer_pb2.ResubmitDeadLettersResponse()
     if records:
+        envelopes = [record.envelope for record in records]
         first, count = ops.append_messages(
             batch, command.session, [record.data for record in records], now,
-            command.principal,
+            command.principal, envelopes=envelopes if any(envelopes) else [],
         )
         response.offsets.extend(range(first, first + count))
         for record in records:

@@ -16,8 +16,13 @@ key                            value
                                appended, created_ms, last_append_ms. Unprefixed names so a
                                listing by prefix is one ordered range scan.
 ``s/<sid><offset >Q>``         one message: ``>Q`` cumulative payload bytes of the session's
-                               messages before this one, then the payload. The cumulative
-                               count makes a trim's new byte total one point read.
+                               messages before this one, with two flag bits on top; when
+                               ``TIMED`` (bit 63, every message since envelopes) ``>Q`` the
+                               leader's time of the append follows; when ``ENVELOPED`` (bit
+                               62) then ``>I`` length and a serialized ``quorumlog.v1.Envelope``;
+                               then the payload. A value without flags (stored before
+                               envelopes) is the count and the payload. The cumulative count
+                               makes a trim's new byte total one point read.
 =============================  ================================================================
 
 Count of a session = next - first; retained bytes = the two cumulative totals' difference.
@@ -87,6 +92,16 @@ class DeleteResult:
 class Record(NamedTuple):
     offset: int
     data: bytes
+    append_time_ms: int = 0  # 0: stored before append times were kept
+    envelope: bytes = b""  # a serialized quorumlog.v1.Envelope; empty: none
+
+    def to_proto(self) -> quorumlog_pb2.Record:
+        record = quorumlog_pb2.Record(
+            offset=self.offset, data=self.data, append_time_ms=self.append_time_ms
+        )
+        if self.envelope:
+            record.envelope.MergeFromString(self.envelope)
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +115,7 @@ class ReadResult:
     def to_proto(self) -> quorumlog_pb2.ReadResponse:
         return quorumlog_pb2.ReadResponse(
             session=self.session,
-            records=[quorumlog_pb2.Record(offset=o, data=d) for o, d in self.records],
+            records=[record.to_proto() for record in self.records],
             next_offset=self.next_offset,
             first_offset=self.first_offset,
             end_offset=self.end_offset,
@@ -119,6 +134,55 @@ def message_prefix(session: bytes) -> bytes:
 
 def message_key(session: bytes, offset: int) -> bytes:
     return MESSAGE_PREFIX + sid(session) + U64.pack(offset)
+
+
+#: Flag bits on top of a message value's cumulative count (see the key table above).
+TIMED = 1 << 63
+ENVELOPED = 1 << 62
+_COUNT_MASK = ENVELOPED - 1
+_U32 = struct.Struct(">I")
+
+
+class StoredMessage(NamedTuple):
+    """A decoded ``s/`` value."""
+
+    cumulative: int  # payload bytes of the session's messages before this one
+    append_time_ms: int  # 0 when stored before append times were kept
+    envelope: bytes  # serialized quorumlog.v1.Envelope, empty when none
+    payload: bytes
+
+
+def encode_message(cumulative: int, time_bytes: bytes, envelope: bytes, payload: bytes) -> bytes:
+    """An ``s/`` value (``time_bytes``: the append time, ``U64``-packed once per append)."""
+    if envelope:
+        return (U64.pack(cumulative | TIMED | ENVELOPED) + time_bytes
+                + _U32.pack(len(envelope)) + envelope + payload)
+    return U64.pack(cumulative | TIMED) + time_bytes + payload
+
+
+def decode_message(session: bytes, offset: int, value: bytes) -> StoredMessage:
+    if len(value) < 8:
+        raise StateCorrupted(f"session {session!r}: message {offset} of {len(value)} bytes")
+    head: int = U64.unpack_from(value)[0]
+    if not head & TIMED:
+        return StoredMessage(head, 0, b"", value[8:])
+    if len(value) < 16:
+        raise StateCorrupted(f"session {session!r}: message {offset} of {len(value)} bytes")
+    time_ms: int = U64.unpack_from(value, 8)[0]
+    if not head & ENVELOPED:
+        return StoredMessage(head & _COUNT_MASK, time_ms, b"", value[16:])
+    length: int = _U32.unpack_from(value, 16)[0] if len(value) >= 20 else -1
+    if length < 0 or 20 + length > len(value):
+        raise StateCorrupted(f"session {session!r}: message {offset} has a torn envelope")
+    return StoredMessage(head & _COUNT_MASK, time_ms, value[20 : 20 + length],
+                         value[20 + length :])
+
+
+def cumulative_of(session: bytes, offset: int, value: bytes) -> int:
+    """The cumulative payload count of an ``s/`` value (its flags masked off)."""
+    if len(value) < 8:
+        raise StateCorrupted(f"session {session!r}: message {offset} of {len(value)} bytes")
+    return int(U64.unpack_from(value)[0]) & _COUNT_MASK
 
 
 def session_key(session: bytes) -> bytes:

@@ -22,6 +22,7 @@ from typing import NoReturn
 
 import rocksdict
 
+from quorumlog.node.common.envelope import check_stored_envelopes
 from quorumlog.node.common.limits import (
     ErrorCode,
     InvalidInput,
@@ -39,6 +40,7 @@ from quorumlog.node.state.dedup import check_sequence, producer_key, push_ring
 from quorumlog.node.state.errors import OffsetTrimmed, SessionNotFound, StateCorrupted
 from quorumlog.node.state.keys import SESSION_PREFIX, U64, successor
 from quorumlog.node.state.session_records import (
+    TIMED,
     AppendResult,
     DeleteResult,
     ReadResult,
@@ -47,6 +49,8 @@ from quorumlog.node.state.session_records import (
     SessionMeta,
     SessionPage,
     TrimResult,
+    decode_message,
+    encode_message,
     load_meta,
     message_key,
     message_prefix,
@@ -71,11 +75,14 @@ class SessionLog:
     ) -> AppendResult | CommandError:
         session = command.session
         messages = list(command.messages)
+        envelopes = list(command.envelopes)
         sequence = command.sequence
         try:
             session_bytes, producer_bytes, total = check_append(
                 session, messages, command.producer_id, sequence, self.limits
             )
+            if envelopes:
+                check_stored_envelopes(envelopes, len(messages), total, self.limits)
         except InvalidInput as invalid:
             return CommandError(invalid.code, invalid.message)
         refusal = self._authorize_append(batch, session, producer_bytes, command.principal)
@@ -104,11 +111,21 @@ class SessionLog:
         pack = U64.pack
         prefix = message_prefix(session_bytes)
         offset = first
-        for message in messages:
-            put(prefix + pack(offset), pack(cumulative) + message)
-            offset += 1
-            cumulative += len(message)
-        batch.appended.setdefault(session_bytes, []).append((first, meta.end_bytes, messages))
+        time_bytes = pack(now)  # the entry's leader time: every replica stores the same
+        if envelopes:
+            for message, envelope in zip(messages, envelopes, strict=True):
+                value = encode_message(cumulative, time_bytes, envelope, message)
+                put(prefix + pack(offset), value)
+                offset += 1
+                cumulative += len(message)
+        else:
+            for message in messages:
+                put(prefix + pack(offset), pack(cumulative | TIMED) + time_bytes + message)
+                offset += 1
+                cumulative += len(message)
+        batch.appended.setdefault(session_bytes, []).append(
+            (first, meta.end_bytes, messages, envelopes, now)
+        )
         meta.next = offset
         meta.end_bytes += total
         meta.last_append_ms = max(meta.last_append_ms, now)
@@ -182,12 +199,13 @@ class SessionLog:
 
     # -- session writes the consumer modules ask for (their ``SessionOps``) ----------------
     def append_messages(
-        self, batch: ApplyBatch, session: str, messages: list[bytes], now: int, principal: str
+        self, batch: ApplyBatch, session: str, messages: list[bytes], now: int, principal: str,
+        *, envelopes: list[bytes] | None = None,
     ) -> tuple[int, int]:
-        """Append inside this apply call as ``principal``; (first offset, count) or
-        ``InvalidInput``."""
+        """Append inside this apply call as ``principal`` (``envelopes``: empty, or one
+        serialized envelope per message); (first offset, count) or ``InvalidInput``."""
         command = commands_pb2.AppendCommand(
-            session=session, messages=messages, principal=principal
+            session=session, messages=messages, principal=principal, envelopes=envelopes or []
         )
         result = self.append(batch, command, now)
         if isinstance(result, CommandError):
@@ -236,12 +254,12 @@ class SessionLog:
             key: bytes = iterator.key()
             if len(key) != key_length or U64.unpack_from(key, len(prefix))[0] != offset:
                 break  # trimmed or deleted under us (a concurrent apply): answered below
-            value: bytes = iterator.value()
-            size = len(value) - 8
+            stored = decode_message(session_bytes, offset, iterator.value())
+            size = len(stored.payload) + len(stored.envelope)
             if records and total + size > max_bytes:
                 break
             total += size
-            records.append(Record(offset, value[8:]))
+            records.append(Record(offset, stored.payload, stored.append_time_ms, stored.envelope))
             offset += 1
             iterator.next()
         else:

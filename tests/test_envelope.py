@@ -1,0 +1,263 @@
+"""Message envelopes (issue 20, part 1): the leader's checks with their precise errors, the
+stored value format (old values still read), and every path end to end on an in-process
+cluster: append (one envelope, one per message, coalesced with plain appends), Read,
+Subscribe, Receive, dead letters and their resubmit, and the CLI's flags and JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from inprocess_cluster import InProcessCluster, inprocess_cluster
+
+from quorumlog.client import errors
+from quorumlog.client.envelope import Envelope, envelopes_for
+from quorumlog.client.sdk import Client
+from quorumlog.node.common.envelope import (
+    MAX_HEADER_VALUE_BYTES,
+    MAX_HEADERS,
+    check_envelope,
+    check_envelopes,
+    check_stored_envelopes,
+)
+from quorumlog.node.common.limits import ErrorCode, InvalidInput, Limits
+from quorumlog.node.state.errors import StateCorrupted
+from quorumlog.node.state.keys import U64
+from quorumlog.node.state.session_records import (
+    TIMED,
+    cumulative_of,
+    decode_message,
+    encode_message,
+)
+from quorumlog.proto import envelope_pb2
+
+DEADLINE = 30.0
+
+
+# -- the leader's checks ---------------------------------------------------------------------
+def _refused(envelope: envelope_pb2.Envelope) -> InvalidInput:
+    with pytest.raises(InvalidInput) as raised:
+        check_envelope(envelope, 3)
+    assert raised.value.code == ErrorCode.INVALID_ARGUMENT
+    return raised.value
+
+
+def test_each_bad_envelope_field_gets_a_precise_message() -> None:
+    pb = envelope_pb2
+    assert _refused(pb.Envelope(content_type="json")).message == (
+        "message 3: content_type 'json' is not a media type (type/subtype[; name=value]...)")
+    assert "message 3: content_type" in _refused(
+        pb.Envelope(content_type="text/plain; charset")).message
+    assert _refused(pb.Envelope(message_id="x" * 257)).message == (
+        "message 3: message_id is 257 bytes of UTF-8; the limit is 256")
+    assert _refused(pb.Envelope(correlation_id="a\nb")).message == (
+        "message 3: correlation_id contains control character U+000A at position 1")
+    assert _refused(pb.Envelope(reply_to="bad\x00")).message.startswith("message 3: reply_to:")
+    too_many = pb.Envelope(headers=[pb.Header(key=f"k{i}", text="v")
+                                    for i in range(MAX_HEADERS + 1)])
+    assert _refused(too_many).message == (
+        f"message 3 has {MAX_HEADERS + 1} headers; the limit is {MAX_HEADERS}")
+    twice = pb.Envelope(headers=[pb.Header(key="k", text="1"), pb.Header(key="k", text="2")])
+    assert _refused(twice).message == "message 3: header 'k' appears twice"
+    assert _refused(pb.Envelope(headers=[pb.Header(key="k")])).message == (
+        "message 3: header 'k' has no value (text or binary)")
+    assert _refused(pb.Envelope(headers=[pb.Header(key="", text="v")])).message == (
+        "message 3: header key is empty")
+    big = pb.Envelope(headers=[pb.Header(key="k", binary=b"x" * (MAX_HEADER_VALUE_BYTES + 1))])
+    assert _refused(big).message == (
+        f"message 3: header 'k' is {MAX_HEADER_VALUE_BYTES + 1} bytes; the limit is "
+        f"{MAX_HEADER_VALUE_BYTES}")
+
+
+def test_good_envelopes_are_stored_as_given_and_empty_ones_store_nothing() -> None:
+    pb = envelope_pb2
+    envelope = pb.Envelope(
+        message_id="m-1", content_type='text/plain; charset="utf-8"', reply_to="replies",
+        headers=[pb.Header(key="z", text=""), pb.Header(key="a", binary=b"\x00\xff")],
+    )
+    stored = check_envelope(envelope, 0)
+    assert pb.Envelope.FromString(stored) == envelope
+    assert [h.key for h in pb.Envelope.FromString(stored).headers] == ["z", "a"]  # order kept
+    assert check_envelope(pb.Envelope(), 0) == b""
+    assert check_envelopes([pb.Envelope(), pb.Envelope()], 2, 10) == []  # none at all
+    assert check_envelopes([], 2, 10) == []
+    with pytest.raises(InvalidInput, match="append carries 1 envelopes for 2 messages"):
+        check_envelopes([envelope], 2, 10)
+    # payloads and envelopes together stay within the append limit
+    with pytest.raises(InvalidInput) as raised:
+        check_stored_envelopes([stored], 1, 100, Limits(max_append_bytes=100))
+    assert raised.value.code == ErrorCode.RESOURCE_EXHAUSTED
+
+
+def test_the_sdk_refuses_an_ambiguous_envelope_before_sending() -> None:
+    with pytest.raises(errors.InvalidArgument, match="one message_id for 2 messages"):
+        envelopes_for(2, Envelope(message_id="x"), None)
+    with pytest.raises(errors.InvalidArgument, match="not both"):
+        envelopes_for(1, Envelope(), [None])
+    with pytest.raises(errors.InvalidArgument, match="1 envelopes for 2 messages"):
+        envelopes_for(2, None, [Envelope()])
+    assert envelopes_for(2, None, [None, None]) is None
+    with pytest.raises(errors.InvalidArgument, match="header 'n': a value is str"):
+        Envelope(headers={"n": 1}).to_pb()  # type: ignore[dict-item]
+
+
+# -- the stored value ------------------------------------------------------------------------
+def test_message_values_old_timed_and_enveloped_decode() -> None:
+    old = U64.pack(42) + b"payload"  # a value stored before envelopes
+    assert decode_message(b"s", 0, old) == (42, 0, b"", b"payload")
+    assert cumulative_of(b"s", 0, old) == 42
+    timed = encode_message(42, U64.pack(1_700), b"", b"payload")
+    assert U64.unpack_from(timed)[0] == 42 | TIMED
+    assert decode_message(b"s", 0, timed) == (42, 1_700, b"", b"payload")
+    enveloped = encode_message(42, U64.pack(1_700), b"ENV", b"payload")
+    assert decode_message(b"s", 0, enveloped) == (42, 1_700, b"ENV", b"payload")
+    assert cumulative_of(b"s", 0, enveloped) == 42
+    with pytest.raises(StateCorrupted, match="torn envelope"):
+        decode_message(b"s", 0, enveloped[:22])
+    with pytest.raises(StateCorrupted):
+        decode_message(b"s", 0, b"abc")
+
+
+# -- end to end ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessCluster]:
+    with inprocess_cluster(tmp_path_factory.mktemp("envelope")) as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster: InProcessCluster) -> Iterator[Client]:
+    with Client(cluster.addresses, deadline=DEADLINE, seed=3) as created:
+        yield created
+
+
+ORDER = Envelope(
+    message_id="order-7", correlation_id="req-1", reply_to="replies", subject="created",
+    content_type="application/json", headers={"tenant": "acme", "raw": b"\x00\x01\xfe"},
+)
+
+
+def test_envelopes_come_back_byte_for_byte_on_read_and_subscribe(client: Client) -> None:
+    client.append("env-read", b"plain")
+    client.append("env-read", b'{"id": 7}', envelope=ORDER)
+    client.append("env-read", b"a", b"b", envelopes=[Envelope(subject="first"), None])
+    records = client.read("env-read").records
+    assert [r.data for r in records] == [b"plain", b'{"id": 7}', b"a", b"b"]
+    assert [r.envelope for r in records] == [None, ORDER, Envelope(subject="first"), None]
+    assert records[1].envelope is not None
+    assert list(records[1].envelope.headers) == ["tenant", "raw"]  # order kept
+    # the leader stamped one time per append; every message has one
+    assert all(r.append_time_ms > 1_600_000_000_000 for r in records)
+    assert records[2].append_time_ms == records[3].append_time_ms
+    with client.subscribe("env-read") as subscription:
+        streamed = [next(subscription) for _ in range(4)]
+    assert streamed == records
+
+
+def test_bad_envelopes_are_refused_precisely_and_append_nothing(client: Client) -> None:
+    client.append("env-bad", b"keep")
+    with pytest.raises(errors.InvalidArgument, match="content_type 'nope' is not a media type"):
+        client.append("env-bad", b"x", envelope=Envelope(content_type="nope"))
+    with pytest.raises(errors.InvalidArgument, match="message 1: header key is empty"):
+        client.append("env-bad", b"x", b"y", envelopes=[None, Envelope(headers={"": "v"})])
+    assert [r.data for r in client.read("env-bad").records] == [b"keep"]
+
+
+def test_concurrent_plain_and_enveloped_appends_keep_each_envelope(client: Client) -> None:
+    results: dict[int, int] = {}
+
+    def one(i: int) -> None:
+        envelope = Envelope(message_id=f"m{i}") if i % 2 else None
+        results[i] = client.append("env-mixed", f"p{i}", envelope=envelope).first_offset
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_offset = {r.offset: r for r in client.read("env-mixed").records}
+    for i, offset in results.items():
+        record = by_offset[offset]
+        assert record.data == f"p{i}".encode()
+        assert record.envelope == (Envelope(message_id=f"m{i}") if i % 2 else None)
+
+
+def test_receive_and_dead_letters_carry_the_envelope_through_resubmit(client: Client) -> None:
+    client.append("env-dlq", b"poison", envelope=ORDER)
+    client.append("env-dlq", b"fine")
+    client.consumer.create_group("env-g", lock_ms=60_000, max_deliveries=5)
+    batch = client.consumer.receive("env-dlq", "env-g", max_messages=2)
+    assert [m.envelope for m in batch.messages] == [ORDER, None]
+    assert all(m.append_time_ms > 0 for m in batch.messages)
+    client.consumer.dead_letter(batch.messages[:1], "cannot parse")
+    client.consumer.complete(batch.messages[1:])
+    (letter,) = client.consumer.dead_letters("env-dlq")
+    assert (letter.data, letter.envelope, letter.reason) == (b"poison", ORDER, "cannot parse")
+    assert letter.append_time_ms == batch.messages[0].append_time_ms
+    offsets, _ = client.consumer.resubmit("env-dlq", [letter.sequence])
+    (again,) = client.read("env-dlq", offsets[0]).records
+    assert (again.data, again.envelope) == (b"poison", ORDER)
+    assert again.append_time_ms >= letter.append_time_ms
+
+
+def _cli(cluster: InProcessCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quorumlog.client.cli", *args, "--cluster",
+         ",".join(cluster.addresses)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_cli_append_flags_and_read_json_show_the_envelope(cluster: InProcessCluster) -> None:
+    done = _cli(cluster, "append", "env-cli", '{"a": 1}', "--header", "tenant=acme",
+                "--header", "trace=x=y", "--message-id", "cli-1", "--correlation-id", "c-9",
+                "--reply-to", "back", "--content-type", "application/json",
+                "--subject", "hello")
+    assert done.returncode == 0, done.stderr
+    _cli(cluster, "append", "env-cli", "plain")
+    done = _cli(cluster, "read", "env-cli", "--json")
+    assert done.returncode == 0, done.stderr
+    first, second = json.loads(done.stdout)["messages"]
+    assert first["envelope"] == {
+        "message_id": "cli-1", "correlation_id": "c-9", "reply_to": "back",
+        "content_type": "application/json", "subject": "hello",
+        "headers": {"tenant": "acme", "trace": "x=y"},
+    }
+    assert first["append_time_ms"] > 0 and "envelope" not in second
+    bad = _cli(cluster, "append", "env-cli", "x", "--header", "novalue")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2, "quorumlog append: --header 'novalue': expected KEY=VALUE")
+    bad = _cli(cluster, "append", "env-cli", "x", "--content-type", "json")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2, "quorumlog append: invalid argument: message 0: content_type 'json' is not a media "
+        "type (type/subtype[; name=value]...)")
+    bad = _cli(cluster, "append", "env-cli", "x", "y", "--message-id", "one")
+    assert bad.returncode == 2 and "--message-id names one message" in bad.stderr
+    done = _cli(cluster, "read", "env-cli", "--json")
+    assert len(json.loads(done.stdout)["messages"]) == 2  # the refused appends added nothing
+
+
+def test_an_old_data_value_reads_without_time_or_envelope(tmp_path: Path) -> None:
+    from quorumlog.node.state.session_records import message_key
+    from quorumlog.node.state.state_machine import SessionStateMachine
+    from quorumlog.node.storage.raft_store import RocksStorage
+    from quorumlog.proto import commands_pb2
+    from quorumlog.raft.types import Entry
+
+    storage = RocksStorage(tmp_path / "db")
+    try:
+        machine = SessionStateMachine(storage, Limits())
+        batch = commands_pb2.CommandBatch(leader_time_ms=5, commands=[commands_pb2.Command(
+            append=commands_pb2.AppendCommand(session="s", messages=[b"new"]))])
+        machine.apply([Entry(1, 1, batch.SerializeToString())])
+        # rewrite it as the previous version stored it: cumulative count, payload
+        storage.db[message_key(b"s", 0)] = U64.pack(0) + b"old"
+        (record,) = machine.read("s", 0).records
+        assert (record.data, record.append_time_ms, record.envelope) == (b"old", 0, b"")
+    finally:
+        storage.close()
