@@ -413,12 +413,15 @@ class ConsumerOperations:
 
     async def configure_session(
         self, session: str, *, session_ttl_ms: int = 0, message_ttl_ms: int = 0,
-        retention_ms: int = 0, retention_bytes: int = 0, deadline: float | None = None,
+        retention_ms: int = 0, retention_bytes: int = 0, duplicate_window_ms: int = 0,
+        deadline: float | None = None,
     ) -> None:
-        """Set the session's TTLs and retention (0: none); replaces earlier settings."""
+        """Set the session's TTLs and retention (0: none) and its message_id duplicate
+        window (0: the default, 10 minutes); replaces earlier settings."""
         request = cpb.ConfigureSessionRequest(
             session=session, session_ttl_ms=session_ttl_ms, message_ttl_ms=message_ttl_ms,
             retention_ms=retention_ms, retention_bytes=retention_bytes,
+            duplicate_window_ms=duplicate_window_ms,
         )
         await self._call("ConfigureSession", request, deadline, session=session)
 

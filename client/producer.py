@@ -36,11 +36,19 @@ class AppendResult:
     first_offset: int
     count: int
     commit_index: int
-    #: True when the server had already written these messages (a retry of an earlier try)
+    #: True when the server had already written these messages (a retry of an earlier try,
+    #: or every message's ``message_id`` was a duplicate)
     duplicate: bool = False
+    #: Set when some message was a duplicate by ``message_id`` (docs/envelope.md): the offset
+    #: of every message of the call (a duplicate's is the original's), and the positions in
+    #: the call of those duplicates.
+    message_offsets: tuple[int, ...] = ()
+    duplicates: tuple[int, ...] = ()
 
     @property
     def offsets(self) -> list[int]:
+        if self.message_offsets:
+            return list(self.message_offsets)
         return list(range(self.first_offset, self.first_offset + self.count))
 
 
@@ -173,6 +181,9 @@ class SessionProducer:
         except errors.QuorumLogError as error:
             self._fail(batch, error)
             return
+        if response.offsets:
+            self._answer_by_offsets(batch, response)
+            return
         if response.count != len(messages):
             self._fail(
                 batch,
@@ -191,6 +202,33 @@ class SessionProducer:
                 duplicate=response.duplicate,
             )
             position += len(item.messages)
+            if not item.future.done():
+                item.future.set_result(result)
+
+    def _answer_by_offsets(self, batch: list[_Pending], response: pb.AppendResponse) -> None:
+        """Some message was a duplicate by ``message_id``: each caller gets its messages'
+        offsets from the response's per-message list."""
+        total = sum(len(item.messages) for item in batch)
+        if len(response.offsets) != total:
+            self._fail(batch, errors.Internal(
+                f"append: server answered {len(response.offsets)} offsets for {total} messages"
+            ))
+            return
+        duplicate_positions = set(response.duplicate_positions)
+        position = 0
+        for item in batch:
+            count = len(item.messages)
+            offsets = tuple(response.offsets[position : position + count])
+            duplicates = tuple(
+                i for i in range(count) if position + i in duplicate_positions
+            )
+            result = AppendResult(
+                session=self.session, first_offset=offsets[0], count=count,
+                commit_index=response.commit_index,
+                duplicate=response.duplicate or len(duplicates) == count,
+                message_offsets=offsets, duplicates=duplicates,
+            )
+            position += count
             if not item.future.done():
                 item.future.set_result(result)
 

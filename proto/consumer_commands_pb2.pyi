@@ -133,18 +133,20 @@ class ResubmitCommand(_message.Message):
     def __init__(self, session: _Optional[str] = ..., sequences: _Optional[_Iterable[int]] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class ConfigureSessionCommand(_message.Message):
-    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes")
+    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     session: str
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
     retention_bytes: int
-    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ...) -> None: ...
+    duplicate_window_ms: int
+    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
 
 class CloseSessionCommand(_message.Message):
     __slots__ = ("session",)
@@ -195,7 +197,7 @@ class GroupRecord(_message.Message):
     def __init__(self, group: _Optional[str] = ..., lock_ms: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., created_ms: _Optional[int] = ...) -> None: ...
 
 class SessionPolicy(_message.Message):
-    __slots__ = ("session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "closed", "next_dead_letter", "dead_letters", "last_activity_ms")
+    __slots__ = ("session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "closed", "next_dead_letter", "dead_letters", "last_activity_ms", "duplicate_window_ms")
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +206,7 @@ class SessionPolicy(_message.Message):
     NEXT_DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
     LAST_ACTIVITY_MS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
@@ -212,7 +215,8 @@ class SessionPolicy(_message.Message):
     next_dead_letter: int
     dead_letters: int
     last_activity_ms: int
-    def __init__(self, session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., closed: _Optional[bool] = ..., next_dead_letter: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_activity_ms: _Optional[int] = ...) -> None: ...
+    duplicate_window_ms: int
+    def __init__(self, session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., closed: _Optional[bool] = ..., next_dead_letter: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_activity_ms: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
 
 class DeadLetterRecord(_message.Message):
     __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data", "envelope", "append_time_ms")

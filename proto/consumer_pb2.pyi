@@ -297,18 +297,20 @@ class ResubmitDeadLettersResponse(_message.Message):
     def __init__(self, offsets: _Optional[_Iterable[int]] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class ConfigureSessionRequest(_message.Message):
-    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes")
+    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     session: str
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
     retention_bytes: int
-    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ...) -> None: ...
+    duplicate_window_ms: int
+    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
 
 class ConfigureSessionResponse(_message.Message):
     __slots__ = ()

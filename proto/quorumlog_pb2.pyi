@@ -30,18 +30,22 @@ class AppendRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., producer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., envelopes: _Optional[_Iterable[_Union[_envelope_pb2.Envelope, _Mapping]]] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
-    __slots__ = ("session", "first_offset", "count", "commit_index", "duplicate")
+    __slots__ = ("session", "first_offset", "count", "commit_index", "duplicate", "offsets", "duplicate_positions")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     FIRST_OFFSET_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     session: str
     first_offset: int
     count: int
     commit_index: int
     duplicate: bool
-    def __init__(self, session: _Optional[str] = ..., first_offset: _Optional[int] = ..., count: _Optional[int] = ..., commit_index: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    duplicate_positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., first_offset: _Optional[int] = ..., count: _Optional[int] = ..., commit_index: _Optional[int] = ..., duplicate: _Optional[bool] = ..., offsets: _Optional[_Iterable[int]] = ..., duplicate_positions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AppendBatchRequest(_message.Message):
     __slots__ = ("appends",)

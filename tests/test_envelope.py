@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,6 +136,15 @@ def client(cluster: InProcessCluster) -> Iterator[Client]:
         yield created
 
 
+def at_once(call: Callable[[int], None], count: int) -> None:
+    """``call(0) .. call(count - 1)`` on threads of their own, started together."""
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 ORDER = Envelope(
     message_id="order-7", correlation_id="req-1", reply_to="replies", subject="created",
     content_type="application/json", headers={"tenant": "acme", "raw": b"\x00\x01\xfe"},
@@ -175,11 +184,7 @@ def test_concurrent_plain_and_enveloped_appends_keep_each_envelope(client: Clien
         envelope = Envelope(message_id=f"m{i}") if i % 2 else None
         results[i] = client.append("env-mixed", f"p{i}", envelope=envelope).first_offset
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(one, 16)
     by_offset = {r.offset: r for r in client.read("env-mixed").records}
     for i, offset in results.items():
         record = by_offset[offset]
@@ -261,3 +266,46 @@ def test_an_old_data_value_reads_without_time_or_envelope(tmp_path: Path) -> Non
         assert (record.data, record.append_time_ms, record.envelope) == (b"old", 0, b"")
     finally:
         storage.close()
+
+
+def test_message_id_duplicates_are_acknowledged_with_the_original_offset(
+    client: Client,
+) -> None:
+    first = client.append("env-dedup", b"one", envelope=Envelope(message_id="m1"))
+    assert (first.offsets, first.duplicate) == ([0], False)
+    again = client.append("env-dedup", b"one again", envelope=Envelope(message_id="m1"))
+    assert (again.offsets, again.duplicate, again.duplicates) == ([0], True, (0,))
+    mixed = client.append("env-dedup", b"two", b"one", b"plain", envelopes=[
+        Envelope(message_id="m2"), Envelope(message_id="m1"), None])
+    assert (mixed.offsets, mixed.duplicate, mixed.duplicates) == ([1, 0, 2], False, (1,))
+    assert [r.data for r in client.read("env-dedup").records] == [b"one", b"two", b"plain"]
+    # concurrent callers coalesced into one request each get their own answer
+    answers: dict[int, list[int]] = {}
+
+    def one(i: int) -> None:
+        envelope = Envelope(message_id="m2" if i % 2 else f"new-{i}")
+        answers[i] = client.append("env-dedup", f"c{i}", envelope=envelope).offsets
+
+    at_once(one, 8)
+    assert all(answers[i] == [1] for i in range(1, 8, 2))
+    records = {r.offset: r for r in client.read("env-dedup").records}
+    for i in range(0, 8, 2):
+        (offset,) = answers[i]
+        assert records[offset].envelope == Envelope(message_id=f"new-{i}")
+    assert len(records) == 3 + 4
+    with pytest.raises(errors.InvalidArgument, match=r"duplicate window of .* over the limit"):
+        client.consumer.configure_session("env-dedup", duplicate_window_ms=8 * 24 * 3600 * 1000)
+    client.consumer.configure_session("env-dedup", duplicate_window_ms=1)
+    # a 1 ms window has passed by the next append: m1 is a new message
+    assert client.append("env-dedup", b"late", envelope=Envelope(message_id="m1")).offsets == [7]
+
+
+def test_cli_append_of_a_known_message_id_prints_the_original_offset(
+    cluster: InProcessCluster,
+) -> None:
+    done = _cli(cluster, "append", "env-cli-dup", "x", "--message-id", "same", "--json")
+    assert json.loads(done.stdout)["offsets"] == [0]
+    done = _cli(cluster, "append", "env-cli-dup", "y", "--message-id", "same", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["offsets"], answer["duplicates"]) == ([0], [0])

@@ -3,7 +3,9 @@ their offsets.
 
 Each MESSAGE is one message (its UTF-8 bytes; bytes that are not valid UTF-8 on the command
 line are kept as they were). Text output: one offset per line. JSON: ``{"offsets": [...]}``
-plus ``session`` and ``commit_index``. The append is idempotent across retries.
+plus ``session`` and ``commit_index``, and ``duplicates`` (positions of the MESSAGEs whose
+``--message-id`` the session already held: their offset is the original's) when there are
+any. The append is idempotent across retries.
 
 Envelope (docs/envelope.md), given to every MESSAGE: ``--header KEY=VALUE`` (repeatable, a
 text header; order kept), ``--message-id ID`` (one MESSAGE only), ``--correlation-id ID``,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
@@ -63,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
     with cli_common.connect(args) as client:
         result = client.append(session, *messages, envelope=envelope)
     if args.json:
-        cli_common.print_json(
-            {"offsets": result.offsets, "session": session, "commit_index": result.commit_index}
-        )
+        answer: dict[str, Any] = {
+            "offsets": result.offsets, "session": session, "commit_index": result.commit_index
+        }
+        if result.duplicates:
+            answer["duplicates"] = list(result.duplicates)
+        cli_common.print_json(answer)
     else:
         for offset in result.offsets:
             cli_common.print_line(str(offset))

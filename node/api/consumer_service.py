@@ -448,6 +448,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             session=request.session, session_ttl_ms=request.session_ttl_ms,
             message_ttl_ms=request.message_ttl_ms, retention_ms=request.retention_ms,
             retention_bytes=request.retention_bytes,
+            duplicate_window_ms=request.duplicate_window_ms,
         ))
         local = await self._route(context, request.session)
         return (await self._propose(

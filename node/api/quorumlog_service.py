@@ -30,6 +30,7 @@ from quorumlog.node.common.config import NodeConfig
 from quorumlog.node.common.limits import InvalidInput
 from quorumlog.node.replication.transport import PeerInfo
 from quorumlog.node.state.state_machine import (
+    AppendResult,
     SessionInfo,
     StateMachineError,
 )
@@ -55,17 +56,23 @@ def _batch_answer(
                 answer.leader_addr = outcome.leader.client_address
             answers.append(answer)
             continue
-        index, result = outcome
-        answers.append(quorumlog_pb2.AppendOutcome(
-            result=quorumlog_pb2.AppendResponse(
-                session=item.session,
-                first_offset=result.first_offset,
-                count=result.count,
-                commit_index=index,
-                duplicate=result.duplicate,
-            )
-        ))
+        answers.append(quorumlog_pb2.AppendOutcome(result=_append_response(item.session, *outcome)))
     return quorumlog_pb2.AppendBatchResponse(outcomes=answers)
+
+
+def _append_response(
+    session: str, index: int, result: AppendResult
+) -> quorumlog_pb2.AppendResponse:
+    """The answer to one applied append (``index``: the entry that carried it)."""
+    return quorumlog_pb2.AppendResponse(
+        session=session,
+        first_offset=result.first_offset,
+        count=result.count,
+        commit_index=index,
+        duplicate=result.duplicate,
+        offsets=result.offsets or (),
+        duplicate_positions=result.duplicate_positions or (),
+    )
 
 
 def _followers(views: Sequence[FollowerView]) -> list[quorumlog_pb2.FollowerProgress]:
@@ -164,14 +171,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             await rpc.abort_node_error(context, error)
         if isinstance(outcome, AppendRefused):
             await rpc.abort_invalid(context, outcome)
-        index, result = outcome
-        return quorumlog_pb2.AppendResponse(
-            session=request.session,
-            first_offset=result.first_offset,
-            count=result.count,
-            commit_index=index,
-            duplicate=result.duplicate,
-        )
+        return _append_response(request.session, *outcome)
 
     async def AppendBatch(  # noqa: N802 -- gRPC method name
         self, request: quorumlog_pb2.AppendBatchRequest, context: Context

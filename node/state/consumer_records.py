@@ -30,13 +30,17 @@ key                             value
 ``C/x/<sid>``                   session state: ``>Q`` version, then the opaque blob
 ``C/t/<sid><time >Q><offset>``  time index: the leader time of an append and its first
                                 offset, kept only for sessions with an age policy
+``C/i/<sid><message id>``       ``>QQ`` the offset a ``message_id`` was written at and the
+                                leader time it was recorded (duplicate detection)
+``C/j/<sid><time >Q><id>``      the same ids ordered by that time, to prune expired ones
 ==============================  ==============================================================
 
 Who writes what while applying (modules of ``quorumlog.node.state``): ``consumer_overlay``
 ``C/clock``; ``consumer_groups`` ``C/g/`` and a cursor's deliveries (next offset, unsettled
 messages); ``leases`` ``C/r/`` and a cursor's lease (token, expiry, owner); ``session_state``
 ``C/x/``; ``dead_letters`` ``C/d/`` and the dead-letter counters of ``C/m/``;
-``session_policies`` the rest of ``C/m/``, ``C/t/``, ``C/policies`` and ``C/sweep``. A
+``session_policies`` the rest of ``C/m/``, ``C/t/``, ``C/policies`` and ``C/sweep``;
+``message_ids`` ``C/i/`` and ``C/j/``. A
 session's delete removes its keys under every per-session sub-prefix (``SESSION_SUBPREFIXES``).
 """
 
@@ -63,8 +67,13 @@ POLICY_PREFIX = CONSUMER_PREFIX + b"m/"
 DEAD_PREFIX = CONSUMER_PREFIX + b"d/"
 STATE_PREFIX = CONSUMER_PREFIX + b"x/"
 TIME_PREFIX = CONSUMER_PREFIX + b"t/"
+ID_PREFIX = CONSUMER_PREFIX + b"i/"
+ID_TIME_PREFIX = CONSUMER_PREFIX + b"j/"
 # The per-session sub-prefixes: deleted with the session.
-SESSION_SUBPREFIXES = (CURSOR_PREFIX, POLICY_PREFIX, DEAD_PREFIX, STATE_PREFIX, TIME_PREFIX)
+SESSION_SUBPREFIXES = (
+    CURSOR_PREFIX, POLICY_PREFIX, DEAD_PREFIX, STATE_PREFIX, TIME_PREFIX, ID_PREFIX,
+    ID_TIME_PREFIX,
+)
 
 # Part of the replicated contract (apply-time checks): every node must agree.
 MAX_GROUP_BYTES = 128

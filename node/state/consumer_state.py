@@ -24,6 +24,7 @@ from quorumlog.node.state import (
     consumer_groups,
     dead_letters,
     leases,
+    message_ids,
     session_policies,
     session_state,
 )
@@ -65,6 +66,36 @@ class ConsumerState:
         if not self._hint.maybe:
             return  # no session has a policy record: nothing to check
         session_policies.before_append(overlay(batch, self._db, self._hint), session, first, now)
+
+    def judge_ids(
+        self, batch: SessionView, session: bytes, ids: list[str], *, first: int, now: int,
+        prune: bool,
+    ) -> tuple[list[int], list[int]]:
+        """An append's ``message_id``s (``quorumlog.node.state.message_ids``): the offset of
+        each message and the positions of the duplicates (``first``: where its first new
+        message goes). ``prune``: remove expired ids of the session first."""
+        layer = overlay(batch, self._db, self._hint)
+        clock = layer.now(now)
+        policy = session_policies.policy_of(layer, session) if self._hint.maybe else None
+        window = message_ids.window_of(policy)
+        if prune:
+            message_ids.prune(layer, session, clock, window)
+        return message_ids.judge(layer, session, ids, first=first, now=clock, window=window)
+
+    def prune_ids(self, batch: SessionView, session: bytes, now: int) -> None:
+        """Remove ids of ``session`` expired by the leader time ``now`` (an append without
+        ids, the first of its session in a new second)."""
+        layer = overlay(batch, self._db, self._hint)
+        policy = session_policies.policy_of(layer, session) if self._hint.maybe else None
+        message_ids.prune(layer, session, now, message_ids.window_of(policy))
+
+    def record_ids(
+        self, batch: SessionView, session: bytes, ids: list[str],
+        judged: tuple[list[int], list[int]], now: int,
+    ) -> None:
+        """Remember the ids of the messages an append wrote (``judged``: ``judge_ids``')."""
+        layer = overlay(batch, self._db, self._hint)
+        message_ids.record(layer, session, ids, judged, layer.now(now))
 
     def on_delete(self, batch: SessionView, session: bytes) -> None:
         """The session is being deleted: remove every consumer key of it."""

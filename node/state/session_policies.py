@@ -99,6 +99,7 @@ def configure(
         ("session TTL", command.session_ttl_ms),
         ("message TTL", command.message_ttl_ms),
         ("retention", command.retention_ms),
+        ("duplicate window", command.duplicate_window_ms),
     ):
         check_duration(what, value)
     policy = policy_of(layer, session) or consumer_commands_pb2.SessionPolicy()
@@ -107,6 +108,7 @@ def configure(
     policy.message_ttl_ms = command.message_ttl_ms
     policy.retention_ms = command.retention_ms
     policy.retention_bytes = command.retention_bytes
+    policy.duplicate_window_ms = command.duplicate_window_ms
     after = policy_has_sweep(policy)
     if before != after:
         _count_policies(layer, 1 if after else -1)

@@ -75,6 +75,10 @@ class AppendResult:
     first_offset: int
     count: int
     duplicate: bool
+    # Set when some message was a duplicate by message_id (quorumlog.node.state.message_ids):
+    # the offset of every message of the append, and the positions of the duplicates.
+    offsets: list[int] | None = None
+    duplicate_positions: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from quorumlog.node.state.consumer_state import ConsumerState
 from quorumlog.node.state.dedup import check_sequence, producer_key, push_ring
 from quorumlog.node.state.errors import OffsetTrimmed, SessionNotFound, StateCorrupted
 from quorumlog.node.state.keys import SESSION_PREFIX, U64, successor
+from quorumlog.node.state.message_ids import PRUNE_EVERY_MS, message_ids
 from quorumlog.node.state.session_records import (
     TIMED,
     AppendResult,
@@ -71,8 +72,11 @@ class SessionLog:
 
     # -- applying ------------------------------------------------------------------------
     def append(
-        self, batch: ApplyBatch, command: commands_pb2.AppendCommand, now: int
+        self, batch: ApplyBatch, command: commands_pb2.AppendCommand, now: int,
+        *, judge_ids: bool = True,
     ) -> AppendResult | CommandError:
+        """Apply one append. ``judge_ids`` False (a dead letter resubmitted): a remembered
+        ``message_id`` is written again, and remembered at its new offset."""
         session = command.session
         messages = list(command.messages)
         envelopes = list(command.envelopes)
@@ -88,13 +92,24 @@ class SessionLog:
         refusal = self._authorize_append(batch, session, producer_bytes, command.principal)
         if refusal is not None:
             return refusal
-        count = len(messages)
+        count = len(messages)  # the producer sequences this append takes
+        ids = message_ids(envelopes) if envelopes else None
+        if ids is not None and not any(ids):
+            ids = None
         ring: bytes | None = None
         if producer_bytes:
             ring = batch.ring(session_bytes, producer_bytes)
             if ring:
                 verdict = check_sequence(session, command.producer_id, ring, sequence, count)
                 if verdict is not None:
+                    if ids is not None and isinstance(verdict, AppendResult) and verdict.count:
+                        # A retry of an append with message ids: answer as the first try did.
+                        offsets, duplicates = self.consumers.judge_ids(
+                            batch, session_bytes, ids, first=verdict.first_offset, now=now,
+                            prune=False,
+                        )
+                        verdict.count = count - len(duplicates)
+                        verdict.offsets, verdict.duplicate_positions = offsets, duplicates
                     return verdict
         meta = batch.meta(session_bytes)
         if meta is not None:
@@ -102,15 +117,63 @@ class SessionLog:
                 self.consumers.on_append(batch, session_bytes, meta.next, now)
             except InvalidInput as refused:  # a closed session
                 return CommandError(refused.code, refused.message)
+        judged: tuple[list[int], list[int]] | None = None
+        prune = meta is not None and (
+            now // PRUNE_EVERY_MS != meta.last_append_ms // PRUNE_EVERY_MS
+        )
+        if ids is None and prune:
+            self.consumers.prune_ids(batch, session_bytes, now)
+        elif ids is not None and not judge_ids:
+            first_new = 0 if meta is None else meta.next
+            judged = (list(range(first_new, first_new + count)), [])
+        elif ids is not None:
+            judged = self.consumers.judge_ids(
+                batch, session_bytes, ids, first=0 if meta is None else meta.next, now=now,
+                prune=prune,
+            )
+            if judged[1]:  # leave the duplicates out
+                skip = set(judged[1])
+                messages = [m for i, m in enumerate(messages) if i not in skip]
+                envelopes = [e for i, e in enumerate(envelopes) if i not in skip]
+                total = sum(map(len, messages))
         if meta is None:
             meta = SessionMeta(0, 0, 0, 0, now, now)
             batch.metas[session_bytes] = meta
         first = meta.next
+        put = batch.raw.put
+        if messages:
+            self._write(batch, session_bytes, meta, (messages, envelopes), now)
+            meta.end_bytes += total
+            meta.last_append_ms = max(meta.last_append_ms, now)
+            batch.dirty_metas.add(session_bytes)
+        if producer_bytes:
+            ring = push_ring(ring, sequence, count, first)
+            batch.rings[(session_bytes, producer_bytes)] = ring
+            put(producer_key(session_bytes, producer_bytes), ring)
+        if judged is None:
+            return AppendResult(session, first, count, False)
+        assert ids is not None
+        offsets, duplicates = judged
+        self.consumers.record_ids(batch, session_bytes, ids, judged, now)
+        if not duplicates:
+            return AppendResult(session, first, count, False)
+        return AppendResult(
+            session, first, len(messages), not messages, offsets, duplicates
+        )
+
+    @staticmethod
+    def _write(
+        batch: ApplyBatch, session_bytes: bytes, meta: SessionMeta,
+        written: tuple[list[bytes], list[bytes]], now: int,
+    ) -> None:
+        """The ``s/`` values of ``written`` (payloads, and envelopes: none or one each) from
+        ``meta.next`` on (``meta.next`` advances)."""
+        messages, envelopes = written
+        first = offset = meta.next
         cumulative = meta.end_bytes
         put = batch.raw.put
         pack = U64.pack
         prefix = message_prefix(session_bytes)
-        offset = first
         time_bytes = pack(now)  # the entry's leader time: every replica stores the same
         if envelopes:
             for message, envelope in zip(messages, envelopes, strict=True):
@@ -127,14 +190,6 @@ class SessionLog:
             (first, meta.end_bytes, messages, envelopes, now)
         )
         meta.next = offset
-        meta.end_bytes += total
-        meta.last_append_ms = max(meta.last_append_ms, now)
-        batch.dirty_metas.add(session_bytes)
-        if producer_bytes:
-            ring = push_ring(ring, sequence, count, first)
-            batch.rings[(session_bytes, producer_bytes)] = ring
-            put(producer_key(session_bytes, producer_bytes), ring)
-        return AppendResult(session, first, count, False)
 
     def _authorize_append(
         self, batch: ApplyBatch, session: str, producer: bytes, principal: str
@@ -203,11 +258,12 @@ class SessionLog:
         *, envelopes: list[bytes] | None = None,
     ) -> tuple[int, int]:
         """Append inside this apply call as ``principal`` (``envelopes``: empty, or one
-        serialized envelope per message); (first offset, count) or ``InvalidInput``."""
+        serialized envelope per message; their message ids are written again, not judged:
+        a resubmitted dead letter); (first offset, count) or ``InvalidInput``."""
         command = commands_pb2.AppendCommand(
             session=session, messages=messages, principal=principal, envelopes=envelopes or []
         )
-        result = self.append(batch, command, now)
+        result = self.append(batch, command, now, judge_ids=False)
         if isinstance(result, CommandError):
             raise InvalidInput(result.code, result.message)
         return result.first_offset, result.count
