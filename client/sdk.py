@@ -49,6 +49,7 @@ from quorumlog.client.envelope import Envelope, envelope_of, envelopes_for
 from quorumlog.client.leader import Router, parse_addresses
 from quorumlog.client.outbox import AppendOutbox
 from quorumlog.client.producer import AppendResult, BatchLimits, SessionProducer
+from quorumlog.client.request_reply import Requests, reply_envelope
 from quorumlog.client.retry import RetryPolicy, is_retryable
 from quorumlog.client.shards import META
 from quorumlog.client.tls import ClientSecurity
@@ -325,6 +326,7 @@ class AsyncClient:
         self.consumer = ConsumerOperations(self._router, self._end)
         self._producers: dict[str, SessionProducer] = {}
         self._subscriptions: set[Subscription] = set()
+        self._requests = Requests(self)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -348,6 +350,7 @@ class AsyncClient:
         for producer in list(self._producers.values()):
             await producer.close()
         await self._outbox.close()
+        await self._requests.close()
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         await self._router.close()
@@ -481,6 +484,50 @@ class AsyncClient:
         subscription = Subscription(self, session, from_offset, max_batch)
         self._subscriptions.add(subscription)
         return subscription
+
+    # -- request-response ------------------------------------------------------------------
+
+    @property
+    def reply_session(self) -> str:
+        """Where :meth:`send_request` waits for replies unless told otherwise: a session
+        private to this client (``replies/<producer id>``); delete it when done."""
+        return self._requests.default_reply_session()
+
+    async def send_request(
+        self,
+        session: str,
+        body: bytes | bytearray | memoryview | str,
+        *,
+        timeout: float = 30.0,
+        reply_to: str | None = None,
+        envelope: Envelope | None = None,
+    ) -> Record:
+        """Append ``body`` to ``session`` as a request and return its reply: the request's
+        envelope names ``reply_to`` (default :attr:`reply_session`) and has a ``message_id``
+        (``envelope``'s, else a new one); the reply is the first record of the reply session
+        whose ``correlation_id`` is that id (a responder answers with :meth:`reply`). Raises
+        ``DeadlineExceeded`` after ``timeout`` seconds without one."""
+        _check_session(session)
+        if reply_to is not None:
+            _check_session(reply_to)
+        return await self._requests.send(
+            session, _as_bytes(body), timeout=timeout, reply_to=reply_to, envelope=envelope
+        )
+
+    async def reply(
+        self,
+        request: Any,
+        body: bytes | bytearray | memoryview | str,
+        *,
+        envelope: Envelope | None = None,
+        deadline: float | None = None,
+    ) -> AppendResult:
+        """Answer ``request`` (a ``Record`` or ``ReceivedMessage`` sent with
+        :meth:`send_request`, or any message whose envelope names ``reply_to`` and has a
+        ``message_id``): append ``body`` to its reply session, correlated by its id. Answering
+        the same request again within the duplicate window writes nothing new."""
+        session, answer = reply_envelope(request, envelope)
+        return await self.append(session, body, envelope=answer, deadline=deadline)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -980,6 +1027,33 @@ class Client:
 
     def backup(self, path: str | Path, *, deadline: float | None = None) -> BackupResult:
         return self._run(self._async.backup(path, deadline=deadline))
+
+    @property
+    def reply_session(self) -> str:
+        return self._async.reply_session
+
+    def send_request(
+        self,
+        session: str,
+        body: bytes | bytearray | memoryview | str,
+        *,
+        timeout: float = 30.0,
+        reply_to: str | None = None,
+        envelope: Envelope | None = None,
+    ) -> Record:
+        return self._run(self._async.send_request(
+            session, body, timeout=timeout, reply_to=reply_to, envelope=envelope
+        ))
+
+    def reply(
+        self,
+        request: Any,
+        body: bytes | bytearray | memoryview | str,
+        *,
+        envelope: Envelope | None = None,
+        deadline: float | None = None,
+    ) -> AppendResult:
+        return self._run(self._async.reply(request, body, envelope=envelope, deadline=deadline))
 
     def cluster_status(self, *, deadline: float | None = None) -> ClusterStatus:
         return self._run(self._async.cluster_status(deadline=deadline))

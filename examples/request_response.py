@@ -1,6 +1,7 @@
-"""Request-response over sessions: a requester appends requests carrying a reply-to session
-and a correlation id; a responder consumes them (peek-lock) and appends each answer to the
-reply-to session; the requester consumes its reply session and matches answers by id.
+"""Request-response over sessions: the requester's ``send_request`` appends a request whose
+envelope names its reply session and carries a message id, and waits for the reply whose
+correlation id is that id; the responder consumes requests (peek-lock), answers each with
+``reply`` (to the request's reply_to session, correlated by its message id) and completes it.
 
     python examples/request_response.py [--cluster ADDRS]
 """
@@ -20,42 +21,31 @@ REQUESTS = 5
 async def responder(client: AsyncClient, requests: str, group: str) -> None:
     answered = 0
     while answered < REQUESTS:
-        batch = await client.consumer.receive(requests, group, max_messages=10, wait_ms=1000)
+        try:
+            batch = await client.consumer.receive(requests, group, max_messages=10, wait_ms=1000)
+        except errors.NotFound:  # no request yet: the session starts with the first
+            await asyncio.sleep(0.05)
+            continue
         for message in batch.messages:
-            request = json.loads(message.data)
-            answer = {"correlation_id": request["correlation_id"], "result": request["x"] ** 2}
-            await client.append(request["reply_to"], json.dumps(answer))
+            x = json.loads(message.data)["x"]
+            await client.reply(message, json.dumps({"result": x**2}))
         await client.consumer.complete(batch.messages)
         answered += len(batch.messages)
 
 
 async def main() -> None:
-    run = run_id()
-    requests, replies, group = f"rr-{run}-requests", f"rr-{run}-replies", "rr"
+    requests, group = f"rr-{run_id()}-requests", "rr"
     async with AsyncClient(cluster_from_args(__doc__ or "")) as client:
         await client.consumer.create_group(group)
-        pending = {}
-        for x in range(REQUESTS):
-            correlation_id = f"{run}-{x}"
-            pending[correlation_id] = x
-            await client.append(requests, json.dumps(
-                {"correlation_id": correlation_id, "reply_to": replies, "x": x}
-            ))
         serving = asyncio.create_task(responder(client, requests, group))
-        while pending:
-            try:
-                batch = await client.consumer.receive(
-                    replies, group, max_messages=10, wait_ms=1000
-                )
-            except errors.NotFound:  # no reply yet: the reply session starts with the first
-                await asyncio.sleep(0.1)
-                continue
-            for message in batch.messages:
-                answer = json.loads(message.data)
-                x = pending.pop(answer["correlation_id"])
-                print(f"request x={x} -> {answer['result']}")
-            await client.consumer.complete(batch.messages)
+        answers = await asyncio.gather(*(
+            client.send_request(requests, json.dumps({"x": x}), timeout=30)
+            for x in range(REQUESTS)
+        ))
+        for x, answer in enumerate(answers):
+            print(f"request x={x} -> {json.loads(answer.data)['result']}")
         await serving
+        await client.delete_session(client.reply_session)  # the private reply session
     print(f"request-response: {REQUESTS} answers matched by correlation id")
 
 

@@ -116,6 +116,8 @@ def test_example_runs_against_a_cluster(
     )
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout, result.stdout
+    if example == "request_response.py":  # each answer matched its own request
+        assert all(f"request x={x} -> {x * x}" in result.stdout for x in range(5))
 
 
 def test_bench_consume_prints_the_figure(cluster: LocalCluster) -> None:

@@ -17,7 +17,7 @@ from inprocess_cluster import InProcessCluster, inprocess_cluster
 
 from quorumlog.client import errors
 from quorumlog.client.envelope import Envelope, envelopes_for
-from quorumlog.client.sdk import Client
+from quorumlog.client.sdk import Client, Record
 from quorumlog.node.common.envelope import (
     MAX_HEADER_VALUE_BYTES,
     MAX_HEADERS,
@@ -309,3 +309,76 @@ def test_cli_append_of_a_known_message_id_prints_the_original_offset(
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert (answer["offsets"], answer["duplicates"]) == ([0], [0])
+
+
+# -- request-response --------------------------------------------------------------------------
+def _serve(client: Client, session: str, group: str, count: int, stop: threading.Event) -> None:
+    """Answer ``count`` requests of ``session`` with their body doubled (replying twice to
+    the first: the second answer must be recognized as a duplicate)."""
+    answered = 0
+    while answered < count and not stop.is_set():
+        try:
+            batch = client.consumer.receive(session, group, max_messages=10, wait_ms=200)
+        except errors.NotFound:
+            stop.wait(0.02)  # no request yet
+            continue
+        for message in batch.messages:
+            result = client.reply(message, message.data * 2)
+            if answered == 0:
+                again = client.reply(message, message.data * 2)
+                assert again.duplicate and again.offsets == result.offsets
+            answered += 1
+        client.consumer.complete(batch.messages)
+
+
+def test_send_request_returns_the_reply_matched_by_correlation_id(client: Client) -> None:
+    client.consumer.create_group("rr-g", lock_ms=30_000)
+    stop = threading.Event()
+    server = threading.Thread(target=_serve, args=(client, "rr-requests", "rr-g", 6, stop))
+    server.start()
+    try:
+        replies: dict[int, object] = {}
+
+        def ask(i: int) -> None:
+            replies[i] = client.send_request("rr-requests", f"q{i}", timeout=20)
+
+        at_once(ask, 6)
+    finally:
+        stop.set()
+        server.join()
+    for i, reply in replies.items():
+        assert reply.data == f"q{i}q{i}".encode()  # type: ignore[attr-defined]
+    # each request carried a message id and the client's reply session; the reply's
+    # correlation id is that id, and its own message id is derived from it
+    requests = client.read("rr-requests").records
+    assert {r.envelope.reply_to for r in requests if r.envelope} == {client.reply_session}
+    by_id = {r.envelope.message_id: r for r in requests if r.envelope}
+    answers = client.read(client.reply_session).records
+    assert len(answers) == 6  # the second reply to the first request wrote nothing
+    for answer in answers:
+        assert answer.envelope is not None
+        assert answer.envelope.correlation_id in by_id
+        assert answer.envelope.message_id == f"{answer.envelope.correlation_id}/reply"
+
+
+def test_a_request_without_a_reply_times_out_precisely(client: Client) -> None:
+    with pytest.raises(errors.DeadlineExceeded, match=r"no reply to request '.+' in session "
+                       r"'replies/.+' within 0\.3s"):
+        client.send_request("rr-nobody", b"hello?", timeout=0.3)
+    (request,) = client.read("rr-nobody").records
+    client.reply(request, b"too late")  # nobody waits for it now: skipped
+    client.consumer.create_group("rr-late", lock_ms=30_000)
+    stop = threading.Event()
+    server = threading.Thread(target=_serve, args=(client, "rr-nobody", "rr-late", 2, stop))
+    server.start()
+    try:
+        # the old request is served again (it was never completed) and a new one gets its
+        # own answer, not the late one
+        assert client.send_request("rr-nobody", b"again", timeout=20).data == b"againagain"
+    finally:
+        stop.set()
+        server.join()
+    with pytest.raises(errors.InvalidArgument, match="message 0 names no reply_to session"):
+        client.reply(Record(0, b"a message without an envelope"), b"x")
+    with pytest.raises(errors.InvalidArgument, match="timeout must be positive"):
+        client.send_request("rr-nobody", b"x", timeout=0)
