@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -279,6 +280,37 @@ class ConsumerOperations:
                 totals[position] += value
         return SettleResult(*totals)
 
+    async def renew_locks(
+        self, messages: Iterable[ReceivedMessage], *, lock_ms: int = 0,
+        deadline: float | None = None,
+    ) -> list[ReceivedMessage]:
+        """Extend the peek-locks of ``messages`` to ``lock_ms`` from now (0: the group's lock
+        duration); the messages again, with their new ``locked_until_ms``, in order. All of
+        one (session, group) renew together or not at all: ``FailedPrecondition`` when one
+        was redelivered, settled or its lock expired, or the lease's token is stale."""
+        given = list(messages)
+        by_target: dict[tuple[str, str, int], list[int]] = {}
+        for position, message in enumerate(given):
+            by_target.setdefault((message.session, message.group, message.token), []).append(
+                position
+            )
+        renewed = list(given)
+        for (session, group, token), positions in by_target.items():
+            request = cpb.RenewMessageLockRequest(
+                session=session, group=group, token=token, lock_ms=lock_ms,
+                locks=[
+                    cpb.MessageLock(offset=given[p].offset,
+                                    delivery_count=given[p].delivery_count)
+                    for p in positions
+                ],
+            )
+            r = cast(cpb.RenewMessageLockResponse, await self._call(
+                "RenewMessageLock", request, deadline, session=session
+            ))
+            for position, until in zip(positions, r.locked_until_ms, strict=True):
+                renewed[position] = dataclasses.replace(given[position], locked_until_ms=until)
+        return renewed
+
     async def complete(
         self, messages: Iterable[ReceivedMessage], *, state: StateWrite | None = None,
         deadline: float | None = None,
@@ -485,6 +517,7 @@ class SyncConsumerOperations:
     create_group = _blocking(ConsumerOperations.create_group)
     receive = _blocking(ConsumerOperations.receive)
     settle = _blocking(ConsumerOperations.settle)
+    renew_locks = _blocking(ConsumerOperations.renew_locks)
     complete = _blocking(ConsumerOperations.complete)
     abandon = _blocking(ConsumerOperations.abandon)
     dead_letter = _blocking(ConsumerOperations.dead_letter)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-quorumlog/commands/v1/consumer_commands.proto\x12\x15quorumlog.commands.v1\"^\n\x12\x43reateGroupCommand\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07lock_ms\x18\x02 \x01(\x04\x12\x16\n\x0emax_deliveries\x18\x03 \x01(\r\x12\x10\n\x08\x65xist_ok\x18\x04 \x01(\x08\"\xac\x01\n\x0eReceiveCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x04 \x01(\r\x12\x11\n\tmax_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12receive_and_delete\x18\x06 \x01(\x08\x12\x0f\n\x07lock_ms\x18\x07 \x01(\x04\x12\x15\n\rredeliver_own\x18\x08 \x01(\x08\"f\n\nSettlement\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x16\n\x0e\x64\x65livery_count\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\nStateWrite\x12\x18\n\x10\x65xpected_version\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa8\x01\n\rSettleCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x36\n\x0bsettlements\x18\x04 \x03(\x0b\x32!.quorumlog.commands.v1.Settlement\x12\x30\n\x05state\x18\x05 \x01(\x0b\x32!.quorumlog.commands.v1.StateWrite\"c\n\rAcceptCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\x04\x12\x0e\n\x06prefix\x18\x05 \x01(\t\"O\n\x0cRenewCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x10\n\x08lease_ms\x18\x04 \x01(\x04\"?\n\x0eReleaseCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\"r\n\x0fSetStateCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x30\n\x05state\x18\x04 \x01(\x0b\x32!.quorumlog.commands.v1.StateWrite\"H\n\x0fResubmitCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x11\n\tsequences\x18\x02 \x03(\x04\x12\x11\n\tprincipal\x18\x03 \x01(\t\"\xa6\x01\n\x17\x43onfigureSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x16\n\x0esession_ttl_ms\x18\x02 \x01(\x04\x12\x16\n\x0emessage_ttl_ms\x18\x03 \x01(\x04\x12\x14\n\x0cretention_ms\x18\x04 \x01(\x04\x12\x17\n\x0fretention_bytes\x18\x05 \x01(\x04\x12\x1b\n\x13\x64uplicate_window_ms\x18\x06 \x01(\x04\"&\n\x13\x43loseSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x0e\n\x0cSweepCommand\"\xa7\x05\n\x0f\x43onsumerCommand\x12\x41\n\x0c\x63reate_group\x18\x01 \x01(\x0b\x32).quorumlog.commands.v1.CreateGroupCommandH\x00\x12\x38\n\x07receive\x18\x02 \x01(\x0b\x32%.quorumlog.commands.v1.ReceiveCommandH\x00\x12\x36\n\x06settle\x18\x03 \x01(\x0b\x32$.quorumlog.commands.v1.SettleCommandH\x00\x12\x36\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32$.quorumlog.commands.v1.AcceptCommandH\x00\x12\x34\n\x05renew\x18\x05 \x01(\x0b\x32#.quorumlog.commands.v1.RenewCommandH\x00\x12\x38\n\x07release\x18\x06 \x01(\x0b\x32%.quorumlog.commands.v1.ReleaseCommandH\x00\x12;\n\tset_state\x18\x07 \x01(\x0b\x32&.quorumlog.commands.v1.SetStateCommandH\x00\x12:\n\x08resubmit\x18\x08 \x01(\x0b\x32&.quorumlog.commands.v1.ResubmitCommandH\x00\x12\x43\n\tconfigure\x18\t \x01(\x0b\x32..quorumlog.commands.v1.ConfigureSessionCommandH\x00\x12;\n\x05\x63lose\x18\n \x01(\x0b\x32*.quorumlog.commands.v1.CloseSessionCommandH\x00\x12\x34\n\x05sweep\x18\x0b \x01(\x0b\x32#.quorumlog.commands.v1.SweepCommandH\x00\x42\x06\n\x04kind\"Y\n\x0bGroupRecord\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07lock_ms\x18\x02 \x01(\x04\x12\x16\n\x0emax_deliveries\x18\x03 \x01(\r\x12\x12\n\ncreated_ms\x18\x04 \x01(\x04\"\xe5\x01\n\rSessionPolicy\x12\x16\n\x0esession_ttl_ms\x18\x01 \x01(\x04\x12\x16\n\x0emessage_ttl_ms\x18\x02 \x01(\x04\x12\x14\n\x0cretention_ms\x18\x03 \x01(\x04\x12\x17\n\x0fretention_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x05 \x01(\x08\x12\x18\n\x10next_dead_letter\x18\x06 \x01(\x04\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x04\x12\x18\n\x10last_activity_ms\x18\x08 \x01(\x04\x12\x1b\n\x13\x64uplicate_window_ms\x18\t \x01(\x04\"\xbd\x01\n\x10\x44\x65\x61\x64LetterRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65livery_count\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64_lettered_ms\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c\x12\x16\n\x0e\x61ppend_time_ms\x18\t \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-quorumlog/commands/v1/consumer_commands.proto\x12\x15quorumlog.commands.v1\"^\n\x12\x43reateGroupCommand\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07lock_ms\x18\x02 \x01(\x04\x12\x16\n\x0emax_deliveries\x18\x03 \x01(\r\x12\x10\n\x08\x65xist_ok\x18\x04 \x01(\x08\"\xac\x01\n\x0eReceiveCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x14\n\x0cmax_messages\x18\x04 \x01(\r\x12\x11\n\tmax_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12receive_and_delete\x18\x06 \x01(\x08\x12\x0f\n\x07lock_ms\x18\x07 \x01(\x04\x12\x15\n\rredeliver_own\x18\x08 \x01(\x08\"f\n\nSettlement\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x16\n\x0e\x64\x65livery_count\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\"5\n\x0bLockRenewal\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x16\n\x0e\x64\x65livery_count\x18\x02 \x01(\r\"\x86\x01\n\x11RenewLocksCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x31\n\x05locks\x18\x04 \x03(\x0b\x32\".quorumlog.commands.v1.LockRenewal\x12\x0f\n\x07lock_ms\x18\x05 \x01(\x04\"4\n\nStateWrite\x12\x18\n\x10\x65xpected_version\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xa8\x01\n\rSettleCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x36\n\x0bsettlements\x18\x04 \x03(\x0b\x32!.quorumlog.commands.v1.Settlement\x12\x30\n\x05state\x18\x05 \x01(\x0b\x32!.quorumlog.commands.v1.StateWrite\"c\n\rAcceptCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\x04\x12\x0e\n\x06prefix\x18\x05 \x01(\t\"O\n\x0cRenewCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x10\n\x08lease_ms\x18\x04 \x01(\x04\"?\n\x0eReleaseCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\"r\n\x0fSetStateCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\x04\x12\x30\n\x05state\x18\x04 \x01(\x0b\x32!.quorumlog.commands.v1.StateWrite\"H\n\x0fResubmitCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x11\n\tsequences\x18\x02 \x03(\x04\x12\x11\n\tprincipal\x18\x03 \x01(\t\"\xa6\x01\n\x17\x43onfigureSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x16\n\x0esession_ttl_ms\x18\x02 \x01(\x04\x12\x16\n\x0emessage_ttl_ms\x18\x03 \x01(\x04\x12\x14\n\x0cretention_ms\x18\x04 \x01(\x04\x12\x17\n\x0fretention_bytes\x18\x05 \x01(\x04\x12\x1b\n\x13\x64uplicate_window_ms\x18\x06 \x01(\x04\"&\n\x13\x43loseSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x0e\n\x0cSweepCommand\"\xe8\x05\n\x0f\x43onsumerCommand\x12\x41\n\x0c\x63reate_group\x18\x01 \x01(\x0b\x32).quorumlog.commands.v1.CreateGroupCommandH\x00\x12\x38\n\x07receive\x18\x02 \x01(\x0b\x32%.quorumlog.commands.v1.ReceiveCommandH\x00\x12\x36\n\x06settle\x18\x03 \x01(\x0b\x32$.quorumlog.commands.v1.SettleCommandH\x00\x12\x36\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32$.quorumlog.commands.v1.AcceptCommandH\x00\x12\x34\n\x05renew\x18\x05 \x01(\x0b\x32#.quorumlog.commands.v1.RenewCommandH\x00\x12\x38\n\x07release\x18\x06 \x01(\x0b\x32%.quorumlog.commands.v1.ReleaseCommandH\x00\x12;\n\tset_state\x18\x07 \x01(\x0b\x32&.quorumlog.commands.v1.SetStateCommandH\x00\x12:\n\x08resubmit\x18\x08 \x01(\x0b\x32&.quorumlog.commands.v1.ResubmitCommandH\x00\x12\x43\n\tconfigure\x18\t \x01(\x0b\x32..quorumlog.commands.v1.ConfigureSessionCommandH\x00\x12;\n\x05\x63lose\x18\n \x01(\x0b\x32*.quorumlog.commands.v1.CloseSessionCommandH\x00\x12\x34\n\x05sweep\x18\x0b \x01(\x0b\x32#.quorumlog.commands.v1.SweepCommandH\x00\x12?\n\x0brenew_locks\x18\x0c \x01(\x0b\x32(.quorumlog.commands.v1.RenewLocksCommandH\x00\x42\x06\n\x04kind\"Y\n\x0bGroupRecord\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07lock_ms\x18\x02 \x01(\x04\x12\x16\n\x0emax_deliveries\x18\x03 \x01(\r\x12\x12\n\ncreated_ms\x18\x04 \x01(\x04\"\xe5\x01\n\rSessionPolicy\x12\x16\n\x0esession_ttl_ms\x18\x01 \x01(\x04\x12\x16\n\x0emessage_ttl_ms\x18\x02 \x01(\x04\x12\x14\n\x0cretention_ms\x18\x03 \x01(\x04\x12\x17\n\x0fretention_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x05 \x01(\x08\x12\x18\n\x10next_dead_letter\x18\x06 \x01(\x04\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x07 \x01(\x04\x12\x18\n\x10last_activity_ms\x18\x08 \x01(\x04\x12\x1b\n\x13\x64uplicate_window_ms\x18\t \x01(\x04\"\xbd\x01\n\x10\x44\x65\x61\x64LetterRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05group\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65livery_count\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64_lettered_ms\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c\x12\x16\n\x0e\x61ppend_time_ms\x18\t \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,32 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECEIVECOMMAND']._serialized_end=341
   _globals['_SETTLEMENT']._serialized_start=343
   _globals['_SETTLEMENT']._serialized_end=445
-  _globals['_STATEWRITE']._serialized_start=447
-  _globals['_STATEWRITE']._serialized_end=499
-  _globals['_SETTLECOMMAND']._serialized_start=502
-  _globals['_SETTLECOMMAND']._serialized_end=670
-  _globals['_ACCEPTCOMMAND']._serialized_start=672
-  _globals['_ACCEPTCOMMAND']._serialized_end=771
-  _globals['_RENEWCOMMAND']._serialized_start=773
-  _globals['_RENEWCOMMAND']._serialized_end=852
-  _globals['_RELEASECOMMAND']._serialized_start=854
-  _globals['_RELEASECOMMAND']._serialized_end=917
-  _globals['_SETSTATECOMMAND']._serialized_start=919
-  _globals['_SETSTATECOMMAND']._serialized_end=1033
-  _globals['_RESUBMITCOMMAND']._serialized_start=1035
-  _globals['_RESUBMITCOMMAND']._serialized_end=1107
-  _globals['_CONFIGURESESSIONCOMMAND']._serialized_start=1110
-  _globals['_CONFIGURESESSIONCOMMAND']._serialized_end=1276
-  _globals['_CLOSESESSIONCOMMAND']._serialized_start=1278
-  _globals['_CLOSESESSIONCOMMAND']._serialized_end=1316
-  _globals['_SWEEPCOMMAND']._serialized_start=1318
-  _globals['_SWEEPCOMMAND']._serialized_end=1332
-  _globals['_CONSUMERCOMMAND']._serialized_start=1335
-  _globals['_CONSUMERCOMMAND']._serialized_end=2014
-  _globals['_GROUPRECORD']._serialized_start=2016
-  _globals['_GROUPRECORD']._serialized_end=2105
-  _globals['_SESSIONPOLICY']._serialized_start=2108
-  _globals['_SESSIONPOLICY']._serialized_end=2337
-  _globals['_DEADLETTERRECORD']._serialized_start=2340
-  _globals['_DEADLETTERRECORD']._serialized_end=2529
+  _globals['_LOCKRENEWAL']._serialized_start=447
+  _globals['_LOCKRENEWAL']._serialized_end=500
+  _globals['_RENEWLOCKSCOMMAND']._serialized_start=503
+  _globals['_RENEWLOCKSCOMMAND']._serialized_end=637
+  _globals['_STATEWRITE']._serialized_start=639
+  _globals['_STATEWRITE']._serialized_end=691
+  _globals['_SETTLECOMMAND']._serialized_start=694
+  _globals['_SETTLECOMMAND']._serialized_end=862
+  _globals['_ACCEPTCOMMAND']._serialized_start=864
+  _globals['_ACCEPTCOMMAND']._serialized_end=963
+  _globals['_RENEWCOMMAND']._serialized_start=965
+  _globals['_RENEWCOMMAND']._serialized_end=1044
+  _globals['_RELEASECOMMAND']._serialized_start=1046
+  _globals['_RELEASECOMMAND']._serialized_end=1109
+  _globals['_SETSTATECOMMAND']._serialized_start=1111
+  _globals['_SETSTATECOMMAND']._serialized_end=1225
+  _globals['_RESUBMITCOMMAND']._serialized_start=1227
+  _globals['_RESUBMITCOMMAND']._serialized_end=1299
+  _globals['_CONFIGURESESSIONCOMMAND']._serialized_start=1302
+  _globals['_CONFIGURESESSIONCOMMAND']._serialized_end=1468
+  _globals['_CLOSESESSIONCOMMAND']._serialized_start=1470
+  _globals['_CLOSESESSIONCOMMAND']._serialized_end=1508
+  _globals['_SWEEPCOMMAND']._serialized_start=1510
+  _globals['_SWEEPCOMMAND']._serialized_end=1524
+  _globals['_CONSUMERCOMMAND']._serialized_start=1527
+  _globals['_CONSUMERCOMMAND']._serialized_end=2271
+  _globals['_GROUPRECORD']._serialized_start=2273
+  _globals['_GROUPRECORD']._serialized_end=2362
+  _globals['_SESSIONPOLICY']._serialized_start=2365
+  _globals['_SESSIONPOLICY']._serialized_end=2594
+  _globals['_DEADLETTERRECORD']._serialized_start=2597
+  _globals['_DEADLETTERRECORD']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,28 @@ class Settlement(_message.Message):
     reason: str
     def __init__(self, offset: _Optional[int] = ..., delivery_count: _Optional[int] = ..., action: _Optional[int] = ..., delay_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class LockRenewal(_message.Message):
+    __slots__ = ("offset", "delivery_count")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    delivery_count: int
+    def __init__(self, offset: _Optional[int] = ..., delivery_count: _Optional[int] = ...) -> None: ...
+
+class RenewLocksCommand(_message.Message):
+    __slots__ = ("session", "group", "token", "locks", "lock_ms")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LOCKS_FIELD_NUMBER: _ClassVar[int]
+    LOCK_MS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    group: str
+    token: int
+    locks: _containers.RepeatedCompositeFieldContainer[LockRenewal]
+    lock_ms: int
+    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., locks: _Optional[_Iterable[_Union[LockRenewal, _Mapping]]] = ..., lock_ms: _Optional[int] = ...) -> None: ...
+
 class StateWrite(_message.Message):
     __slots__ = ("expected_version", "data")
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -159,7 +181,7 @@ class SweepCommand(_message.Message):
     def __init__(self) -> None: ...
 
 class ConsumerCommand(_message.Message):
-    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep")
+    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep", "renew_locks")
     CREATE_GROUP_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +193,7 @@ class ConsumerCommand(_message.Message):
     CONFIGURE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     SWEEP_FIELD_NUMBER: _ClassVar[int]
+    RENEW_LOCKS_FIELD_NUMBER: _ClassVar[int]
     create_group: CreateGroupCommand
     receive: ReceiveCommand
     settle: SettleCommand
@@ -182,7 +205,8 @@ class ConsumerCommand(_message.Message):
     configure: ConfigureSessionCommand
     close: CloseSessionCommand
     sweep: SweepCommand
-    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ...) -> None: ...
+    renew_locks: RenewLocksCommand
+    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ..., renew_locks: _Optional[_Union[RenewLocksCommand, _Mapping]] = ...) -> None: ...
 
 class GroupRecord(_message.Message):
     __slots__ = ("group", "lock_ms", "max_deliveries", "created_ms")

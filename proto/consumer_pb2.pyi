@@ -140,6 +140,36 @@ class SettleRequest(_message.Message):
     state: StateWrite
     def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ..., state: _Optional[_Union[StateWrite, _Mapping]] = ...) -> None: ...
 
+class MessageLock(_message.Message):
+    __slots__ = ("offset", "delivery_count")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    delivery_count: int
+    def __init__(self, offset: _Optional[int] = ..., delivery_count: _Optional[int] = ...) -> None: ...
+
+class RenewMessageLockRequest(_message.Message):
+    __slots__ = ("session", "group", "token", "locks", "lock_ms")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LOCKS_FIELD_NUMBER: _ClassVar[int]
+    LOCK_MS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    group: str
+    token: int
+    locks: _containers.RepeatedCompositeFieldContainer[MessageLock]
+    lock_ms: int
+    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., locks: _Optional[_Iterable[_Union[MessageLock, _Mapping]]] = ..., lock_ms: _Optional[int] = ...) -> None: ...
+
+class RenewMessageLockResponse(_message.Message):
+    __slots__ = ("locked_until_ms", "commit_index")
+    LOCKED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    locked_until_ms: _containers.RepeatedScalarFieldContainer[int]
+    commit_index: int
+    def __init__(self, locked_until_ms: _Optional[_Iterable[int]] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
 class SettleResponse(_message.Message):
     __slots__ = ("completed", "abandoned", "dead_lettered", "state_version", "commit_index")
     COMPLETED_FIELD_NUMBER: _ClassVar[int]

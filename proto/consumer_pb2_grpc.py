@@ -49,6 +49,11 @@ class ConsumerStub:
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.RenewMessageLock = channel.unary_unary(
+                '/quorumlog.v1.Consumer/RenewMessageLock',
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.FromString,
+                _registered_method=True)
         self.AcceptSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/AcceptSession',
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
@@ -117,6 +122,12 @@ class ConsumerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Settle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewMessageLock(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +210,11 @@ def add_ConsumerServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.FromString,
                     response_serializer=quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.SerializeToString,
+            ),
+            'RenewMessageLock': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewMessageLock,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.SerializeToString,
             ),
             'AcceptSession': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptSession,
@@ -332,6 +348,33 @@ class Consumer:
             '/quorumlog.v1.Consumer/Settle',
             quorumlog_dot_v1_dot_consumer__pb2.SettleRequest.SerializeToString,
             quorumlog_dot_v1_dot_consumer__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewMessageLock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.Consumer/RenewMessageLock',
+            quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,19 +5,24 @@ Subscribe, Receive, dead letters and their resubmit, and the CLI's flags and JSO
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cluster_harness import wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 
 from quorumlog.client import errors
+from quorumlog.client.consumer import ReceivedMessage
 from quorumlog.client.envelope import Envelope, envelopes_for
-from quorumlog.client.sdk import Client, Record
+from quorumlog.client.processor import AsyncSessionProcessor, SessionContext
+from quorumlog.client.sdk import AsyncClient, Client, Record
 from quorumlog.node.common.envelope import (
     MAX_HEADER_VALUE_BYTES,
     MAX_HEADERS,
@@ -382,3 +387,63 @@ def test_a_request_without_a_reply_times_out_precisely(client: Client) -> None:
         client.reply(Record(0, b"a message without an envelope"), b"x")
     with pytest.raises(errors.InvalidArgument, match="timeout must be positive"):
         client.send_request("rr-nobody", b"x", timeout=0)
+
+
+# -- lock renewal ------------------------------------------------------------------------------
+def test_renewing_a_lock_keeps_it_past_its_first_expiry(client: Client) -> None:
+    client.append("lock-renew", b"slow", b"other")
+    client.consumer.create_group("lock-g", lock_ms=1_000, max_deliveries=5)
+    (message,) = client.consumer.receive("lock-renew", "lock-g", max_messages=1).messages
+    (renewed,) = client.consumer.renew_locks([message], lock_ms=30_000)
+    assert renewed.locked_until_ms >= message.locked_until_ms + 29_000
+    assert (renewed.offset, renewed.delivery_count) == (message.offset, message.delivery_count)
+    wait_until(lambda: time.time() * 1000 > message.locked_until_ms + 200, 10,
+               "the first lock's expiry")
+    # still locked: the next receive skips it, and completing it succeeds
+    (second,) = client.consumer.receive("lock-renew", "lock-g").messages
+    assert second.offset == 1
+    assert client.consumer.complete([renewed]).completed == 1
+    with pytest.raises(errors.FailedPrecondition, match=r"offset 0 .* holds no lock"):
+        client.consumer.renew_locks([renewed])
+    with pytest.raises(errors.InvalidArgument, match="offset 1 is renewed twice"):
+        client.consumer.renew_locks([second, second])
+
+
+def test_an_expired_lock_cannot_be_renewed(client: Client) -> None:
+    client.append("lock-expired", b"x")
+    client.consumer.create_group("lock-e", lock_ms=300, max_deliveries=5)
+    (message,) = client.consumer.receive("lock-expired", "lock-e").messages
+    wait_until(lambda: time.time() * 1000 > message.locked_until_ms + 200, 10, "lock expiry")
+    with pytest.raises(errors.FailedPrecondition, match=r"the lock on offset 0 .* expired"):
+        client.consumer.renew_locks([message])
+
+
+def test_a_processor_handler_may_run_longer_than_the_lock(cluster: InProcessCluster) -> None:
+    """The processor renews its session lease every third of it, and a lease renewal extends
+    the owner's message locks with it (``leases.renew``), checked against the fencing token:
+    a handler slower than the group's lock still completes its batch on the first delivery."""
+    session = "lock-long"
+    deliveries: list[int] = []
+
+    async def main() -> int:
+        async with AsyncClient(cluster.addresses, deadline=DEADLINE) as aclient:
+            await aclient.consumer.create_group("long", lock_ms=2_000, max_deliveries=5)
+            await aclient.append(session, b"work")
+
+            async def handle(messages: list[ReceivedMessage], context: SessionContext) -> None:
+                deliveries.extend(m.delivery_count for m in messages)
+                if messages[0].delivery_count == 1:
+                    await asyncio.sleep(3.0)  # longer than the 2 s lock
+
+            processor = AsyncSessionProcessor(
+                aclient, "long", handle, prefix=session, max_sessions=1, lease_ms=1_200,
+            )
+            async with processor:
+                for _ in range(200):  # bounded: at most 20 s
+                    if processor.processed:
+                        break
+                    await asyncio.sleep(0.1)  # polling the processor's counter
+            return processor.processed
+
+    assert asyncio.run(main()) == 1
+    assert deliveries == [1]

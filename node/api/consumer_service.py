@@ -279,6 +279,28 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
                     message.envelope.MergeFromString(record.envelope)
                 response.messages.append(message)
 
+    async def RenewMessageLock(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.RenewMessageLockRequest, context: Context
+    ) -> consumer_pb2.RenewMessageLockResponse:
+        await self._check(
+            context, self._session_check(request.session),
+            lambda: consumer_records.check_group(request.group),
+        )
+        renew = cc.RenewLocksCommand(
+            session=request.session, group=request.group, token=request.token,
+            lock_ms=request.lock_ms,
+            locks=[
+                cc.LockRenewal(offset=lock.offset, delivery_count=lock.delivery_count)
+                for lock in request.locks
+            ],
+        )
+        local = await self._route(context, request.session)
+        index, response = await self._propose(
+            context, local, _command(renew_locks=renew), consumer_pb2.RenewMessageLockResponse
+        )
+        response.commit_index = index
+        return response
+
     async def Settle(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.SettleRequest, context: Context
     ) -> consumer_pb2.SettleResponse:

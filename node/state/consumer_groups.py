@@ -3,9 +3,10 @@ receive-and-delete) and settling.
 
 Owns: ``C/g/<group>`` (the ``GroupRecord``) and a cursor's delivery fields in
 ``C/c/<sid><group>`` (next undelivered offset, unsettled deliveries; encodings in
-``quorumlog.node.state.consumer_records``); applying ``create_group``, ``receive`` and
-``settle``. Must never: deliver a message before an earlier one of the same session that is
-waiting for its redelivery, drop a message (past the max delivery count it goes to the
+``quorumlog.node.state.consumer_records``); applying ``create_group``, ``receive``,
+``settle`` and ``renew_locks`` (a held lock extended, checked like a settle). Must never:
+deliver a message before an earlier one of the same session that is waiting for its
+redelivery, drop a message (past the max delivery count it goes to the
 dead-letter log, ``quorumlog.node.state.dead_letters``), or change anything when it refuses
 (validate first, then mutate).
 
@@ -234,22 +235,7 @@ def settle(
         check_duration("redelivery delay", settlement.delay_ms)
         if len(settlement.reason.encode("utf-8")) > MAX_REASON_BYTES:
             raise invalid(f"dead-letter reason is over {MAX_REASON_BYTES} bytes")
-        position = bisect.bisect_left(offsets, offset)
-        if position == len(offsets) or offsets[position] != offset:
-            raise refuse(
-                f"offset {offset} of {where} holds no lock: it is settled, was never "
-                "delivered, or was trimmed"
-            )
-        _, count, until, kind = cursor.pending[position]
-        if count != settlement.delivery_count:
-            raise refuse(
-                f"lock of offset {offset} of {where} is delivery {count}, not "
-                f"{settlement.delivery_count}: the message was redelivered"
-            )
-        if kind != LOCKED:
-            raise refuse(f"offset {offset} of {where} was abandoned; it holds no lock")
-        if until <= now:
-            raise refuse(f"the lock on offset {offset} of {where} expired at {until}")
+        position = _held_lock(cursor, offsets, (offset, settlement.delivery_count), now, where)
         chosen[offset] = (position, settlement)
     version = 0
     if command.HasField("state"):
@@ -287,6 +273,74 @@ def settle(
     if command.HasField("state"):
         write_state(layer, session, version, command.state.data)
         response.state_version = version
+    touch(layer, session, now)
+    return response
+
+
+def _held_lock(
+    cursor: Cursor, offsets: list[int], lock: tuple[int, int], now: int, where: str
+) -> int:
+    """The position in ``cursor.pending`` of the live lock ``lock`` (offset, delivery count)
+    names, or the refusal saying why it holds none."""
+    offset, delivery_count = lock
+    position = bisect.bisect_left(offsets, offset)
+    if position == len(offsets) or offsets[position] != offset:
+        raise refuse(
+            f"offset {offset} of {where} holds no lock: it is settled, was never "
+            "delivered, or was trimmed"
+        )
+    _, count, until, kind = cursor.pending[position]
+    if count != delivery_count:
+        raise refuse(
+            f"lock of offset {offset} of {where} is delivery {count}, not "
+            f"{delivery_count}: the message was redelivered"
+        )
+    if kind != LOCKED:
+        raise refuse(f"offset {offset} of {where} was abandoned; it holds no lock")
+    if until <= now:
+        raise refuse(f"the lock on offset {offset} of {where} expired at {until}")
+    return position
+
+
+def renew_locks(
+    batch: SessionView,
+    layer: ConsumerBatch,
+    command: consumer_commands_pb2.RenewLocksCommand,
+    now: int,
+    limits: Limits,
+) -> consumer_pb2.RenewMessageLockResponse:
+    """Extend live locks to ``now + lock_ms`` (the group's when 0): all of them, or none
+    when any is not held (the refusal names it)."""
+    session, _, _ = existing_session(batch, command.session, limits)
+    group = existing_group(layer, command.group)
+    if len(command.locks) > MAX_SETTLE:
+        raise InvalidInput(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"renewal of {len(command.locks)} locks; the limit is {MAX_SETTLE}",
+        )
+    if not command.locks:
+        raise invalid("renewal names no locks")
+    check_duration("lock duration", command.lock_ms)
+    key = cursor_key(session, command.group.encode("utf-8"))
+    cursor = layer.cursor(key) or Cursor()
+    where = f"session {command.session!r} in group {command.group!r}"
+    check_token(cursor, command.token, now, where)
+    offsets = [item[0] for item in cursor.pending]
+    positions: list[int] = []
+    seen: set[int] = set()
+    for lock in command.locks:
+        if lock.offset in seen:
+            raise invalid(f"offset {lock.offset} is renewed twice in one request")
+        seen.add(lock.offset)
+        positions.append(
+            _held_lock(cursor, offsets, (lock.offset, lock.delivery_count), now, where)
+        )
+    until = now + (command.lock_ms or group.lock_ms or DEFAULT_LOCK_MS)
+    response = consumer_pb2.RenewMessageLockResponse()
+    for position in positions:
+        cursor.pending[position][2] = until
+        response.locked_until_ms.append(until)
+    layer.put(key, cursor)
     touch(layer, session, now)
     return response
 

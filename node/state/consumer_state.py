@@ -124,6 +124,8 @@ class ConsumerState:
             response = consumer_groups.receive(batch, layer, command.receive, now, limits)
         elif kind == "settle":
             response = consumer_groups.settle(batch, layer, command.settle, now, limits)
+        elif kind == "renew_locks":
+            response = consumer_groups.renew_locks(batch, layer, command.renew_locks, now, limits)
         elif kind == "accept":
             response = leases.accept(batch, layer, command.accept, now, limits)
         elif kind == "renew":
