@@ -53,6 +53,7 @@ class Action(enum.IntEnum):
     COMPLETE = cpb.COMPLETE
     ABANDON = cpb.ABANDON  # redelivered (after a delay), before any later message
     DEAD_LETTER = cpb.DEAD_LETTER  # moved to the session's dead-letter log
+    DEFER = cpb.DEFER  # out of the delivery order: received again only by its offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class SettleResult:
     abandoned: int
     dead_lettered: int
     state_version: int  # the new version when a state write went with the settle
+    deferred: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,13 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduledMessage:
+    offset: int
+    deliver_at_ms: int  # leader time
+    canceled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class GroupInfo:
     group: str
     lock_ms: int
@@ -161,6 +170,7 @@ class ConsumerSessionStatus:
     groups: list[GroupStatus] = field(default_factory=list)
     dead_letters: int = 0
     closed: bool = False
+    messages_expired: int = 0  # expired messages skipped (per group that skipped one)
 
 
 def _lease(response: cpb.Lease) -> Lease:
@@ -212,16 +222,20 @@ class ConsumerOperations:
     async def receive(
         self, session: str, group: str, *, max_messages: int = 100, max_bytes: int = 0,
         token: int = 0, mode: ReceiveMode = ReceiveMode.PEEK_LOCK, lock_ms: int = 0,
-        wait_ms: int = 0, redeliver_in_flight: bool = False, deadline: float | None = None,
+        wait_ms: int = 0, redeliver_in_flight: bool = False,
+        deferred_offsets: Sequence[int] = (), deadline: float | None = None,
     ) -> Received:
         """Up to ``max_messages`` of ``session`` for ``group``, in order: redeliveries first,
         then new ones. ``wait_ms``: wait that long for one when none is ready.
         ``redeliver_in_flight`` (with the lease's ``token``, when everything received so far
-        is settled): messages still locked, whose receive's answer was lost, come again."""
+        is settled): messages still locked, whose receive's answer was lost, come again.
+        ``deferred_offsets``: receive these deferred messages instead (``defer``); each is
+        locked again and, when its lock lapses, deferred again (NotFound: not deferred)."""
         request = cpb.ReceiveRequest(
             session=session, group=group, token=token, max_messages=max_messages,
             max_bytes=max_bytes, mode=int(mode),  # type: ignore[arg-type]
             lock_ms=lock_ms, wait_ms=wait_ms, redeliver_in_flight=redeliver_in_flight,
+            deferred_offsets=deferred_offsets,
         )
         r = cast(cpb.ReceiveResponse, await self._call(
             "Receive", request, deadline, extra=wait_ms / 1000, session=session
@@ -256,7 +270,9 @@ class ConsumerOperations:
             )
         r = cast(cpb.SettleResponse,
                  await self._call("Settle", request, deadline, session=session))
-        return SettleResult(r.completed, r.abandoned, r.dead_lettered, r.state_version)
+        return SettleResult(
+            r.completed, r.abandoned, r.dead_lettered, r.state_version, r.deferred
+        )
 
     async def _settle_all(
         self, messages: Iterable[ReceivedMessage], action: Action, delay_ms: int, reason: str,
@@ -269,14 +285,15 @@ class ConsumerOperations:
             )
         if state is not None and len(by_target) > 1:
             raise ValueError("a state write settles messages of one session only")
-        totals = [0, 0, 0, 0]
+        totals = [0, 0, 0, 0, 0]
         for (session, group, token), settlements in by_target.items():
             result = await self.settle(
                 session, group, settlements, token=token, state=state, deadline=deadline
             )
-            for position, value in enumerate(
-                (result.completed, result.abandoned, result.dead_lettered, result.state_version)
-            ):
+            for position, value in enumerate((
+                result.completed, result.abandoned, result.dead_lettered, result.state_version,
+                result.deferred,
+            )):
                 totals[position] += value
         return SettleResult(*totals)
 
@@ -310,6 +327,35 @@ class ConsumerOperations:
             for position, until in zip(positions, r.locked_until_ms, strict=True):
                 renewed[position] = dataclasses.replace(given[position], locked_until_ms=until)
         return renewed
+
+    async def defer(
+        self, messages: Iterable[ReceivedMessage], *, deadline: float | None = None
+    ) -> SettleResult:
+        """Take ``messages`` out of the group's delivery order, delivery counts kept: later
+        messages are delivered without them, and they come again only when received by
+        offset (``receive(..., deferred_offsets=...)``)."""
+        return await self._settle_all(
+            messages, Action.DEFER, 0, "", state=None, deadline=deadline
+        )
+
+    async def scheduled(
+        self, session: str, *, include_due: bool = False, deadline: float | None = None
+    ) -> list[ScheduledMessage]:
+        """The scheduled messages of ``session`` (``Envelope.deliver_at_ms``) not yet due
+        (with ``include_due``, those whose time has come too), by offset."""
+        request = cpb.ListScheduledRequest(session=session, include_due=include_due)
+        r = cast(cpb.ListScheduledResponse,
+                 await self._call("ListScheduled", request, deadline, session=session))
+        return [ScheduledMessage(m.offset, m.deliver_at_ms, m.canceled) for m in r.scheduled]
+
+    async def cancel_scheduled(
+        self, session: str, offsets: Sequence[int], *, deadline: float | None = None
+    ) -> None:
+        """Cancel scheduled messages not yet due: no consumer group will get them (readers of
+        the log still see them). All or none: FailedPrecondition names one that is due,
+        canceled already or not scheduled."""
+        request = cpb.CancelScheduledRequest(session=session, offsets=list(offsets))
+        await self._call("CancelScheduled", request, deadline, session=session)
 
     async def complete(
         self, messages: Iterable[ReceivedMessage], *, state: StateWrite | None = None,
@@ -446,14 +492,15 @@ class ConsumerOperations:
     async def configure_session(
         self, session: str, *, session_ttl_ms: int = 0, message_ttl_ms: int = 0,
         retention_ms: int = 0, retention_bytes: int = 0, duplicate_window_ms: int = 0,
-        deadline: float | None = None,
+        dead_letter_expired: bool = False, deadline: float | None = None,
     ) -> None:
-        """Set the session's TTLs and retention (0: none) and its message_id duplicate
-        window (0: the default, 10 minutes); replaces earlier settings."""
+        """Set the session's TTLs and retention (0: none), its message_id duplicate window
+        (0: the default, 10 minutes) and whether messages whose own time to live passed go
+        to the dead letters ("expired") or are skipped; replaces earlier settings."""
         request = cpb.ConfigureSessionRequest(
             session=session, session_ttl_ms=session_ttl_ms, message_ttl_ms=message_ttl_ms,
             retention_ms=retention_ms, retention_bytes=retention_bytes,
-            duplicate_window_ms=duplicate_window_ms,
+            duplicate_window_ms=duplicate_window_ms, dead_letter_expired=dead_letter_expired,
         )
         await self._call("ConfigureSession", request, deadline, session=session)
 
@@ -482,7 +529,7 @@ class ConsumerOperations:
                     s.session,
                     [GroupStatus(g.group, g.owner, g.lease_expires_ms, g.token, g.backlog,
                                  g.in_flight) for g in s.groups],
-                    s.dead_letters, s.closed,
+                    s.dead_letters, s.closed, s.messages_expired,
                 )
                 for s in r.sessions
             )
@@ -518,6 +565,9 @@ class SyncConsumerOperations:
     receive = _blocking(ConsumerOperations.receive)
     settle = _blocking(ConsumerOperations.settle)
     renew_locks = _blocking(ConsumerOperations.renew_locks)
+    defer = _blocking(ConsumerOperations.defer)
+    scheduled = _blocking(ConsumerOperations.scheduled)
+    cancel_scheduled = _blocking(ConsumerOperations.cancel_scheduled)
     complete = _blocking(ConsumerOperations.complete)
     abandon = _blocking(ConsumerOperations.abandon)
     dead_letter = _blocking(ConsumerOperations.dead_letter)

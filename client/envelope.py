@@ -31,11 +31,16 @@ class Envelope:
     content_type: str = ""  # a media type, e.g. "application/json"
     subject: str = ""
     headers: Mapping[str, str | bytes] = field(default_factory=dict)
+    #: not delivered to consumer groups once this long past its append (0: never expires)
+    time_to_live_ms: int = 0
+    #: invisible to consumer groups until the leader's clock passes this (ms since the epoch)
+    deliver_at_ms: int = 0
 
     def to_pb(self) -> envelope_pb2.Envelope:
         message = envelope_pb2.Envelope(
             message_id=self.message_id, correlation_id=self.correlation_id,
             reply_to=self.reply_to, content_type=self.content_type, subject=self.subject,
+            time_to_live_ms=self.time_to_live_ms, deliver_at_ms=self.deliver_at_ms,
         )
         for key, value in self.headers.items():
             if isinstance(value, str):
@@ -57,7 +62,8 @@ class Envelope:
                 header.binary if header.WhichOneof("value") == "binary" else header.text
             )
         return cls(message.message_id, message.correlation_id, message.reply_to,
-                   message.content_type, message.subject, headers)
+                   message.content_type, message.subject, headers, message.time_to_live_ms,
+                   message.deliver_at_ms)
 
 
 def envelope_of(holder: Any) -> Envelope | None:

@@ -19,7 +19,7 @@ class CreateGroupCommand(_message.Message):
     def __init__(self, group: _Optional[str] = ..., lock_ms: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
 
 class ReceiveCommand(_message.Message):
-    __slots__ = ("session", "group", "token", "max_messages", "max_bytes", "receive_and_delete", "lock_ms", "redeliver_own")
+    __slots__ = ("session", "group", "token", "max_messages", "max_bytes", "receive_and_delete", "lock_ms", "redeliver_own", "deferred")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class ReceiveCommand(_message.Message):
     RECEIVE_AND_DELETE_FIELD_NUMBER: _ClassVar[int]
     LOCK_MS_FIELD_NUMBER: _ClassVar[int]
     REDELIVER_OWN_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     session: str
     group: str
     token: int
@@ -36,7 +37,8 @@ class ReceiveCommand(_message.Message):
     receive_and_delete: bool
     lock_ms: int
     redeliver_own: bool
-    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., receive_and_delete: _Optional[bool] = ..., lock_ms: _Optional[int] = ..., redeliver_own: _Optional[bool] = ...) -> None: ...
+    deferred: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., receive_and_delete: _Optional[bool] = ..., lock_ms: _Optional[int] = ..., redeliver_own: _Optional[bool] = ..., deferred: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Settlement(_message.Message):
     __slots__ = ("offset", "delivery_count", "action", "delay_ms", "reason")
@@ -155,20 +157,22 @@ class ResubmitCommand(_message.Message):
     def __init__(self, session: _Optional[str] = ..., sequences: _Optional[_Iterable[int]] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class ConfigureSessionCommand(_message.Message):
-    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms")
+    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms", "dead_letter_expired")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_BYTES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     session: str
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
     retention_bytes: int
     duplicate_window_ms: int
-    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
+    dead_letter_expired: bool
+    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ..., dead_letter_expired: _Optional[bool] = ...) -> None: ...
 
 class CloseSessionCommand(_message.Message):
     __slots__ = ("session",)
@@ -181,7 +185,7 @@ class SweepCommand(_message.Message):
     def __init__(self) -> None: ...
 
 class ConsumerCommand(_message.Message):
-    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep", "renew_locks")
+    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep", "renew_locks", "cancel_scheduled")
     CREATE_GROUP_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +198,7 @@ class ConsumerCommand(_message.Message):
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     SWEEP_FIELD_NUMBER: _ClassVar[int]
     RENEW_LOCKS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_SCHEDULED_FIELD_NUMBER: _ClassVar[int]
     create_group: CreateGroupCommand
     receive: ReceiveCommand
     settle: SettleCommand
@@ -206,7 +211,8 @@ class ConsumerCommand(_message.Message):
     close: CloseSessionCommand
     sweep: SweepCommand
     renew_locks: RenewLocksCommand
-    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ..., renew_locks: _Optional[_Union[RenewLocksCommand, _Mapping]] = ...) -> None: ...
+    cancel_scheduled: CancelScheduledCommand
+    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ..., renew_locks: _Optional[_Union[RenewLocksCommand, _Mapping]] = ..., cancel_scheduled: _Optional[_Union[CancelScheduledCommand, _Mapping]] = ...) -> None: ...
 
 class GroupRecord(_message.Message):
     __slots__ = ("group", "lock_ms", "max_deliveries", "created_ms")
@@ -221,7 +227,7 @@ class GroupRecord(_message.Message):
     def __init__(self, group: _Optional[str] = ..., lock_ms: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., created_ms: _Optional[int] = ...) -> None: ...
 
 class SessionPolicy(_message.Message):
-    __slots__ = ("session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "closed", "next_dead_letter", "dead_letters", "last_activity_ms", "duplicate_window_ms")
+    __slots__ = ("session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "closed", "next_dead_letter", "dead_letters", "last_activity_ms", "duplicate_window_ms", "dead_letter_expired", "messages_expired", "timed")
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +237,9 @@ class SessionPolicy(_message.Message):
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
     LAST_ACTIVITY_MS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    TIMED_FIELD_NUMBER: _ClassVar[int]
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
@@ -240,7 +249,18 @@ class SessionPolicy(_message.Message):
     dead_letters: int
     last_activity_ms: int
     duplicate_window_ms: int
-    def __init__(self, session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., closed: _Optional[bool] = ..., next_dead_letter: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_activity_ms: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
+    dead_letter_expired: bool
+    messages_expired: int
+    timed: bool
+    def __init__(self, session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., closed: _Optional[bool] = ..., next_dead_letter: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_activity_ms: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ..., dead_letter_expired: _Optional[bool] = ..., messages_expired: _Optional[int] = ..., timed: _Optional[bool] = ...) -> None: ...
+
+class CancelScheduledCommand(_message.Message):
+    __slots__ = ("session", "offsets")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeadLetterRecord(_message.Message):
     __slots__ = ("sequence", "offset", "group", "reason", "delivery_count", "dead_lettered_ms", "data", "envelope", "append_time_ms")

@@ -18,11 +18,13 @@ class SettleAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPLETE: _ClassVar[SettleAction]
     ABANDON: _ClassVar[SettleAction]
     DEAD_LETTER: _ClassVar[SettleAction]
+    DEFER: _ClassVar[SettleAction]
 PEEK_LOCK: ReceiveMode
 RECEIVE_AND_DELETE: ReceiveMode
 COMPLETE: SettleAction
 ABANDON: SettleAction
 DEAD_LETTER: SettleAction
+DEFER: SettleAction
 
 class CreateGroupRequest(_message.Message):
     __slots__ = ("group", "lock_ms", "max_deliveries", "exist_ok")
@@ -51,7 +53,7 @@ class GroupInfo(_message.Message):
     def __init__(self, group: _Optional[str] = ..., lock_ms: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., created_ms: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ReceiveRequest(_message.Message):
-    __slots__ = ("session", "group", "token", "max_messages", "max_bytes", "mode", "lock_ms", "wait_ms", "redeliver_in_flight")
+    __slots__ = ("session", "group", "token", "max_messages", "max_bytes", "mode", "lock_ms", "wait_ms", "redeliver_in_flight", "deferred_offsets")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class ReceiveRequest(_message.Message):
     LOCK_MS_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     REDELIVER_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     session: str
     group: str
     token: int
@@ -70,7 +73,8 @@ class ReceiveRequest(_message.Message):
     lock_ms: int
     wait_ms: int
     redeliver_in_flight: bool
-    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., mode: _Optional[_Union[ReceiveMode, str]] = ..., lock_ms: _Optional[int] = ..., wait_ms: _Optional[int] = ..., redeliver_in_flight: _Optional[bool] = ...) -> None: ...
+    deferred_offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., group: _Optional[str] = ..., token: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., mode: _Optional[_Union[ReceiveMode, str]] = ..., lock_ms: _Optional[int] = ..., wait_ms: _Optional[int] = ..., redeliver_in_flight: _Optional[bool] = ..., deferred_offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReceivedMessage(_message.Message):
     __slots__ = ("offset", "data", "delivery_count", "locked_until_ms", "envelope", "append_time_ms")
@@ -170,19 +174,61 @@ class RenewMessageLockResponse(_message.Message):
     commit_index: int
     def __init__(self, locked_until_ms: _Optional[_Iterable[int]] = ..., commit_index: _Optional[int] = ...) -> None: ...
 
+class ScheduledMessage(_message.Message):
+    __slots__ = ("offset", "deliver_at_ms", "canceled")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    deliver_at_ms: int
+    canceled: bool
+    def __init__(self, offset: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ..., canceled: _Optional[bool] = ...) -> None: ...
+
+class ListScheduledRequest(_message.Message):
+    __slots__ = ("session", "include_due")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DUE_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    include_due: bool
+    def __init__(self, session: _Optional[str] = ..., include_due: _Optional[bool] = ...) -> None: ...
+
+class ListScheduledResponse(_message.Message):
+    __slots__ = ("scheduled", "now_ms")
+    SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    scheduled: _containers.RepeatedCompositeFieldContainer[ScheduledMessage]
+    now_ms: int
+    def __init__(self, scheduled: _Optional[_Iterable[_Union[ScheduledMessage, _Mapping]]] = ..., now_ms: _Optional[int] = ...) -> None: ...
+
+class CancelScheduledRequest(_message.Message):
+    __slots__ = ("session", "offsets")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., offsets: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CancelScheduledResponse(_message.Message):
+    __slots__ = ("commit_index",)
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    commit_index: int
+    def __init__(self, commit_index: _Optional[int] = ...) -> None: ...
+
 class SettleResponse(_message.Message):
-    __slots__ = ("completed", "abandoned", "dead_lettered", "state_version", "commit_index")
+    __slots__ = ("completed", "abandoned", "dead_lettered", "state_version", "commit_index", "deferred")
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     ABANDONED_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     completed: int
     abandoned: int
     dead_lettered: int
     state_version: int
     commit_index: int
-    def __init__(self, completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., state_version: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
+    deferred: int
+    def __init__(self, completed: _Optional[int] = ..., abandoned: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., state_version: _Optional[int] = ..., commit_index: _Optional[int] = ..., deferred: _Optional[int] = ...) -> None: ...
 
 class AcceptSessionRequest(_message.Message):
     __slots__ = ("session", "group", "consumer", "lease_ms", "prefix", "shard")
@@ -327,20 +373,22 @@ class ResubmitDeadLettersResponse(_message.Message):
     def __init__(self, offsets: _Optional[_Iterable[int]] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class ConfigureSessionRequest(_message.Message):
-    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms")
+    __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms", "dead_letter_expired")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_BYTES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     session: str
     session_ttl_ms: int
     message_ttl_ms: int
     retention_ms: int
     retention_bytes: int
     duplicate_window_ms: int
-    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ...) -> None: ...
+    dead_letter_expired: bool
+    def __init__(self, session: _Optional[str] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ..., dead_letter_expired: _Optional[bool] = ...) -> None: ...
 
 class ConfigureSessionResponse(_message.Message):
     __slots__ = ()
@@ -373,7 +421,7 @@ class GroupStatus(_message.Message):
     def __init__(self, group: _Optional[str] = ..., owner: _Optional[str] = ..., lease_expires_ms: _Optional[int] = ..., token: _Optional[int] = ..., backlog: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class ConsumerSessionStatus(_message.Message):
-    __slots__ = ("session", "groups", "dead_letters", "closed", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes")
+    __slots__ = ("session", "groups", "dead_letters", "closed", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "messages_expired", "duplicate_window_ms", "dead_letter_expired")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
@@ -382,6 +430,9 @@ class ConsumerSessionStatus(_message.Message):
     MESSAGE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     session: str
     groups: _containers.RepeatedCompositeFieldContainer[GroupStatus]
     dead_letters: int
@@ -390,7 +441,10 @@ class ConsumerSessionStatus(_message.Message):
     message_ttl_ms: int
     retention_ms: int
     retention_bytes: int
-    def __init__(self, session: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., dead_letters: _Optional[int] = ..., closed: _Optional[bool] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ...) -> None: ...
+    messages_expired: int
+    duplicate_window_ms: int
+    dead_letter_expired: bool
+    def __init__(self, session: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., dead_letters: _Optional[int] = ..., closed: _Optional[bool] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., messages_expired: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ..., dead_letter_expired: _Optional[bool] = ...) -> None: ...
 
 class ListConsumerSessionsRequest(_message.Message):
     __slots__ = ("prefix", "limit", "start_after", "session")

@@ -54,6 +54,16 @@ class ConsumerStub:
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.FromString,
                 _registered_method=True)
+        self.ListScheduled = channel.unary_unary(
+                '/quorumlog.v1.Consumer/ListScheduled',
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListScheduledRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListScheduledResponse.FromString,
+                _registered_method=True)
+        self.CancelScheduled = channel.unary_unary(
+                '/quorumlog.v1.Consumer/CancelScheduled',
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledResponse.FromString,
+                _registered_method=True)
         self.AcceptSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/AcceptSession',
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.AcceptSessionRequest.SerializeToString,
@@ -128,6 +138,18 @@ class ConsumerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenewMessageLock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScheduled(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelScheduled(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +237,16 @@ def add_ConsumerServicer_to_server(servicer, server):
                     servicer.RenewMessageLock,
                     request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.FromString,
                     response_serializer=quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.SerializeToString,
+            ),
+            'ListScheduled': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScheduled,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ListScheduledRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ListScheduledResponse.SerializeToString,
+            ),
+            'CancelScheduled': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelScheduled,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledResponse.SerializeToString,
             ),
             'AcceptSession': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptSession,
@@ -375,6 +407,60 @@ class Consumer:
             '/quorumlog.v1.Consumer/RenewMessageLock',
             quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockRequest.SerializeToString,
             quorumlog_dot_v1_dot_consumer__pb2.RenewMessageLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScheduled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.Consumer/ListScheduled',
+            quorumlog_dot_v1_dot_consumer__pb2.ListScheduledRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.ListScheduledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelScheduled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.Consumer/CancelScheduled',
+            quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.CancelScheduledResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bquorumlog/v1/envelope.proto\x12\x0cquorumlog.v1\"@\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x03 \x01(\x0cH\x00\x42\x07\n\x05value\"\x96\x01\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12%\n\x07headers\x18\x06 \x03(\x0b\x32\x14.quorumlog.v1.Headerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bquorumlog/v1/envelope.proto\x12\x0cquorumlog.v1\"@\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x03 \x01(\x0cH\x00\x42\x07\n\x05value\"\xc6\x01\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12%\n\x07headers\x18\x06 \x03(\x0b\x32\x14.quorumlog.v1.Header\x12\x17\n\x0ftime_to_live_ms\x18\x07 \x01(\x04\x12\x15\n\rdeliver_at_ms\x18\x08 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEADER']._serialized_start=45
   _globals['_HEADER']._serialized_end=109
   _globals['_ENVELOPE']._serialized_start=112
-  _globals['_ENVELOPE']._serialized_end=262
+  _globals['_ENVELOPE']._serialized_end=310
 # @@protoc_insertion_point(module_scope)

@@ -17,17 +17,21 @@ class Header(_message.Message):
     def __init__(self, key: _Optional[str] = ..., text: _Optional[str] = ..., binary: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "correlation_id", "reply_to", "content_type", "subject", "headers")
+    __slots__ = ("message_id", "correlation_id", "reply_to", "content_type", "subject", "headers", "time_to_live_ms", "deliver_at_ms")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_LIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     correlation_id: str
     reply_to: str
     content_type: str
     subject: str
     headers: _containers.RepeatedCompositeFieldContainer[Header]
-    def __init__(self, message_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., content_type: _Optional[str] = ..., subject: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+    time_to_live_ms: int
+    deliver_at_ms: int
+    def __init__(self, message_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., content_type: _Optional[str] = ..., subject: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., time_to_live_ms: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_state_machine import dump
+from state_helpers import dump
 
 from quorumlog.node.common.limits import ErrorCode
 from quorumlog.node.replication.applier import CommandError

@@ -10,11 +10,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from state_helpers import dump
 
 from quorumlog.node.common.limits import Limits
 from quorumlog.node.state.consumer_records import ID_PREFIX, ID_TIME_PREFIX
 from quorumlog.node.state.message_ids import DEFAULT_DUPLICATE_WINDOW_MS
-from quorumlog.node.state.state_machine import STATE_PREFIXES, AppendResult, SessionStateMachine
+from quorumlog.node.state.state_machine import AppendResult, SessionStateMachine
 from quorumlog.node.storage.raft_store import RocksStorage
 from quorumlog.proto import commands_pb2, consumer_commands_pb2, envelope_pb2
 from quorumlog.raft.types import Entry
@@ -79,14 +80,7 @@ class Machine:
         return found
 
     def dump(self) -> list[tuple[bytes, bytes]]:
-        pairs = []
-        for prefix in STATE_PREFIXES:
-            iterator = self.storage.db.iter()
-            iterator.seek(prefix)
-            while iterator.valid() and iterator.key().startswith(prefix):
-                pairs.append((iterator.key(), iterator.value()))
-                iterator.next()
-        return pairs
+        return dump(self.storage)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from state_helpers import dump
 
 from quorumlog.node.common.limits import (
     ErrorCode,
@@ -102,18 +103,6 @@ class Node:
 
     def close(self) -> None:
         self.storage.close()
-
-
-def dump(storage: RocksStorage) -> list[tuple[bytes, bytes]]:
-    """Every state machine key and value, in key order."""
-    pairs: list[tuple[bytes, bytes]] = []
-    for prefix in STATE_PREFIXES:
-        iterator = storage.db.iter()
-        iterator.seek(prefix)
-        while iterator.valid() and iterator.key().startswith(prefix):
-            pairs.append((iterator.key(), iterator.value()))
-            iterator.next()
-    return pairs
 
 
 def without_applied(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -42,6 +42,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "receive messages of a session for a consumer group (peek-lock, then complete)",
     ),
     "dlq": ("quorumlog.client.cli.cmd_dlq", "list or resubmit a session's dead letters"),
+    "schedule": (
+        "quorumlog.client.cli.cmd_schedule", "list or cancel a session's scheduled messages"
+    ),
     "bench-consume": (
         "quorumlog.client.cli.bench_consume",
         "consume throughput: peek-lock + complete, one group over many sessions",

@@ -9,14 +9,21 @@ any. The append is idempotent across retries.
 
 Envelope (docs/envelope.md), given to every MESSAGE: ``--header KEY=VALUE`` (repeatable, a
 text header; order kept), ``--message-id ID`` (one MESSAGE only), ``--correlation-id ID``,
-``--reply-to SESSION``, ``--content-type TYPE``, ``--subject TEXT``. The server checks
-them: a bad one exits 2 with ``invalid argument: message N: ...`` and appends nothing.
+``--reply-to SESSION``, ``--content-type TYPE``, ``--subject TEXT``, ``--ttl SECONDS``
+(consumer groups do not get it once this long past its append), ``--deliver-at TIME``
+(scheduled: groups get it once the leader's clock passes TIME, an ISO 8601 time with a zone
+such as ``2026-12-24T18:00:00Z``, ``+SECONDS`` from now, or milliseconds since the epoch).
+The server checks them: a bad one exits 2 with ``invalid argument: message N: ...`` and
+appends nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
+import time
 from typing import Any
 
 from quorumlog.client.cli import CliError
@@ -37,7 +44,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content-type", default="", metavar="TYPE",
                         help="a media type, e.g. application/json")
     parser.add_argument("--subject", default="", metavar="TEXT")
+    parser.add_argument("--ttl", default=None, metavar="SECONDS",
+                        help="time to live: not delivered to groups after this")
+    parser.add_argument("--deliver-at", default=None, metavar="TIME",
+                        help="scheduled delivery: ISO 8601 time, +SECONDS or epoch ms")
     cli_common.add_common_arguments(parser)
+
+
+def deliver_at_ms(text: str, now: float) -> int:
+    """``--deliver-at``'s value as milliseconds since the epoch."""
+    problem = (f"--deliver-at {text!r}: expected an ISO 8601 time with a zone "
+               "(2026-12-24T18:00:00Z), +SECONDS, or milliseconds since the epoch")
+    try:
+        if text.startswith("+"):
+            seconds = float(text[1:])
+            if not math.isfinite(seconds) or seconds < 0:
+                raise CliError(problem)
+            return int((now + seconds) * 1000)
+        if text.isdigit():
+            return int(text)
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(problem) from None
+    if moment.tzinfo is None:
+        raise CliError(problem)
+    return int(moment.timestamp() * 1000)
+
+
+def ttl_ms(text: str) -> int:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise CliError(f"--ttl {text!r}: expected a positive number of seconds")
+    return max(1, round(seconds * 1000))
 
 
 def envelope_of(args: argparse.Namespace, count: int) -> Envelope | None:
@@ -52,8 +93,12 @@ def envelope_of(args: argparse.Namespace, count: int) -> Envelope | None:
         headers[key] = value
     if args.message_id and count > 1:
         raise CliError(f"--message-id names one message, but {count} MESSAGEs were given")
-    envelope = Envelope(args.message_id, args.correlation_id, args.reply_to,
-                        args.content_type, args.subject, headers)
+    envelope = Envelope(
+        args.message_id, args.correlation_id, args.reply_to, args.content_type, args.subject,
+        headers, time_to_live_ms=ttl_ms(args.ttl) if args.ttl is not None else 0,
+        deliver_at_ms=deliver_at_ms(args.deliver_at, time.time())
+        if args.deliver_at is not None else 0,
+    )
     return None if envelope == Envelope() else envelope
 
 

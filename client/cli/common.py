@@ -179,7 +179,8 @@ def envelope_json(envelope: Envelope) -> dict[str, Any]:
     ``{"b64": ...}`` for a binary value (in the order they were given)."""
     item: dict[str, Any] = {
         name: getattr(envelope, name)
-        for name in ("message_id", "correlation_id", "reply_to", "content_type", "subject")
+        for name in ("message_id", "correlation_id", "reply_to", "content_type", "subject",
+                     "time_to_live_ms", "deliver_at_ms")
         if getattr(envelope, name)
     }
     if envelope.headers:

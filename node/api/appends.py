@@ -15,6 +15,7 @@ the service's, before it calls here).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -91,14 +92,15 @@ class Appender:
         unrouted: list[tuple[int, int, NodeError]] = []  # (position, shard, why)
         node_limits = self._limits
         rules = self._rules.state()  # one reading for the call: nothing is awaited below
+        now_ms = int(time.time() * 1000)  # a deliver_at's horizon (the state decides by its own)
         for item in items:
             try:
                 _, _, size = limits.check_append(
                     item.session, item.messages, item.producer_id, item.sequence, node_limits
                 )
                 envelopes = check_envelopes(
-                    item.envelopes, len(item.messages), size, node_limits
-                )
+                    item.envelopes, len(item.messages), size, node_limits, now_ms
+                ) if item.envelopes else []
                 may_append(rules, principal, item.session)
             except InvalidInput as error:
                 outcomes.append(AppendRefused(error.code, error.message))

@@ -197,6 +197,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             max_messages=request.max_messages, max_bytes=request.max_bytes,
             receive_and_delete=request.mode == consumer_pb2.RECEIVE_AND_DELETE,
             lock_ms=request.lock_ms, redeliver_own=request.redeliver_in_flight,
+            deferred=request.deferred_offsets,
         ))
         local = await self._route(context, request.session)
         loop = asyncio.get_running_loop()
@@ -430,6 +431,33 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
         local = await self._route(context, request.session)
         return (await self._propose(context, local, command, consumer_pb2.SessionState))[1]
 
+    async def ListScheduled(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.ListScheduledRequest, context: Context
+    ) -> consumer_pb2.ListScheduledResponse:
+        local = await self._read_session(context, request.session)
+        now = int(time.time() * 1000)
+        return consumer_pb2.ListScheduledResponse(
+            scheduled=local.state_machine.consumers.scheduled(
+                request.session.encode("utf-8"), now, request.include_due,
+                consumer_records.MAX_LIST,
+            ),
+            now_ms=now,
+        )
+
+    async def CancelScheduled(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.CancelScheduledRequest, context: Context
+    ) -> consumer_pb2.CancelScheduledResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(cancel_scheduled=cc.CancelScheduledCommand(
+            session=request.session, offsets=request.offsets,
+        ))
+        local = await self._route(context, request.session)
+        index, response = await self._propose(
+            context, local, command, consumer_pb2.CancelScheduledResponse
+        )
+        response.commit_index = index
+        return response
+
     async def ListDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ListDeadLettersRequest, context: Context
     ) -> consumer_pb2.ListDeadLettersResponse:
@@ -471,6 +499,7 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             message_ttl_ms=request.message_ttl_ms, retention_ms=request.retention_ms,
             retention_bytes=request.retention_bytes,
             duplicate_window_ms=request.duplicate_window_ms,
+            dead_letter_expired=request.dead_letter_expired,
         ))
         local = await self._route(context, request.session)
         return (await self._propose(

@@ -29,6 +29,8 @@ MAX_HEADER_KEY_BYTES = 256
 MAX_HEADER_VALUE_BYTES = 16 << 10
 MAX_ID_BYTES = 256  # message_id, correlation_id, subject, content_type
 MAX_ENVELOPE_BYTES = 64 << 10  # one message's envelope, serialized
+MAX_TIME_TO_LIVE_MS = 366 * 24 * 3600 * 1000
+MAX_SCHEDULE_AHEAD_MS = 366 * 24 * 3600 * 1000  # deliver_at at most this far past the clock
 
 # RFC 9110 media type: type "/" subtype *( OWS ";" OWS parameter ); parameter values are
 # tokens or quoted strings.
@@ -44,12 +46,23 @@ def _invalid(message: str) -> InvalidInput:
 
 
 def check_envelope(envelope: envelope_pb2.Envelope, position: int,
-                   limits: Limits = DEFAULT_LIMITS) -> bytes:
+                   limits: Limits = DEFAULT_LIMITS, now_ms: int = 0) -> bytes:
     """The bytes to store for message ``position``'s envelope (empty: it has none), or
-    ``InvalidInput`` naming the message and the field."""
+    ``InvalidInput`` naming the message and the field (``now_ms``: the leader's clock, which
+    a ``deliver_at_ms`` may not lie too far beyond; 0: not checked)."""
     if envelope.ByteSize() == 0:
         return b""
     where = f"message {position}"
+    if envelope.time_to_live_ms > MAX_TIME_TO_LIVE_MS:
+        raise _invalid(
+            f"{where}: time_to_live_ms {envelope.time_to_live_ms} is over the limit of "
+            f"{MAX_TIME_TO_LIVE_MS}"
+        )
+    if now_ms and envelope.deliver_at_ms > now_ms + MAX_SCHEDULE_AHEAD_MS:
+        raise _invalid(
+            f"{where}: deliver_at_ms {envelope.deliver_at_ms} is more than 366 days after the "
+            f"leader's clock ({now_ms})"
+        )
     for field in ("message_id", "correlation_id", "subject"):
         check_name(f"{where}: {field}", getattr(envelope, field), 0, MAX_ID_BYTES)
     if envelope.content_type:
@@ -90,7 +103,7 @@ def check_envelope(envelope: envelope_pb2.Envelope, position: int,
 
 
 def check_envelopes(envelopes: Sequence[envelope_pb2.Envelope], count: int, payload_bytes: int,
-                    limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+                    limits: Limits = DEFAULT_LIMITS, now_ms: int = 0) -> list[bytes]:
     """An append's envelopes as stored: empty when it has none (or only empty ones), else
     one per message. ``count`` and ``payload_bytes``: the append's messages."""
     if not envelopes:
@@ -100,7 +113,9 @@ def check_envelopes(envelopes: Sequence[envelope_pb2.Envelope], count: int, payl
             f"append carries {len(envelopes)} envelopes for {count} messages "
             "(give none, or one per message)"
         )
-    stored = [check_envelope(envelope, i, limits) for i, envelope in enumerate(envelopes)]
+    stored = [
+        check_envelope(envelope, i, limits, now_ms) for i, envelope in enumerate(envelopes)
+    ]
     if not any(stored):
         return []
     check_stored_envelopes(stored, count, payload_bytes, limits)

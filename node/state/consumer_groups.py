@@ -27,6 +27,7 @@ import bisect
 import rocksdict
 
 from quorumlog.node.common.limits import ErrorCode, InvalidInput, Limits
+from quorumlog.node.state import timed_messages
 from quorumlog.node.state.consumer_overlay import (
     ConsumerBatch,
     SessionView,
@@ -42,6 +43,9 @@ from quorumlog.node.state.consumer_records import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_RECEIVE,
     DEFAULT_RECEIVE_BYTES,
+    DEFER,
+    DEFERRED,
+    DEFERRED_LOCKED,
     GROUP_PREFIX,
     LOCKED,
     MAX_IN_FLIGHT,
@@ -49,6 +53,8 @@ from quorumlog.node.state.consumer_records import (
     MAX_REASON_BYTES,
     MAX_RECEIVE,
     MAX_SETTLE,
+    POLICY_PREFIX,
+    SCHEDULED,
     Cursor,
     check_duration,
     check_group,
@@ -58,6 +64,7 @@ from quorumlog.node.state.consumer_records import (
     scan,
 )
 from quorumlog.node.state.dead_letters import dead_letter
+from quorumlog.node.state.keys import sid
 from quorumlog.node.state.leases import check_token
 from quorumlog.node.state.session_policies import first_live, policy_of, touch
 from quorumlog.node.state.session_state import check_state_write, write_state
@@ -129,6 +136,17 @@ def receive(
         )
         return top - batch.cumulative_before(session, low)
 
+    policy = policy_of(layer, session)
+    timed = policy is not None and policy.timed
+    if command.deferred:
+        _receive_deferred(
+            batch, layer, command, cursor=cursor, times=(lock_until, now), response=response,
+            policy=policy,
+        )
+        layer.put(key, cursor)
+        touch(layer, session, now)
+        response.backlog = cursor.backlog(first, end)
+        return response
     kept: list[list[int]] = []
     blocked = False
     full = False
@@ -139,6 +157,11 @@ def receive(
         offset, count, until, kind = item
         if offset < first:
             continue  # trimmed away (retention): nothing left to deliver
+        if kind == DEFERRED_LOCKED and until <= now:
+            item[2], item[3] = 0, DEFERRED  # its lock lapsed: deferred again
+        if kind in (DEFERRED, DEFERRED_LOCKED) or (kind == SCHEDULED and until > now):
+            kept.append(item)  # only by offset / not due: later messages go first
+            continue
         in_flight = kind == LOCKED and until > now and not own
         if blocked or full or len(delivered) >= room or in_flight:
             kept.append(item)
@@ -147,6 +170,9 @@ def receive(
             blocked = True  # redelivery delayed: nothing after it may overtake it
             kept.append(item)
             continue
+        if timed and _gone(batch, layer, session=session, group=command.group, item=item,
+                           policy=policy, now=now):
+            continue  # canceled, or expired (dead-lettered or counted)
         if count >= group.max_deliveries:
             dead_letter(
                 batch=batch, layer=layer, session=session, group=command.group, item=item,
@@ -170,7 +196,6 @@ def receive(
             kept.append(item)
     cursor.pending = kept
     start = max(cursor.next, first)
-    policy = policy_of(layer, session)
     if policy is not None and policy.message_ttl_ms and start < end:
         # Messages older than the TTL are never delivered: the cursor moves past them.
         start = max(start, first_live(
@@ -191,7 +216,17 @@ def receive(
             else:
                 high = middle - 1
         take = low
+        timings = timed_messages.timings_in(layer, session, start, start + take) if timed else {}
         for offset in range(start, start + take):
+            timing = timings.get(offset)
+            if timing is not None and timing.deliver_at > now and not timing.canceled:
+                kept.append([offset, 0, timing.deliver_at, SCHEDULED])  # not due yet
+                continue
+            if timing is not None and _gone(
+                batch, layer, session=session, group=command.group, item=[offset, 0, 0, LOCKED],
+                policy=policy, now=now,
+            ):
+                continue
             delivered.add(
                 offset=offset, delivery_count=1, locked_until_ms=0 if delete else lock_until
             )
@@ -203,6 +238,83 @@ def receive(
     touch(layer, session, now)
     response.backlog = cursor.backlog(first, end)
     return response
+
+
+def _gone(
+    batch: SessionView, layer: ConsumerBatch, *, session: bytes, group: str, item: list[int],
+    policy: consumer_commands_pb2.SessionPolicy | None, now: int,
+) -> bool:
+    """Whether the message of ``item`` must not be delivered: a canceled scheduled message
+    (dropped), or one whose time to live passed (dead-lettered with reason "expired" when the
+    session's policy says so, else counted in ``messages_expired``)."""
+    timing = timed_messages.timing_of(layer, session, item[0])
+    if timing is None:
+        return False
+    if timing.canceled:
+        return True
+    if not timing.expires_at or timing.expires_at > now:
+        return False
+    if policy is not None and policy.dead_letter_expired:
+        dead_letter(
+            batch=batch, layer=layer, session=session, group=group, item=item,
+            reason=f"expired: its time to live ended at {timing.expires_at}", now=now,
+        )
+    else:
+        policy = policy_of(layer, session) or consumer_commands_pb2.SessionPolicy()
+        policy.messages_expired += 1
+        layer.put(POLICY_PREFIX + sid(session), policy)
+    return True
+
+
+def _receive_deferred(
+    batch: SessionView,
+    layer: ConsumerBatch,
+    command: consumer_commands_pb2.ReceiveCommand,
+    *,
+    cursor: Cursor,
+    times: tuple[int, int],
+    response: consumer_pb2.ReceiveResponse,
+    policy: consumer_commands_pb2.SessionPolicy | None,
+) -> None:
+    """Deliver the deferred messages ``command.deferred`` names (each locked as a deferred
+    one: settle it, or it is deferred again when the lock lapses)."""
+    lock_until, now = times
+    session = command.session.encode("utf-8")
+    where = f"session {command.session!r} in group {command.group!r}"
+    offsets = [item[0] for item in cursor.pending]
+    positions: list[int] = []
+    for offset in command.deferred:
+        position = bisect.bisect_left(offsets, offset)
+        if position == len(offsets) or offsets[position] != offset or not (
+            cursor.pending[position][3] == DEFERRED
+            or (cursor.pending[position][3] == DEFERRED_LOCKED
+                and cursor.pending[position][2] <= now)
+        ):
+            raise InvalidInput(ErrorCode.NOT_FOUND, f"offset {offset} of {where} is not deferred")
+        if position in positions:
+            raise invalid(f"offset {offset} is received twice in one request")
+        positions.append(position)
+    removed: set[int] = set()
+    for position in positions:
+        item = cursor.pending[position]
+        if policy is not None and policy.timed and _gone(
+            batch, layer, session=session, group=command.group, item=item, policy=policy, now=now
+        ):
+            removed.add(position)
+            continue
+        item[1] += 1
+        if command.receive_and_delete:
+            removed.add(position)
+        else:
+            item[2], item[3] = lock_until, DEFERRED_LOCKED
+        response.messages.add(
+            offset=item[0], delivery_count=item[1],
+            locked_until_ms=0 if command.receive_and_delete else lock_until,
+        )
+    if removed:
+        cursor.pending = [
+            item for position, item in enumerate(cursor.pending) if position not in removed
+        ]
 
 
 def settle(
@@ -230,7 +342,7 @@ def settle(
         offset = settlement.offset
         if offset in chosen:
             raise invalid(f"offset {offset} is settled twice in one request")
-        if settlement.action not in (COMPLETE, ABANDON, DEAD_LETTER):
+        if settlement.action not in (COMPLETE, ABANDON, DEAD_LETTER, DEFER):
             raise invalid(f"unknown settle action {settlement.action}")
         check_duration("redelivery delay", settlement.delay_ms)
         if len(settlement.reason.encode("utf-8")) > MAX_REASON_BYTES:
@@ -248,6 +360,12 @@ def settle(
         if settlement.action == COMPLETE:
             removed.add(position)
             response.completed += 1
+        elif settlement.action == DEFER:
+            item[2], item[3] = 0, DEFERRED  # delivery count kept
+            response.deferred += 1
+        elif settlement.action == ABANDON and item[3] == DEFERRED_LOCKED:
+            item[2], item[3] = 0, DEFERRED  # back to waiting for its offset
+            response.abandoned += 1
         elif settlement.action == ABANDON and item[1] < group.max_deliveries:
             item[2], item[3] = now + settlement.delay_ms, AVAILABLE
             response.abandoned += 1
@@ -295,8 +413,8 @@ def _held_lock(
             f"lock of offset {offset} of {where} is delivery {count}, not "
             f"{delivery_count}: the message was redelivered"
         )
-    if kind != LOCKED:
-        raise refuse(f"offset {offset} of {where} was abandoned; it holds no lock")
+    if kind not in (LOCKED, DEFERRED_LOCKED):
+        raise refuse(f"offset {offset} of {where} holds no lock (abandoned or deferred)")
     if until <= now:
         raise refuse(f"the lock on offset {offset} of {where} expired at {until}")
     return position

@@ -22,7 +22,10 @@ key                             value
                                 fencing token, lease expiry (leader ms, 0 none), owner length;
                                 the owner's name; then one ``>QIQB`` per delivered but
                                 unsettled message, by offset: offset, delivery count, time,
-                                kind (0 locked until time, 1 available again from time)
+                                kind (0 locked until time, 1 available again from time and
+                                before any later message, 2 scheduled: available from time
+                                without holding later ones back, 3 deferred: only by offset,
+                                4 a deferred message locked until time)
 ``C/m/<sid>``                   ``SessionPolicy``: TTLs, retention, closed flag, dead-letter
                                 sequence and count, last consumer activity
 ``C/d/<sid><sequence >Q>``      ``DeadLetterRecord`` (a copy of the payload: never lost to a
@@ -33,6 +36,9 @@ key                             value
 ``C/i/<sid><message id>``       ``>QQ`` the offset a ``message_id`` was written at and the
                                 leader time it was recorded (duplicate detection)
 ``C/j/<sid><time >Q><id>``      the same ids ordered by that time, to prune expired ones
+``C/e/<sid><offset >Q>``        a message with a delivery time or a time to live: ``>QQB``
+                                deliver at (leader ms, 0 at once), expires at (0 never),
+                                canceled (a scheduled message canceled before it was due)
 ==============================  ==============================================================
 
 Who writes what while applying (modules of ``quorumlog.node.state``): ``consumer_overlay``
@@ -40,7 +46,7 @@ Who writes what while applying (modules of ``quorumlog.node.state``): ``consumer
 messages); ``leases`` ``C/r/`` and a cursor's lease (token, expiry, owner); ``session_state``
 ``C/x/``; ``dead_letters`` ``C/d/`` and the dead-letter counters of ``C/m/``;
 ``session_policies`` the rest of ``C/m/``, ``C/t/``, ``C/policies`` and ``C/sweep``;
-``message_ids`` ``C/i/`` and ``C/j/``. A
+``message_ids`` ``C/i/`` and ``C/j/``; ``timed_messages`` ``C/e/``. A
 session's delete removes its keys under every per-session sub-prefix (``SESSION_SUBPREFIXES``).
 """
 
@@ -69,10 +75,11 @@ STATE_PREFIX = CONSUMER_PREFIX + b"x/"
 TIME_PREFIX = CONSUMER_PREFIX + b"t/"
 ID_PREFIX = CONSUMER_PREFIX + b"i/"
 ID_TIME_PREFIX = CONSUMER_PREFIX + b"j/"
+TIMED_PREFIX = CONSUMER_PREFIX + b"e/"
 # The per-session sub-prefixes: deleted with the session.
 SESSION_SUBPREFIXES = (
     CURSOR_PREFIX, POLICY_PREFIX, DEAD_PREFIX, STATE_PREFIX, TIME_PREFIX, ID_PREFIX,
-    ID_TIME_PREFIX,
+    ID_TIME_PREFIX, TIMED_PREFIX,
 )
 
 # Part of the replicated contract (apply-time checks): every node must agree.
@@ -97,9 +104,13 @@ MAX_LIST = 1_000
 
 LOCKED = 0
 AVAILABLE = 1
+SCHEDULED = 2  # due at its time; does not hold later messages back
+DEFERRED = 3  # left the delivery order: received only by its offset
+DEFERRED_LOCKED = 4  # a deferred message received by offset: back to DEFERRED if it lapses
 COMPLETE = consumer_pb2.COMPLETE
 ABANDON = consumer_pb2.ABANDON
 DEAD_LETTER = consumer_pb2.DEAD_LETTER
+DEFER = consumer_pb2.DEFER
 
 _CURSOR = struct.Struct(">QQQH")
 _PENDING = struct.Struct(">QIQB")
@@ -180,12 +191,16 @@ class Cursor:
         )
 
     def in_flight(self, now: int) -> int:
-        return sum(1 for item in self.pending if item[3] == LOCKED and item[2] > now)
+        return sum(
+            1 for item in self.pending if item[3] in (LOCKED, DEFERRED_LOCKED) and item[2] > now
+        )
 
     def deliverable(self, now: int, first: int, end: int) -> bool:
         for offset, _, until, kind in self.pending:
-            if offset < first:
-                continue
+            if offset < first or kind in (DEFERRED, DEFERRED_LOCKED):
+                continue  # trimmed, or received only by offset
+            if kind == SCHEDULED and until > now:
+                continue  # not due: later messages may go first
             if kind == AVAILABLE and until > now:
                 return False  # a delayed redelivery blocks everything after it
             if until <= now:
@@ -193,11 +208,15 @@ class Cursor:
         return max(self.next, first) < end
 
     def release_locks(self) -> None:
-        """Every locked delivery becomes available at once (a new owner or a release)."""
+        """Every locked delivery becomes available at once (a new owner or a release); a
+        deferred one goes back to waiting for its offset."""
         for item in self.pending:
             if item[3] == LOCKED:
                 item[2] = 0
                 item[3] = AVAILABLE
+            elif item[3] == DEFERRED_LOCKED:
+                item[2] = 0
+                item[3] = DEFERRED
 
 
 @dataclass(frozen=True, slots=True)

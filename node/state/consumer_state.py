@@ -27,6 +27,7 @@ from quorumlog.node.state import (
     message_ids,
     session_policies,
     session_state,
+    timed_messages,
 )
 from quorumlog.node.state.consumer_overlay import (
     ConsumerBatch,
@@ -44,7 +45,8 @@ from quorumlog.node.state.consumer_records import (
     invalid,
 )
 from quorumlog.node.state.keys import CONSUMER_PREFIX, U64, sid, successor
-from quorumlog.proto import consumer_commands_pb2, consumer_pb2
+from quorumlog.node.state.timed_messages import Timing
+from quorumlog.proto import consumer_commands_pb2, consumer_pb2, envelope_pb2
 
 
 class ConsumerState:
@@ -89,6 +91,32 @@ class ConsumerState:
         policy = session_policies.policy_of(layer, session) if self._hint.maybe else None
         message_ids.prune(layer, session, now, message_ids.window_of(policy))
 
+    def record_timings(
+        self, batch: SessionView, session: bytes,
+        parsed: list[envelope_pb2.Envelope | None], first: int, now: int,
+    ) -> None:
+        """The delivery times and times to live of the messages an append writes at
+        ``first`` on (``parsed``: their envelopes), if any has one."""
+        timings = []
+        for position, envelope in enumerate(parsed):
+            if envelope is None or not (envelope.deliver_at_ms or envelope.time_to_live_ms):
+                continue
+            deliver_at = envelope.deliver_at_ms if envelope.deliver_at_ms > now else 0
+            expires_at = now + envelope.time_to_live_ms if envelope.time_to_live_ms else 0
+            if deliver_at or expires_at:
+                timings.append((first + position, Timing(deliver_at, expires_at, False)))
+        if timings:
+            timed_messages.record(overlay(batch, self._db, self._hint), session, timings)
+
+    def on_trim(self, batch: SessionView, session: bytes, before: int) -> None:
+        """The session was trimmed below ``before``: forget those offsets' timings."""
+        if not self._hint.maybe:
+            return
+        layer = overlay(batch, self._db, self._hint)
+        policy = session_policies.policy_of(layer, session)
+        if policy is not None and policy.timed:
+            timed_messages.on_trim(layer, session, before)
+
     def record_ids(
         self, batch: SessionView, session: bytes, ids: list[str],
         judged: tuple[list[int], list[int]], now: int,
@@ -124,6 +152,8 @@ class ConsumerState:
             response = consumer_groups.receive(batch, layer, command.receive, now, limits)
         elif kind == "settle":
             response = consumer_groups.settle(batch, layer, command.settle, now, limits)
+        elif kind == "cancel_scheduled":
+            response = timed_messages.cancel(batch, layer, command.cancel_scheduled, now, limits)
         elif kind == "renew_locks":
             response = consumer_groups.renew_locks(batch, layer, command.renew_locks, now, limits)
         elif kind == "accept":
@@ -153,6 +183,11 @@ class ConsumerState:
     # -- local reads -----------------------------------------------------------------------------
     def has_policies(self) -> bool:
         return session_policies.has_policies(self._db)
+
+    def scheduled(
+        self, session: bytes, now: int, include_due: bool, limit: int
+    ) -> list[consumer_pb2.ScheduledMessage]:
+        return timed_messages.stored_scheduled(self._db, session, now, include_due, limit)
 
     def clock(self) -> int:
         value = self._db.get(CLOCK_KEY)
@@ -188,7 +223,9 @@ class ConsumerState:
             session=session.decode("utf-8"), dead_letters=policy.dead_letters,
             closed=policy.closed, session_ttl_ms=policy.session_ttl_ms,
             message_ttl_ms=policy.message_ttl_ms, retention_ms=policy.retention_ms,
-            retention_bytes=policy.retention_bytes,
+            retention_bytes=policy.retention_bytes, messages_expired=policy.messages_expired,
+            duplicate_window_ms=policy.duplicate_window_ms,
+            dead_letter_expired=policy.dead_letter_expired,
         )
         for group in groups:
             cursor = self.cursor(session, group.group.encode("utf-8")) or Cursor()

@@ -26,6 +26,7 @@ from quorumlog.node.state.consumer_overlay import (
 from quorumlog.node.state.consumer_records import (
     ACCEPT_SCAN_LIMIT,
     DEFAULT_LEASE_MS,
+    DEFERRED_LOCKED,
     LOCKED,
     ROTATION_PREFIX,
     Cursor,
@@ -180,7 +181,7 @@ def renew(
         )
     cursor.lease_until = now + (command.lease_ms or DEFAULT_LEASE_MS)
     for item in cursor.pending:  # the owner's locks last as long as its lease
-        if item[3] == LOCKED and item[2] > now:
+        if item[3] in (LOCKED, DEFERRED_LOCKED) and item[2] > now:
             item[2] = max(item[2], cursor.lease_until)
     layer.put(key, cursor)
     touch(layer, session, now)

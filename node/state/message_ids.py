@@ -33,12 +33,14 @@ PRUNE_EVERY_MS = 1_000  # a session's expired ids are looked for at most once pe
 _RECORD = struct.Struct(">QQ")
 
 
-def message_ids(envelopes: Sequence[bytes]) -> list[str]:
-    """The ``message_id`` of each stored envelope ("" for none)."""
-    ids: list[str] = []
-    for stored in envelopes:
-        ids.append(envelope_pb2.Envelope.FromString(stored).message_id if stored else "")
-    return ids
+def parse_envelopes(envelopes: Sequence[bytes]) -> list[envelope_pb2.Envelope | None]:
+    """Each stored envelope decoded (None for none)."""
+    return [envelope_pb2.Envelope.FromString(stored) if stored else None for stored in envelopes]
+
+
+def message_ids(parsed: Sequence[envelope_pb2.Envelope | None]) -> list[str]:
+    """The ``message_id`` of each envelope ("" for none)."""
+    return [envelope.message_id if envelope is not None else "" for envelope in parsed]
 
 
 def window_of(policy: consumer_commands_pb2.SessionPolicy | None) -> int:

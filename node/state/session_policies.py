@@ -109,6 +109,7 @@ def configure(
     policy.retention_ms = command.retention_ms
     policy.retention_bytes = command.retention_bytes
     policy.duplicate_window_ms = command.duplicate_window_ms
+    policy.dead_letter_expired = command.dead_letter_expired
     after = policy_has_sweep(policy)
     if before != after:
         _count_policies(layer, 1 if after else -1)

@@ -39,7 +39,7 @@ from quorumlog.node.state.consumer_state import ConsumerState
 from quorumlog.node.state.dedup import check_sequence, producer_key, push_ring
 from quorumlog.node.state.errors import OffsetTrimmed, SessionNotFound, StateCorrupted
 from quorumlog.node.state.keys import SESSION_PREFIX, U64, successor
-from quorumlog.node.state.message_ids import PRUNE_EVERY_MS, message_ids
+from quorumlog.node.state.message_ids import PRUNE_EVERY_MS, message_ids, parse_envelopes
 from quorumlog.node.state.session_records import (
     TIMED,
     AppendResult,
@@ -93,7 +93,8 @@ class SessionLog:
         if refusal is not None:
             return refusal
         count = len(messages)  # the producer sequences this append takes
-        ids = message_ids(envelopes) if envelopes else None
+        parsed = parse_envelopes(envelopes) if envelopes else None
+        ids = message_ids(parsed) if parsed is not None else None
         if ids is not None and not any(ids):
             ids = None
         ring: bytes | None = None
@@ -135,6 +136,8 @@ class SessionLog:
                 skip = set(judged[1])
                 messages = [m for i, m in enumerate(messages) if i not in skip]
                 envelopes = [e for i, e in enumerate(envelopes) if i not in skip]
+                assert parsed is not None
+                parsed = [e for i, e in enumerate(parsed) if i not in skip]
                 total = sum(map(len, messages))
         if meta is None:
             meta = SessionMeta(0, 0, 0, 0, now, now)
@@ -142,6 +145,8 @@ class SessionLog:
         first = meta.next
         put = batch.raw.put
         if messages:
+            if parsed is not None:
+                self.consumers.record_timings(batch, session_bytes, parsed, first, now)
             self._write(batch, session_bytes, meta, (messages, envelopes), now)
             meta.end_bytes += total
             meta.last_append_ms = max(meta.last_append_ms, now)
@@ -234,6 +239,7 @@ class SessionLog:
             batch.raw.delete_range(
                 message_key(session_bytes, meta.first), message_key(session_bytes, before)
             )
+            self.consumers.on_trim(batch, session_bytes, before)
             meta.first = before
             meta.start_bytes = start_bytes
             batch.dirty_metas.add(session_bytes)
