@@ -899,3 +899,43 @@ def test_injected_anomaly_is_reported(kind: str, seed: int) -> None:
     result = history.check()
     assert result.verdict == "fail", (seed, result.summary())
     assert result.total(kind) > 0, (seed, result.summary())
+
+
+# ---------------------------------------------------------------------------------------------
+# Envelopes and duplicate detection by message_id
+
+
+def test_an_envelope_that_did_not_survive_is_reported() -> None:
+    from quorumlog.chaos.run.envelopes import MISMATCH, envelope_for, observed
+
+    assert observed(b"p1-0", envelope_for("p1-0")) == "p1-0"
+    changed = envelope_for("p1-0")
+    changed.headers[1].binary = b"\x00" * 8
+    marked = observed(b"p1-0", changed)
+    assert marked.startswith("p1-0" + MISMATCH)
+    assert observed(b"p1-0", None) == "p1-0" + MISMATCH + "missing"
+    builder = clean_builder()
+    builder.read(3, "s1", records=[[0, "p1-0" + MISMATCH + "missing"]])
+    builder.finals()
+    result = builder.check()
+    assert result.verdict == "fail"
+    entries = [entry for report in result.sessions.values()
+               for entry in report.anomalies["envelope_mismatch"]]
+    assert [(e["session"], e["value"], e["offset"], e["found"]) for e in entries] == [
+        ("s1", "p1-0", 0, "missing")]
+    assert result.to_json()["envelope_mismatch"] == 1
+
+
+def test_a_value_resent_by_message_id_must_keep_its_offset() -> None:
+    builder = clean_builder()
+    # the producer re-sends an acknowledged value under a new sequence: deduplicated by its
+    # message_id, it is acknowledged at its original offset
+    builder.append(1, "s1", "p1-1", producer="p1", sequence=4)
+    builder.finals()
+    assert builder.check().verdict == "pass"
+    kept = clean_builder()
+    kept.logs["s1"].append("p1-1")  # a node that kept the duplicate
+    kept.append(1, "s1", "p1-1", producer="p1", sequence=4, offset=len(kept.logs["s1"]) - 1)
+    kept.finals()
+    [entry] = [e for e in only(kept.check(), "duplicates") if e["value"] == "p1-1"]
+    assert entry["offsets"] == [2, 7]

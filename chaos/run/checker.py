@@ -35,6 +35,11 @@ holds no records of it):
 - ``aborted_reads``: a value every append attempt of which ended ``fail`` seen by an ok read,
   a consume or a final snapshot.
 - ``unexpected``: a value observed in the session that no append of the session ever carried.
+- ``envelope_mismatch``: a value observed with an envelope other than the one its producer
+  gave it (``quorumlog.chaos.run.envelopes``: message id, correlation id, a text and a binary
+  header, byte for byte), or with none. Duplicate detection by ``message_id`` is held by the
+  kinds above: producers re-send acknowledged values under new sequences, so a duplicate the
+  node kept is a ``duplicates`` entry and a distinct value it dropped is ``lost``.
 - ``recovered_unknowns`` (not an error): a value never acknowledged, with at least one ``info``
   attempt, present in the reference final state.
 - ``convergence``: every node's ``records_hash`` of the session is equal.
@@ -69,13 +74,15 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from quorumlog.chaos.run.consumer_checker import CONSUMER_KINDS, ConsumerFigures, check_consumers
+from quorumlog.chaos.run.envelopes import MISMATCH
 from quorumlog.chaos.run.history import FinalEvent, History, NodeId, Operation, Record
 
 Anomaly = dict[str, object]
 
 SAFETY_KINDS: tuple[str, ...] = (
     "lost", "lost_on_node", "duplicates", "inconsistent_offsets", "gaps",
-    "producer_reordering", "stale_reads", "aborted_reads", "unexpected", *CONSUMER_KINDS,
+    "producer_reordering", "stale_reads", "aborted_reads", "unexpected", "envelope_mismatch",
+    *CONSUMER_KINDS,
 )
 REPORT_KINDS: tuple[str, ...] = (*SAFETY_KINDS, "recovered_unknowns")
 
@@ -498,9 +505,17 @@ def _check_session(session: str, ops: Sequence[Operation], finals: Sequence[Fina
     # aborted reads and unexpected values
     aborted_seen: set[str] = set()
     unexpected_seen: set[str] = set()
+    mismatched: set[str] = set()
     for label, records in sources:
         for offset, value in records:
-            if value not in attempts:
+            if MISMATCH in value:
+                if value not in mismatched:
+                    mismatched.add(value)
+                    written, _, detail = value.partition(MISMATCH)
+                    found["envelope_mismatch"].append({
+                        "session": session, "value": written, "offset": offset,
+                        "seen_in": label, "found": detail})
+            elif value not in attempts:
                 if value not in unexpected_seen:
                     unexpected_seen.add(value)
                     found["unexpected"].append({"session": session, "value": value,

@@ -28,6 +28,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from quorumlog.chaos.run.envelopes import observed_record
 from quorumlog.chaos.run.history import DRAIN_PROCESS, ProcessId
 from quorumlog.chaos.run.workload import Attempts, Recorder, Worker, WorkloadConfig
 from quorumlog.client._grpc import NodeConnection
@@ -135,8 +136,8 @@ class ConsumerBase(Worker):
             self.recorder.complete(attempts.outcome, self.process, "receive",
                                    error=attempts.error)
             return None
-        batch = [_Message(message.offset, message.data.decode("utf-8", "replace"),
-                          message.delivery_count) for message in response.messages]
+        batch = [_Message(message.offset, observed_record(message), message.delivery_count)
+                 for message in response.messages]
         self.recorder.complete("ok", self.process, "receive",
                                records=[[item.offset, item.value] for item in batch],
                                counts=[item.count for item in batch])
@@ -359,7 +360,7 @@ class Drainer(ConsumerBase):
                 self.recorder.complete("fail", self.process, "dead_letters",
                                        error=attempts.error)
                 return
-            records += [[item.offset, item.data.decode("utf-8", "replace")]
+            records += [[item.offset, observed_record(item)]
                         for item in response.dead_letters if item.group == self.config.group]
             if not response.truncated or not response.dead_letters:
                 break

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from quorumlog.chaos.run.envelopes import observed, observed_record
 from quorumlog.chaos.run.history import HistoryWriter, Record
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection
@@ -30,8 +31,10 @@ async def _read_from(client: AsyncClient, session: str, offset: int) -> list[Rec
     records: list[Record] = []
     while True:
         page = await client.read(session, offset, PAGE, consistency=Consistency.FOLLOWER)
-        records.extend((record.offset, record.data.decode("utf-8", "replace"))
-                       for record in page.records)
+        records.extend(
+            (record.offset, observed(record.data, record.envelope.to_pb() if record.envelope
+                                     else None))
+            for record in page.records)
         if not page.records or page.next_offset >= page.end_offset:
             return records
         offset = page.next_offset
@@ -90,7 +93,7 @@ async def node_shard_records(address: str, sessions: list[str], shards: int,
                 response = await connection.read(pb.ReadRequest(
                     session=session, from_offset=offset, max_count=PAGE,
                     consistency=pb.FOLLOWER), left())
-                records.extend((record.offset, record.data.decode("utf-8", "replace"))
+                records.extend((record.offset, observed_record(record))
                                for record in response.records)
                 if not response.records or response.next_offset >= response.end_offset:
                     break

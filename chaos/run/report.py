@@ -178,6 +178,7 @@ def render_report(history: History, result: Mapping[str, object], title: str) ->
     totals = [(key, result.get(key)) for key in (
         "ops", "ok_ops", "acked", "lost", "lost_on_node", "duplicates", "inconsistent_offsets",
         "gaps", "producer_reordering", "stale_reads", "aborted_reads", "unexpected",
+        "envelope_mismatch",
         "recovered_unknowns", "divergent_sessions", "faults_injected", "elections",
         "deliveries", "lost_deliveries", "redelivered_after_complete", "delivery_order",
         "zombie_settles_accepted", "concurrent_owners")]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, TypeVar
 
+from quorumlog.chaos.run.envelopes import envelope_for, observed_record
 from quorumlog.chaos.run.history import HistoryWriter, Outcome, ProcessId
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection
@@ -42,6 +43,7 @@ T = TypeVar("T")
 AttemptKind = Literal["refused", "unknown", "final"]
 RouteKey = int | None  # a data shard, or None: cluster-wide calls (and every call, 1 shard)
 MIN_SESSIONS_PER_SHARD = 3  # a sharded run writes at least this many sessions per shard
+RESEND_CHOICES = 200  # a producer re-sends one of its last this many acknowledged values
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class WorkloadConfig:
     read_window: int = 5  # a read starts this many offsets before the end it saw last
     read_limit: int = 20
     max_ops_per_worker: int = 2_000_000  # a hard bound on every worker loop
+    # one producer write in this many re-sends a value the producer had acknowledged, with a
+    # new producer sequence: only the message_id duplicate detection keeps it single (0: never)
+    resend_every: int = 8
     # consumers (``quorumlog.chaos.run.consumers``): one group over every session
     consumers: int = 2
     group: str = "chaos"
@@ -273,6 +278,7 @@ class _PendingWrite:
     values: list[str]
     sequence: int
     tries: int = 0
+    resend: bool = False  # values acknowledged before, sent again under a new sequence
 
 
 class Producer(Worker):
@@ -283,10 +289,19 @@ class Producer(Worker):
         self.sequences: dict[str, int] = {}
         self.written = 0
         self.pending: _PendingWrite | None = None
+        self.acknowledged: list[tuple[str, str]] = []  # (session, value), recent last
 
     def _next_write(self) -> _PendingWrite:
         if self.pending is not None and self.pending.tries <= self.config.info_retries:
             return self.pending
+        every = self.config.resend_every
+        if every and self.acknowledged and self.rng.randrange(every) == 0:
+            # A value written and acknowledged in the last minutes (well within the session's
+            # 10-minute duplicate window): a new sequence, the same message_id.
+            session, value = self.acknowledged[self.rng.randrange(len(self.acknowledged))]
+            sequence = self.sequences.get(session, 0)
+            self.sequences[session] = sequence + 1
+            return _PendingWrite(session, [value], sequence, resend=True)
         names = self.config.session_names
         session = names[self.rng.randrange(len(names))]
         count = self.rng.randint(1, self.config.max_values)
@@ -301,6 +316,7 @@ class Producer(Worker):
         write.tries += 1
         request = pb.AppendRequest(session=write.session,
                                    messages=[value.encode() for value in write.values],
+                                   envelopes=[envelope_for(value) for value in write.values],
                                    producer_id=self.producer, sequence=write.sequence)
         self.recorder.invoke(self.process, "append", session=write.session,
                              values=write.values, producer=self.producer,
@@ -311,9 +327,16 @@ class Producer(Worker):
         counters = self.recorder.counters
         counters.retried_unknown += response is not None and attempts.unknown
         counters.deduplicated += response is not None and response.duplicate
+        if response is not None and response.offsets:
+            # Some value was a duplicate by message_id: every value's offset (the original's).
+            self.pending = None
+            self._acknowledged(write)
+            self.recorder.complete("ok", self.process, "append", offsets=list(response.offsets))
+            return
         if response is not None and response.count == len(write.values):
             self.pending = None
             offsets = [response.first_offset + i for i in range(response.count)]
+            self._acknowledged(write)
             self.recorder.complete("ok", self.process, "append", offsets=offsets)
             return
         if response is not None:
@@ -324,6 +347,12 @@ class Producer(Worker):
             return
         self.pending = write if attempts.outcome == "info" else None
         self.recorder.complete(attempts.outcome, self.process, "append", error=attempts.error)
+
+
+    def _acknowledged(self, write: _PendingWrite) -> None:
+        if not write.resend:
+            self.acknowledged.extend((write.session, value) for value in write.values)
+            del self.acknowledged[:-RESEND_CHOICES]
 
 
 class Reader(Worker):
@@ -353,7 +382,7 @@ class Reader(Worker):
             # Reads change nothing: a read that never returned simply did not happen.
             self.recorder.complete("fail", self.process, "read", error=attempts.error)
             return
-        records = [[record.offset, record.data.decode("utf-8", "replace")]
+        records = [[record.offset, observed_record(record)]
                    for record in response.records]
         self.seen_end[session] = max(self.seen_end.get(session, 0), response.end_offset)
         self.recorder.complete("ok", self.process, "read", records=records,
