@@ -414,9 +414,10 @@ class AsyncClient:
     ) -> pb.AppendResponse:
         """One session batch; the outbox sends it with other sessions' in one AppendBatch."""
         request = pb.AppendRequest(
-            session=session, messages=messages, producer_id=self.producer_id, sequence=sequence,
-            envelopes=envelopes or (),
+            session=session, messages=messages, producer_id=self.producer_id, sequence=sequence
         )
+        if envelopes:
+            request.envelopes.extend(envelopes)
         return await self._outbox.send(request, end)
 
     # -- reads -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ three real nodes started on free ports."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -90,6 +91,9 @@ def test_dlq_list_and_resubmit(cluster: LocalCluster) -> None:
     listed = ok_json(cli(cluster, "dlq", "list", "cli-dlq", "--json"))
     assert [(d["sequence"], d["offset"], d["group"], d["reason"], d["data"])
             for d in listed["dead_letters"]] == [(0, 0, "cli-d", "cannot parse", "poison")]
+    (letter,) = listed["dead_letters"]  # why (reason) and when, in ms and as UTC ISO 8601
+    when = datetime.datetime.fromisoformat(letter["dead_lettered"].replace("Z", "+00:00"))
+    assert round(when.timestamp() * 1000) == letter["dead_lettered_ms"] > 0
     resubmitted = ok_json(cli(cluster, "dlq", "resubmit", "cli-dlq", "--json"))
     assert resubmitted == {"session": "cli-dlq", "offsets": [2], "remaining": 0}
     assert ok_json(cli(cluster, "dlq", "list", "cli-dlq", "--json"))["dead_letters"] == []

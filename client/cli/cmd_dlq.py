@@ -2,10 +2,12 @@
 
 ``list [--from SEQ] [--limit N]``: text ``SEQUENCE<TAB>OFFSET<TAB>GROUP<TAB>DELIVERIES<TAB>
 REASON<TAB>DATA`` per dead letter; JSON ``{"session", "dead_letters": [{"sequence", "offset",
-"group", "reason", "delivery_count", "dead_lettered_ms", "data"}]}`` (``data_b64`` on binary
-data). ``resubmit [--sequence SEQ ...]``: append the dead letters (all of them when none is
-named, up to 1000 per call) to the session again and remove them from the log; prints their
-new offsets (JSON ``{"session", "offsets", "remaining"}``). Owns: flags and output only.
+"group", "reason", "delivery_count", "dead_lettered_ms", "dead_lettered" (the same time, UTC,
+ISO 8601), "data"}]}`` (``data_b64`` on binary data; ``append_time_ms`` and ``envelope`` as
+``read --json`` shows them). ``resubmit [--sequence SEQ ...]``: append the dead letters (all
+of them when none is named, up to 1000 per call) to the session again and remove them from the
+log; prints their new offsets (JSON ``{"session", "offsets", "remaining"}``). Owns: flags and
+output only.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _list(args: argparse.Namespace, session: str) -> int:
                 letter.offset, letter.data, letter.envelope, letter.append_time_ms))
             item.update(sequence=letter.sequence, group=letter.group, reason=letter.reason,
                         delivery_count=letter.delivery_count,
-                        dead_lettered_ms=letter.dead_lettered_ms)
+                        dead_lettered_ms=letter.dead_lettered_ms,
+                        dead_lettered=cli_common.iso_time(letter.dead_lettered_ms))
             items.append(item)
         cli_common.print_json({"session": session, "dead_letters": items})
         return 0

@@ -12,7 +12,6 @@ them, readers of the log still see them. Owns: flags and output only.
 from __future__ import annotations
 
 import argparse
-import datetime
 
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
@@ -26,11 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true",
                         help="list: also the messages whose time has come")
     cli_common.add_common_arguments(parser)
-
-
-def iso(milliseconds: int) -> str:
-    moment = datetime.datetime.fromtimestamp(milliseconds / 1000, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         cli_common.print_json({"session": session, "scheduled": [
             {"offset": m.offset, "deliver_at_ms": m.deliver_at_ms,
-             "deliver_at": iso(m.deliver_at_ms), "canceled": m.canceled}
+             "deliver_at": cli_common.iso_time(m.deliver_at_ms), "canceled": m.canceled}
             for m in scheduled
         ]})
     else:
         for m in scheduled:
             state = "canceled" if m.canceled else "scheduled"
-            cli_common.print_line(f"{m.offset}\t{iso(m.deliver_at_ms)}\t{state}")
+            cli_common.print_line(f"{m.offset}\t{cli_common.iso_time(m.deliver_at_ms)}\t{state}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import os
 import sys
@@ -190,6 +191,12 @@ def envelope_json(envelope: Envelope) -> dict[str, Any]:
             for key, value in envelope.headers.items()
         }
     return item
+
+
+def iso_time(milliseconds: int) -> str:
+    """A leader time (ms since the epoch) as UTC ISO 8601, e.g. ``2026-12-24T18:00:00.000Z``."""
+    moment = datetime.datetime.fromtimestamp(milliseconds / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def print_json(value: object) -> None:

@@ -114,19 +114,17 @@ class Appender:
                 continue
             part = parts.setdefault(shard, (proposer, [], []))
             part[1].append(position)
-            part[2].append((
-                commands_pb2.Command(
-                    append=commands_pb2.AppendCommand(
-                        session=item.session,
-                        messages=item.messages,
-                        producer_id=item.producer_id,
-                        principal=principal,
-                        sequence=item.sequence,
-                        envelopes=envelopes,
-                    )
-                ),
-                size + sum(map(len, envelopes)),
-            ))
+            append = commands_pb2.AppendCommand(
+                session=item.session,
+                messages=item.messages,
+                producer_id=item.producer_id,
+                principal=principal,
+                sequence=item.sequence,
+            )
+            if envelopes:
+                append.envelopes.extend(envelopes)
+                size += sum(map(len, envelopes))
+            part[2].append((commands_pb2.Command(append=append), size))
         if unrouted and not parts and len({shard for _, shard, _ in unrouted}) == 1:
             raise unrouted[0][2]  # one shard, not here: the call fails as a whole, as before
         for position, shard, why in unrouted:

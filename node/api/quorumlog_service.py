@@ -64,15 +64,17 @@ def _append_response(
     session: str, index: int, result: AppendResult
 ) -> quorumlog_pb2.AppendResponse:
     """The answer to one applied append (``index``: the entry that carried it)."""
-    return quorumlog_pb2.AppendResponse(
+    response = quorumlog_pb2.AppendResponse(
         session=session,
         first_offset=result.first_offset,
         count=result.count,
         commit_index=index,
         duplicate=result.duplicate,
-        offsets=result.offsets or (),
-        duplicate_positions=result.duplicate_positions or (),
     )
+    if result.offsets:  # only when a message_id was a duplicate: keep the common case lean
+        response.offsets.extend(result.offsets)
+        response.duplicate_positions.extend(result.duplicate_positions or ())
+    return response
 
 
 def _followers(views: Sequence[FollowerView]) -> list[quorumlog_pb2.FollowerProgress]:

@@ -79,7 +79,7 @@ class SessionLog:
         ``message_id`` is written again, and remembered at its new offset."""
         session = command.session
         messages = list(command.messages)
-        envelopes = list(command.envelopes)
+        envelopes = list(command.envelopes) if command.envelopes else []
         sequence = command.sequence
         try:
             session_bytes, producer_bytes, total = check_append(
