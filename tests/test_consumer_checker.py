@@ -57,10 +57,13 @@ class Story:
                 done)
 
     def receive(self, process: str, session: str, token: int, deliveries: list[Delivery],
-                *, outcome: str = "ok", max_messages: int = 10) -> None:
+                *, outcome: str = "ok", max_messages: int = 10,
+                leader_time: int | None = None) -> None:
         log = self.logs[session]
         done: Event = {"records": [[offset, log[offset]] for offset, _ in deliveries],
                        "counts": [count for _, count in deliveries]}
+        if leader_time is not None:
+            done["leader_time"] = leader_time
         self.op(process, "receive", outcome,
                 {"session": session, "group": "g", "token": token,
                  "max_messages": max_messages}, done if outcome == "ok" else {})
@@ -351,3 +354,23 @@ def test_report_plots_consumer_deliveries() -> None:
     assert sum(bucket.deliveries for bucket in buckets) == 8
     page = render_report(history, result.to_json(), "t")
     assert "consumer deliveries/s" in page and "<td>deliveries</td><td>8</td>" in page
+
+
+def test_a_scheduled_message_may_be_overtaken_but_never_delivered_early() -> None:
+    story = opened("a0", "a1@5000", "a2")
+    story.receive("c0", "s1", 1, [(0, 1), (2, 1)], leader_time=1_000)  # a1 not yet due
+    story.settle("c0", "s1", 1, [(0, 1, "complete"), (2, 1, "complete")])
+    story.receive("c0", "s1", 1, [(1, 1)], leader_time=5_000)  # due: delivered now
+    story.settle("c0", "s1", 1, [(1, 1, "complete")])
+    assert finish(story).verdict == "pass"
+    early = opened("a0", "a1@5000", "a2")
+    early.receive("c0", "s1", 1, [(0, 1), (1, 1), (2, 1)], leader_time=4_999)
+    early.settle("c0", "s1", 1, [(0, 1, "complete"), (1, 1, "complete"), (2, 1, "complete")])
+    [entry] = only(finish(early), "delivered_early")
+    assert (entry["offset"], entry["deliver_at"], entry["leader_time"]) == (1, 5000, 4999)
+    # never delivered at all: lost, once the drain emptied the group
+    lost = opened("a0", "a1@5000")
+    lost.receive("c0", "s1", 1, [(0, 1)], leader_time=1_000)
+    lost.settle("c0", "s1", 1, [(0, 1, "complete")])
+    [entry] = only(finish(lost), "lost_deliveries")
+    assert entry["value"] == "a1@5000"

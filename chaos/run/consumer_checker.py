@@ -29,6 +29,11 @@ before some moment cannot take effect after it.
   gave the lease up (both free every lock), before the receive was invoked, and no other
   receive (an ok one with a later delivery of ``Y``, an unknown one under a token not older
   than the release's) nor a settle of that delivery other than the abandon could explain it.
+- ``delivered_early``: an ok receive whose leader clock (``leader_time``) was before the
+  delivery time of a scheduled value it delivered (``p1-7@<ms>``, ``quorumlog.chaos.run.
+  envelopes``). Scheduled values are left out of the fresh-order rule of ``delivery_order``
+  (later messages may overtake one not yet due); that they are never lost is
+  ``lost_deliveries``' rule (the final drain waits until every backlog is empty).
 - ``zombie_settles_accepted``: an ok settle or state write carrying token ``T > 0`` invoked
   after an ok operation completed showing a token above ``T`` (granted by accept, or carried
   by an ok receive, settle, renew, release or state write).
@@ -46,13 +51,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from quorumlog.chaos.run.envelopes import scheduled_at
 from quorumlog.chaos.run.history import Operation
 
 Anomaly = dict[str, object]
 Pair = tuple[str, str]  # session, group
 
 CONSUMER_KINDS: tuple[str, ...] = (
-    "lost_deliveries", "redelivered_after_complete", "delivery_order",
+    "lost_deliveries", "redelivered_after_complete", "delivery_order", "delivered_early",
     "zombie_settles_accepted", "concurrent_owners",
 )
 CONSUMER_OPS: tuple[str, ...] = ("create_group", "accept", "receive", "settle", "renew",
@@ -108,6 +114,14 @@ def check_consumers(operations: Iterable[Operation], acked: dict[str, dict[str, 
     value -> offset; ``offsets``: session -> every offset known to exist."""
     ops = [op for op in operations if op.op in CONSUMER_OPS]
     figures = ConsumerFigures()
+    scheduled_offsets: dict[str, set[int]] = {
+        session: {offset for value, offset in values.items() if scheduled_at(value)}
+        for session, values in acked.items()
+    }
+    for op in ops:  # offsets of scheduled values that were never acknowledged
+        if op.op == "receive" and op.session is not None:
+            scheduled_offsets.setdefault(op.session, set()).update(
+                offset for offset, value in op.records if scheduled_at(value))
     max_deliveries: dict[str, int] = {}
     drained: set[str] = set()
     pairs: dict[Pair, _Pair] = defaultdict(_Pair)
@@ -143,7 +157,12 @@ def check_consumers(operations: Iterable[Operation], acked: dict[str, dict[str, 
         out = found[session]
         _figures(figures, pair)
         out["redelivered_after_complete"] += _redelivered(session, group, pair, limit)
-        out["delivery_order"] += _order(session, group, pair, limit, offsets.get(session, set()))
+        scheduled = scheduled_offsets.get(session, set())
+        out["delivery_order"] += _order(
+            session, group, pair, limit, offsets.get(session, set()) - scheduled,
+            scheduled=scheduled,
+        )
+        out["delivered_early"] += _early(session, group, pair)
         zombies, owners = _fencing(session, group, pair)
         out["zombie_settles_accepted"] += zombies
         out["concurrent_owners"] += owners
@@ -302,8 +321,24 @@ def _releases(pair: _Pair, limit: int, index: _Index) -> list[_Release]:
     return releases
 
 
+def _early(session: str, group: str, pair: _Pair) -> list[Anomaly]:
+    """Scheduled values an ok receive delivered before their time by its leader clock."""
+    found: list[Anomaly] = []
+    for receive in pair.receives:
+        if receive.leader_time is None:
+            continue
+        for offset, value in receive.records:
+            due = scheduled_at(value)
+            if due > receive.leader_time:
+                found.append({"session": session, "group": group, "offset": offset,
+                              "value": value, "deliver_at": due,
+                              "leader_time": receive.leader_time,
+                              "receive_line": receive.line})
+    return found
+
+
 def _order(session: str, group: str, pair: _Pair, limit: int,
-           known: set[int]) -> list[Anomaly]:
+           known: set[int], *, scheduled: set[int]) -> list[Anomaly]:
     found: list[Anomaly] = []
     receives = sorted(pair.receives, key=lambda op: (op.invoke_time, op.line))
     for receive in receives:
@@ -311,7 +346,7 @@ def _order(session: str, group: str, pair: _Pair, limit: int,
         if any(later <= earlier for earlier, later in pairwise(offsets)):
             found.append({"session": session, "group": group, "receive_line": receive.line,
                           "offsets": offsets[:20], "problem": "offsets not increasing"})
-    found += _fresh_order(session, group, pair, receives, known)
+    found += _fresh_order(session, group, pair, receives, known, scheduled=scheduled)
     index = _index(pair)
     invoked = [receive.invoke_time for receive in receives]
     reported: set[tuple[int, int]] = set()
@@ -367,12 +402,15 @@ def _excused_from(release: _Release, index: _Index) -> float:
 
 
 def _fresh_order(session: str, group: str, pair: _Pair, receives: Sequence[Operation],
-                 known: set[int]) -> list[Anomaly]:
+                 known: set[int], *, scheduled: set[int]) -> list[Anomaly]:
     """Fresh messages come in offset order: a first delivery of ``X`` means every offset
-    below ``X`` was delivered before, by an ok receive or possibly by an unknown one."""
+    below ``X`` was delivered before, by an ok receive or possibly by an unknown one
+    (``scheduled`` offsets aside: they come when due)."""
     first_seen: dict[int, float] = {}  # offset -> earliest invocation of an ok delivery
     for receive in receives:
         for offset, _ in receive.records:
+            if offset in scheduled:
+                continue
             first_seen[offset] = min(first_seen.get(offset, receive.invoke_time),
                                      receive.invoke_time)
     every = sorted(known | set(first_seen))
@@ -392,7 +430,8 @@ def _fresh_order(session: str, group: str, pair: _Pair, receives: Sequence[Opera
             seen.add(arrivals[added][1])
             added += 1
         fresh = [offset for (offset, _), count in zip(receive.records, _counts(receive),
-                                                        strict=True) if count == 1]
+                                                        strict=True)
+                 if count == 1 and offset not in scheduled]
         if not fresh:
             continue
         below = position[max(fresh)]

@@ -138,9 +138,13 @@ class ConsumerBase(Worker):
             return None
         batch = [_Message(message.offset, observed_record(message), message.delivery_count)
                  for message in response.messages]
+        # Every message of a receive is locked until the leader's clock then + the group's
+        # lock: so the receive's clock, by which scheduled messages were judged due.
+        leader_time = (min(m.locked_until_ms for m in response.messages) - self.config.lock_ms
+                       if response.messages else None)
         self.recorder.complete("ok", self.process, "receive",
                                records=[[item.offset, item.value] for item in batch],
-                               counts=[item.count for item in batch])
+                               counts=[item.count for item in batch], leader_time=leader_time)
         return batch
 
     async def settle(self, lease: _Lease, chosen: list[tuple[_Message, str]]) -> str:

@@ -61,11 +61,12 @@ Consumer-group operations (judged by ``quorumlog.chaos.run.consumer_checker``)::
   token granted), ``consumer`` (the lease owner's name), ``max_messages``, ``max_deliveries``
   (of the group, on ``create_group``). ``renew``, ``release`` and ``set_state`` carry
   ``session``, ``group`` and ``token``.
-- ``receive`` ``ok``: ``records`` delivered and ``counts``, their delivery counts (1 on the first
-  delivery). ``settle``: ``settlements``, a list of ``[offset, delivery_count, action]`` with
-  action ``complete``, ``abandon`` or ``dead_letter``. ``dead_letters`` ``ok``: ``records``, the
-  group's dead-lettered messages of the session (``[offset, value]``). ``drain`` ``ok``: the
-  final drain of ``group`` consumed everything left in every session.
+- ``receive`` ``ok``: ``leader_time`` (the leader's clock the receive was decided by, ms; when
+  it delivered something), ``records`` delivered and ``counts``, their delivery counts (1 on the
+  first delivery). ``settle``: ``settlements``, a list of ``[offset, delivery_count, action]``
+  with action ``complete``, ``abandon`` or ``dead_letter``. ``dead_letters`` ``ok``:
+  ``records``, the group's dead-lettered messages of the session (``[offset, value]``).
+  ``drain`` ``ok``: the final drain of ``group`` consumed everything left in every session.
 
 Faults::
 
@@ -157,6 +158,7 @@ class OpEvent:
     max_messages: int | None = None
     max_deliveries: int | None = None
     shard: int | None = None
+    leader_time: int | None = None
     line: int = field(default=0, compare=False)
 
     def to_json(self) -> dict[str, object]:
@@ -182,6 +184,7 @@ class OpEvent:
             "max_messages": self.max_messages,
             "max_deliveries": self.max_deliveries,
             "shard": self.shard,
+            "leader_time": self.leader_time,
         }
         data.update({key: value for key, value in optional.items() if value is not None})
         data["time"] = self.time
@@ -268,6 +271,7 @@ class Operation:
     max_messages: int | None = None
     max_deliveries: int | None = None
     shard: int | None = None  # the session's data shard (sharded runs only)
+    leader_time: int | None = None  # an ok receive's leader clock (ms), when it delivered
     line: int = 0  # the invocation's line
 
 
@@ -548,7 +552,7 @@ def _join(invocation: OpEvent, completion: OpEvent, source: str) -> Operation:
         consistency=consistency or "linearizable", error=completion.error,
         group=group, token=token, consumer=consumer, counts=counts, settlements=settlements,
         max_messages=max_messages, max_deliveries=max_deliveries, shard=shard,
-        line=invocation.line,
+        leader_time=completion.leader_time, line=invocation.line,
     )
 
 
@@ -749,5 +753,6 @@ def _parse_op_event(fields: _Fields, kind: str) -> OpEvent:
         max_messages=fields.count("max_messages"),
         max_deliveries=fields.count("max_deliveries"),
         shard=fields.count("shard"),
+        leader_time=fields.count("leader_time"),
         line=fields.line,
     )

@@ -181,6 +181,7 @@ def render_report(history: History, result: Mapping[str, object], title: str) ->
         "envelope_mismatch",
         "recovered_unknowns", "divergent_sessions", "faults_injected", "elections",
         "deliveries", "lost_deliveries", "redelivered_after_complete", "delivery_order",
+        "delivered_early",
         "zombie_settles_accepted", "concurrent_owners")]
     availability = result.get("availability")
     fault_rows: list[list[object]] = []

@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, TypeVar
 
-from quorumlog.chaos.run.envelopes import envelope_for, observed_record
+from quorumlog.chaos.run.envelopes import SCHEDULED, envelope_for, observed_record
 from quorumlog.chaos.run.history import HistoryWriter, Outcome, ProcessId
 from quorumlog.client import errors
 from quorumlog.client._grpc import NodeConnection
@@ -61,6 +62,10 @@ class WorkloadConfig:
     # one producer write in this many re-sends a value the producer had acknowledged, with a
     # new producer sequence: only the message_id duplicate detection keeps it single (0: never)
     resend_every: int = 8
+    # one producer write in this many is scheduled (``deliver_at_ms``) up to
+    # ``schedule_ahead_ms`` ahead: its values read ``p<k>-<n>@<ms>`` (0: never)
+    schedule_every: int = 6
+    schedule_ahead_ms: int = 2_000
     # consumers (``quorumlog.chaos.run.consumers``): one group over every session
     consumers: int = 2
     group: str = "chaos"
@@ -306,6 +311,11 @@ class Producer(Worker):
         session = names[self.rng.randrange(len(names))]
         count = self.rng.randint(1, self.config.max_values)
         values = [f"{self.producer}-{self.written + i}" for i in range(count)]
+        every = self.config.schedule_every
+        if every and self.rng.randrange(every) == 0:
+            # The leader's clock decides; the nodes run on this machine's clock.
+            at = int(time.time() * 1000) + self.rng.randint(1, self.config.schedule_ahead_ms)
+            values = [f"{value}{SCHEDULED}{at}" for value in values]
         self.written += count
         sequence = self.sequences.get(session, 0)
         self.sequences[session] = sequence + count  # used or abandoned, never reused
