@@ -392,10 +392,10 @@ def test_a_request_without_a_reply_times_out_precisely(client: Client) -> None:
 # -- lock renewal ------------------------------------------------------------------------------
 def test_renewing_a_lock_keeps_it_past_its_first_expiry(client: Client) -> None:
     client.append("lock-renew", b"slow", b"other")
-    client.consumer.create_group("lock-g", lock_ms=1_000, max_deliveries=5)
+    client.consumer.create_group("lock-g", lock_ms=2_500, max_deliveries=5)
     (message,) = client.consumer.receive("lock-renew", "lock-g", max_messages=1).messages
     (renewed,) = client.consumer.renew_locks([message], lock_ms=30_000)
-    assert renewed.locked_until_ms >= message.locked_until_ms + 29_000
+    assert renewed.locked_until_ms >= message.locked_until_ms - 2_500 + 30_000
     assert (renewed.offset, renewed.delivery_count) == (message.offset, message.delivery_count)
     wait_until(lambda: time.time() * 1000 > message.locked_until_ms + 200, 10,
                "the first lock's expiry")
@@ -433,10 +433,11 @@ def test_a_processor_handler_may_run_longer_than_the_lock(cluster: InProcessClus
             async def handle(messages: list[ReceivedMessage], context: SessionContext) -> None:
                 deliveries.extend(m.delivery_count for m in messages)
                 if messages[0].delivery_count == 1:
-                    await asyncio.sleep(3.0)  # longer than the 2 s lock
+                    await asyncio.sleep(3.5)  # longer than the 2 s lock
 
+            # the lease (3 s, renewed every second) carries the locks past their 2 s
             processor = AsyncSessionProcessor(
-                aclient, "long", handle, prefix=session, max_sessions=1, lease_ms=1_200,
+                aclient, "long", handle, prefix=session, max_sessions=1, lease_ms=3_000,
             )
             async with processor:
                 for _ in range(200):  # bounded: at most 20 s

@@ -59,7 +59,7 @@ def test_a_scheduled_message_is_delivered_after_its_time_and_later_ones_go_first
     client: Client,
 ) -> None:
     client.consumer.create_group("sched-g", lock_ms=30_000)
-    at = now_ms() + 1_500
+    at = now_ms() + 4_000  # room for three appends and a receive on a loaded machine
     client.append("sched", b"first")
     client.append("sched", b"later", envelope=Envelope(deliver_at_ms=at, subject="reminder"))
     client.append("sched", b"third")
@@ -81,7 +81,7 @@ def test_a_scheduled_message_is_delivered_after_its_time_and_later_ones_go_first
 def test_canceling_a_scheduled_message_keeps_it_from_every_group(client: Client) -> None:
     client.consumer.create_group("cancel-a", lock_ms=30_000)
     client.consumer.create_group("cancel-b", lock_ms=30_000)
-    soon = now_ms() + 1_000
+    soon = now_ms() + 4_000  # not due before the cancel below, even on a loaded machine
     client.append("cancel", b"plain")
     client.append("cancel", b"never", envelope=Envelope(deliver_at_ms=soon))
     client.append("cancel", b"far", envelope=Envelope(deliver_at_ms=now_ms() + 3_600_000))
@@ -135,9 +135,9 @@ def test_expired_messages_are_skipped_and_counted_or_dead_lettered(client: Clien
 
 def test_an_expired_redelivery_is_not_delivered_again(client: Client) -> None:
     client.consumer.create_group("ttl-r", lock_ms=200, max_deliveries=10)
-    client.append("ttl-redeliver", b"brief", envelope=Envelope(time_to_live_ms=700))
+    client.append("ttl-redeliver", b"brief", envelope=Envelope(time_to_live_ms=3_000))
     (first,) = client.consumer.receive("ttl-redeliver", "ttl-r").messages  # not settled
-    wait_until(lambda: first.append_time_ms + 800 < now_ms(), 10, "the time to live")
+    wait_until(lambda: first.append_time_ms + 3_100 < now_ms(), 10, "the time to live")
     assert offsets(client, "ttl-redeliver", "ttl-r") == []
 
 
