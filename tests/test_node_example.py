@@ -20,6 +20,7 @@ import pytest
 from cluster_harness import running_cluster, wait_until
 
 from quorumlog.client import Client
+from quorumlog.client.envelope import Envelope
 
 pytestmark = pytest.mark.cluster
 
@@ -68,6 +69,11 @@ def test_node_example_appends_reads_and_completes_one_message(tmp_path: Path) ->
         assert f"appended: session {session} offsets 0..1" in result.stdout
         assert f'read: offset 0 "{messages[0]}"' in lines
         assert f'read: offset 1 "{messages[1]}"' in lines
+        envelopes = [line for line in lines if line.startswith("envelope: ")]
+        assert len(envelopes) == 2 and all(
+            re.fullmatch(r'envelope: offset [01] message_id [0-9a-f-]{36} content_type '
+                         r'"text/plain; charset=utf-8" headers sent-by=node appended at \d{13}',
+                         line) for line in envelopes), envelopes
         assert f"group: {group} lock {LOCK_MS} ms, max deliveries 10 (created)" in lines
         assert f"lease: session {session} group {group} consumer {consumer} token 1" in lines
         (received,) = [line for line in lines if line.startswith("received: ")]
@@ -84,6 +90,12 @@ def test_node_example_appends_reads_and_completes_one_message(tmp_path: Path) ->
             page = client.read(session, from_offset=0)
             assert [(r.offset, r.data) for r in page.records] == [
                 (0, messages[0].encode()), (1, messages[1].encode()),
+            ]
+            # the envelopes written from Node.js, read from Python
+            node_ids = [line.split()[4] for line in envelopes]
+            assert [r.envelope for r in page.records] == [
+                Envelope(message_id=node_id, content_type="text/plain; charset=utf-8",
+                         headers={"sent-by": "node"}) for node_id in node_ids
             ]
             (status,) = client.consumer.sessions(session=session)
             (group_status,) = [g for g in status.groups if g.group == group]

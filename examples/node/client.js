@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// quorumlog from Node.js: find the leader, append to a session, read it back, then consume one
-// message for a consumer group with peek-lock (lease, receive, complete, release).
+// quorumlog from Node.js: find the leader, append to a session (each message with an
+// envelope), read it back, then consume one message for a consumer group with peek-lock
+// (lease, receive, complete, release).
 //
 // The .proto files are loaded at run time from the repository's proto/ folder (or
 // QUORUMLOG_PROTO_DIR, e.g. an installed wheel's site-packages/quorumlog/proto) with
@@ -233,9 +234,16 @@ async function main() {
     console.log(`leader: ${leader.id} at ${leader.address} (asked ${leader.askedAt})`);
 
     // Append with an idempotent producer: (producer_id, sequence) makes a retry harmless.
+    // Each message carries an envelope (docs/envelope.md): its own message id (duplicate
+    // detection), a content type and an application header.
     const appended = await cluster.call("QuorumLog", "Append", {
       session: opts.session,
       messages: opts.messages.map((text) => Buffer.from(text, "utf8")),
+      envelopes: opts.messages.map(() => ({
+        message_id: crypto.randomUUID(),
+        content_type: "text/plain; charset=utf-8",
+        headers: [{ key: "sent-by", text: "node" }],
+      })),
       producer_id: `node-${crypto.randomUUID()}`,
       sequence: "0",
     });
@@ -250,6 +258,13 @@ async function main() {
     });
     for (const record of page.records) {
       console.log(`read: offset ${record.offset} ${JSON.stringify(record.data.toString("utf8"))}`);
+    }
+    for (const record of page.records) {
+      const envelope = record.envelope;
+      const headers = envelope.headers.map((header) => `${header.key}=${header.text}`).join(",");
+      console.log(`envelope: offset ${record.offset} message_id ${envelope.message_id} `
+        + `content_type ${JSON.stringify(envelope.content_type)} headers ${headers} `
+        + `appended at ${record.append_time_ms}`);
     }
     const texts = page.records.map((record) => record.data.toString("utf8"));
     if (JSON.stringify(texts) !== JSON.stringify(opts.messages)) {
