@@ -181,3 +181,16 @@ def test_the_bytes_do_not_depend_on_how_entries_were_grouped(
         assert [r.offsets for r in fourth] == [[2, 0], [2]]  # type: ignore[union-attr]
     finally:
         other.storage.close()
+
+
+def test_pruning_reads_the_time_index_page_by_page(machine: Machine) -> None:
+    t = 20_000_000
+    machine.one(append("many", None), now=t)
+    machine.run(window("many", 2_000), now=t)
+    for batch in range(6):  # 600 ids: more than two pages of the time index
+        machine.one(append("many", *[f"id-{batch}-{i}" for i in range(100)]), now=t + batch)
+    machine.one(append("many", "fresh"), now=t + 1_500)  # a new second: prunes, none expired
+    assert len(machine.keys(ID_PREFIX)) == len(machine.keys(ID_TIME_PREFIX)) == 601
+    machine.one(append("many", None), now=t + 2_200)  # the 600 expired, "fresh" not yet
+    assert machine.keys(ID_PREFIX) == [ID_PREFIX + b"\x00\x04many" + b"fresh"]
+    assert len(machine.keys(ID_TIME_PREFIX)) == 1

@@ -29,6 +29,7 @@ from quorumlog.proto import consumer_commands_pb2, envelope_pb2
 
 DEFAULT_DUPLICATE_WINDOW_MS = 10 * 60 * 1000
 ID_PRUNE = 10_000  # expired ids removed per pass at most
+PRUNE_PAGE = 256  # time-index entries read at once while pruning
 PRUNE_EVERY_MS = 1_000  # a session's expired ids are looked for at most once per second
 _RECORD = struct.Struct(">QQ")
 
@@ -106,21 +107,27 @@ def record(
 
 def prune(layer: ConsumerBatch, session: bytes, now: int, window: int) -> int:
     """Remove up to :data:`ID_PRUNE` ids of ``session`` recorded ``window`` ms or more
-    before ``now``; how many."""
+    before ``now``; how many. Reads the time index a page at a time from its oldest entry,
+    so a session with many live ids costs one short page when none has expired."""
     prefix = ID_TIME_PREFIX + sid(session)
-    oldest = layer.keys(prefix, prefix, 1)
-    if not oldest or now - U64.unpack_from(oldest[0], len(prefix))[0] < window:
-        return 0
+    id_prefix = ID_PREFIX + sid(session)
     removed = 0
-    for key in layer.keys(prefix, prefix, ID_PRUNE):
-        recorded: int = U64.unpack_from(key, len(prefix))[0]
-        if now - recorded < window:
+    start = prefix
+    page_size = 1  # the common case: the oldest id is not expired yet
+    while removed < ID_PRUNE:
+        page = layer.keys(prefix, start, min(page_size, ID_PRUNE - removed))
+        if not page:
             break
-        encoded = key[len(prefix) + 8 :]
-        layer.delete(key)
-        id_key = ID_PREFIX + sid(session) + encoded
-        stored = layer.raw_value(id_key)
-        if stored is not None and _RECORD.unpack(stored)[1] == recorded:
-            layer.delete(id_key)
-        removed += 1
+        for key in page:
+            recorded: int = U64.unpack_from(key, len(prefix))[0]
+            if now - recorded < window:
+                return removed
+            encoded = key[len(prefix) + 8 :]
+            layer.delete(key)
+            stored = layer.raw_value(id_prefix + encoded)
+            if stored is not None and _RECORD.unpack(stored)[1] == recorded:
+                layer.delete(id_prefix + encoded)
+            removed += 1
+        start = page[-1] + b"\x00"  # the next key after the page
+        page_size = PRUNE_PAGE
     return removed
