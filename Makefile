@@ -89,10 +89,13 @@ etcd:
 
 # What the suite needs beyond Python, so no test has a reason to skip: etcd for the
 # side-by-side test, iproute2 (`ip netns`) for the multi-host test (tests/test_netns.py),
-# Node.js and npm for the Node.js example's test (tests/test_node_example.py runs `npm ci`).
+# Node.js and npm for the Node.js example's test (tests/test_node_example.py runs `npm ci`),
+# fuse3 (fusermount3 and libfuse3) for the fault filesystem's tests (tests/test_faultfs.py).
 testdeps: etcd
 	command -v ip >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y iproute2; }
+	command -v fusermount3 >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y fuse3; }
 	command -v node >/dev/null && command -v npm >/dev/null || { apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
 

@@ -30,6 +30,7 @@ LAYER_OF_FOLDER = {
     "client": "client",
     "client/cli": "client.cli",
     "chaos/toxiproxy": "chaos.toxiproxy",
+    "chaos/faultfs": "chaos.faultfs",
     "chaos/run": "chaos.run",
 }
 
@@ -45,8 +46,9 @@ ALLOWED: dict[str, set[str]] = {
        for index, layer in enumerate(NODE_LAYERS)},
     "client": {"proto"},
     "client.cli": {"client", "proto", "raft", "raft.testing", *NODE_LAYERS, "chaos.toxiproxy",
-                   "chaos.run"},
+                   "chaos.faultfs", "chaos.run"},
     "chaos.toxiproxy": {"client", "proto"},
+    "chaos.faultfs": set(),
     "chaos.run": {"chaos.toxiproxy", "client", "proto"},
 }
 

@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "quorumlog.client.cli.bench_core",
         "benchmark the pure Raft core (3 in-memory nodes, no I/O)",
     ),
+    "faultfs": (
+        "quorumlog.client.cli.cmd_faultfs", "mount the fault filesystem / inject storage faults"
+    ),
     "toxiproxy-server": (
         "quorumlog.client.cli.cmd_toxiproxy_server", "run a Toxiproxy-compatible server"
     ),
