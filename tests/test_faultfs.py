@@ -6,16 +6,13 @@ cut, fsync EIO, a full disk, bit rot."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_harness import wait_until
+from faultfs_harness import Mount, faultfs_cli
 
 from quorumlog.chaos.faultfs.model import DiskModel
 
@@ -116,49 +113,9 @@ def test_an_unlink_comes_back_until_its_directory_is_synced(model: DiskModel) ->
 
 
 # -- a real mount --------------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "quorumlog.client.cli", "faultfs", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
-
-
-class Mount:
-    def __init__(self, root: Path) -> None:
-        self.backing = root / "backing"
-        self.point = root / "mnt"
-        self.control = root / "control.sock"
-        self.backing.mkdir()
-        self.point.mkdir()
-        self.log = root / "faultfs.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "quorumlog.client.cli", "faultfs", "mount",
-                 str(self.backing), str(self.point), "--control", str(self.control),
-                 "--seed", "3"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_until(lambda: os.path.ismount(self.point) or self.process.poll() is not None,
-                   20, "the fault filesystem to mount")
-        assert os.path.ismount(self.point), self.log.read_text()
-
-    def command(self, *args: str) -> dict[str, object]:
-        done = _cli(*args, "--control", str(self.control))
-        assert done.returncode == 0, done.stderr
-        answer: dict[str, object] = json.loads(done.stdout)
-        return answer
-
-    def stop(self) -> None:
-        subprocess.run(["fusermount3", "-u", str(self.point)], capture_output=True, check=False,
-                       timeout=30)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
-
-
 @pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Mount]:
-    mounted = Mount(tmp_path)
+    mounted = Mount.in_directory(tmp_path)
     try:
         yield mounted
     finally:
@@ -220,5 +177,5 @@ def test_fsync_error_disk_full_and_bitrot(mount: Mount) -> None:
     assert data[offset] == original[offset] ^ 0xFF
     status = mount.command("status")["counts"]
     assert status == {"power_cuts": 0, "fsync_errors": 1, "enospc": 1, "bitrot": 1}
-    bad = _cli("bitrot", "no-such-file", "--control", str(mount.control))
+    bad = faultfs_cli("bitrot", "no-such-file", "--control", str(mount.control))
     assert bad.returncode == 1 and "'no-such-file' is not a non-empty file" in bad.stderr

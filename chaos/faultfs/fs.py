@@ -44,9 +44,12 @@ class Faults:
         with self.lock:
             if name == "power_cut":
                 self.counts["power_cuts"] += 1
+                changes = [f"{change.kind} {change.path}" + (f" -> {change.target}"
+                                                             if change.target else "")
+                           for change in self.model.entries]
                 undone = self.model.power_cut(torn=bool(request.get("torn")))
                 self.fsync_errors.clear()
-                return {"ok": True, "undone": undone}
+                return {"ok": True, "undone": undone, "entry_changes_undone": changes[-20:]}
             if name == "fsync_error":
                 self.fsync_errors.add(_relative(str(request.get("path", "*"))))
                 return {"ok": True}

@@ -89,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=argparse.SUPPRESS,  # chaos canary only: acknowledges writes before they are durable
     )
+    parser.add_argument(
+        "--unsafe-no-fsync",
+        action="store_true",
+        help=argparse.SUPPRESS,  # power-loss canary only: the WAL is written, never fsynced
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -127,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         values["peer_allow"] = [name.strip() for name in args.peer_allow.split(",") if name]
     if args.unsafe_ack_before_fsync:
         values["unsafe_ack_before_fsync"] = True
+    if args.unsafe_no_fsync:
+        values["unsafe_no_fsync"] = True
     if args.join:
         values["join"] = True
         values.setdefault("peers", {})

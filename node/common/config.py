@@ -77,6 +77,7 @@ class NodeConfig:
     metrics_addr: str | None = None
     log_level: str = "info"
     unsafe_ack_before_fsync: bool = False  # chaos canary only: never in production
+    unsafe_no_fsync: bool = False  # power-loss canary only: WAL written, never fsynced
     seed: int | None = None
     # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
     # a cluster; ``peers`` then lists members to contact first (may be empty).

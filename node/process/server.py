@@ -46,7 +46,7 @@ from quorumlog.node.replication.transport import (
     PeerTransport,
 )
 from quorumlog.node.state.state_machine import SessionStateMachine
-from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.engine import StorageEngine, fsync_directory
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
@@ -146,10 +146,13 @@ class NodeServer:
 
     async def start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if not config.data_dir.exists():
+            config.data_dir.mkdir(parents=True)
+            fsync_directory(config.data_dir.parent)  # the data directory's own entry
         path = config.data_dir / "db"
         engine = StorageEngine(
-            path, log_options(path), unsafe_volatile=config.unsafe_ack_before_fsync
+            path, log_options(path), unsafe_volatile=config.unsafe_ack_before_fsync,
+            unsafe_no_fsync=config.unsafe_no_fsync,
         )
         self.engine = engine
         storage = RocksStorage(path, engine=engine, group=0)

@@ -14,6 +14,7 @@ family to another.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,17 +46,31 @@ def family_options(base: rocksdict.Options | None = None) -> rocksdict.Options:
     return options
 
 
+def fsync_directory(path: Path) -> None:
+    """Make ``path``'s entries (a file or directory created, renamed or removed in it)
+    durable: fsync the directory itself."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class StorageEngine:
     """The node's database: the default family (group 0) and one family per other group."""
 
     def __init__(
         self, path: str | Path, options: rocksdict.Options, *, unsafe_volatile: bool = False,
+        unsafe_no_fsync: bool = False,
     ) -> None:
         self.path = Path(path)
         self.options = options
         self.unsafe_volatile = unsafe_volatile
+        # UNSAFE, power-loss canary only (``--unsafe-no-fsync``): the write-ahead log is
+        # written but never fsynced, so a kill -9 loses nothing and a power cut does.
+        self.unsafe_no_fsync = unsafe_no_fsync
         self.sync_write = rocksdict.WriteOptions()
-        self.sync_write.sync = not unsafe_volatile
+        self.sync_write.sync = not (unsafe_volatile or unsafe_no_fsync)
         self.async_write = rocksdict.WriteOptions()
         self.async_write.sync = False
         if unsafe_volatile:
@@ -64,6 +79,10 @@ class StorageEngine:
             self.sync_write.disable_wal = True  # type: ignore[method-assign,assignment]
             self.async_write.disable_wal = True  # type: ignore[method-assign,assignment]
         self.db = rocksdict.Rdict(str(self.path), options)
+        # RocksDB fsyncs what it writes inside the database directory, not the directory
+        # entry that names it: without this, a power cut right after founding can lose the
+        # whole database (tests/test_power_loss.py found it). Once per open: cheap.
+        fsync_directory(self.path.parent)
         self._families: dict[int, rocksdict.Rdict] = {0: self.db}
         self._opened: dict[int, rocksdict.Rdict] = {}  # the real family objects, to close
         self._handles: dict[int, rocksdict.ColumnFamily] = {}
@@ -120,7 +139,7 @@ class StorageEngine:
     def sync(self) -> None:
         """Make every write so far durable (one fsync of the shared WAL)."""
         if not self.unsafe_volatile:
-            self.db.flush_wal(True)
+            self.db.flush_wal(not self.unsafe_no_fsync)
 
     def close(self) -> None:
         if self._closed:
