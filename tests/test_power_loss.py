@@ -110,3 +110,32 @@ def test_the_canary_without_fsync_loses_acknowledged_messages(
     lost = sum(len(set(acked[s]) - set(found[s])) for s in SESSIONS)
     print(f"canary: {lost} of {len(SESSIONS) * APPENDS} acknowledged messages lost")
     assert lost > 0
+
+
+def test_an_fsync_error_stops_the_node_at_once_and_the_cluster_carries_on(
+    tmp_path: Path, mounts: dict[str, Mount]
+) -> None:
+    """EIO from fsync: the node logs one clear line and exits 1, never retrying the fsync nor
+    acknowledging what it did not make durable; the other two keep serving, and every
+    acknowledged message is there once the failed node came back (on a healthy disk)."""
+    cluster = LocalCluster(tmp_path, 3)
+    with running(cluster), Client(cluster.addresses, deadline=30) as client:
+        acked = [client.append("eio", f"before-{i}").first_offset for i in range(10)]
+        victim = "n3"
+        mounts[victim].command("fsync-error")  # the next fsync of any file on n3's disk
+        acked += [client.append("eio", f"after-{i}").first_offset for i in range(20)]
+        process = cluster.nodes[victim].process
+        assert process is not None
+        assert process.wait(timeout=30) == 1
+        lines = cluster.nodes[victim].log_path.read_text().splitlines()
+        fatal = [line for line in lines if '"level": "critical"' in line]
+        assert len(fatal) == 1 and "raft loop failed" in fatal[0], fatal
+        assert "the write is not retried" in fatal[0] and "IO error" in fatal[0], fatal[0]
+        assert mounts[victim].command("status")["counts"]["fsync_errors"] == 1  # not retried
+        cluster.start(victim)
+        cluster.wait_ready()
+        records = client.read("eio", 0, limit=100).records
+        assert [r.offset for r in records] == sorted(acked) == list(range(30))
+        assert [r.data for r in records] == [
+            *(f"before-{i}".encode() for i in range(10)),
+            *(f"after-{i}".encode() for i in range(20))]
