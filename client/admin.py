@@ -34,6 +34,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+
+def _fsync_directory(path: Path) -> None:
+    """Make the entries of ``path`` (the backup renamed into place) durable."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
 class OperationTimedOut(errors.DeadlineExceeded):
     """The operation used the call's whole deadline: not retried (nothing is left of it)."""
 
@@ -150,6 +159,7 @@ class Operations:
                     os.fsync(out.fileno())
                 applied = sections[0][2]
             os.replace(partial, path)
+            _fsync_directory(path.parent)  # the rename itself durable: a power cut keeps it
         finally:
             for leftover in path.parent.glob(f".{path.name}.*-{os.getpid()}"):
                 with contextlib.suppress(FileNotFoundError):

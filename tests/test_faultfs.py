@@ -112,6 +112,20 @@ def test_an_unlink_comes_back_until_its_directory_is_synced(model: DiskModel) ->
     assert not model.real("d/segment").exists()
 
 
+def test_changes_inside_a_renamed_directory_go_with_it(model: DiskModel) -> None:
+    model.real("stage").mkdir()
+    model.created("stage", directory=True)
+    _write(model, "stage/old-log", b"obsolete", create=True)
+    model.synced("stage/old-log")
+    model.dir_synced("stage")
+    model.unlink("stage/old-log")  # its directory not synced after this
+    model.rename("stage", "live")
+    model.dir_synced("")  # the directory's creation and rename: durable
+    model.power_cut()
+    assert model.real("live").is_dir() and not model.real("stage").exists()
+    assert model.real("live/old-log").read_bytes() == b"obsolete"  # the unlink was not
+
+
 # -- a real mount --------------------------------------------------------------------------------
 @pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Mount]:

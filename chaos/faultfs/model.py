@@ -50,6 +50,17 @@ def parent(path: str) -> str:
     return os.path.dirname(path)
 
 
+def _moved(path: str, old: str, new: str) -> str:
+    """``path`` after ``old`` was renamed to ``new``: ``old`` itself or anything under it
+    (with ``old`` ending in "/": only what is under it), else unchanged."""
+    if path == old:
+        return new
+    prefix = old if old.endswith("/") else old + "/"
+    if path.startswith(prefix):
+        return (new if new.endswith("/") else new + "/") + path[len(prefix):]
+    return path
+
+
 class DiskModel:
     def __init__(self, backing: Path, rng: random.Random) -> None:
         self.backing = backing
@@ -112,6 +123,10 @@ class DiskModel:
         os.rename(self.real(old), self.real(new))
         for key in [key for key in self.files if key == old or key.startswith(old + "/")]:
             self.files[new + key[len(old):]] = self.files.pop(key)
+        for change in self.entries:  # changes inside a renamed directory go with it
+            change.path = _moved(change.path, old + "/", new + "/")
+            change.target = _moved(change.target, old + "/", new + "/")
+            change.pending = {_moved(directory, old, new) for directory in change.pending}
         self.entries.append(EntryChange("rename", old, target=new, kept=kept,
                                         pending={parent(old), parent(new)}))
 

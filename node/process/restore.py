@@ -21,7 +21,7 @@ from quorumlog.node.replication.membership import records_from_peers
 from quorumlog.node.state import placement
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.backup_file import BackupHeader, read_backup
-from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.engine import StorageEngine, fsync_directory
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto import backup_bundle
 from quorumlog.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
@@ -56,6 +56,7 @@ def restore_data_dir(backup: Path, data_dir: Path, peers: dict[str, str]) -> Res
         if data_dir.exists():
             data_dir.rmdir()
         staging.rename(data_dir)
+        fsync_directory(data_dir.parent)  # the restored directory's entry, durable
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Restored(header, index, tuple(sorted(peers)))
@@ -124,6 +125,7 @@ def _restore_bundle(backup: Path, data_dir: Path, peers: dict[str, str]) -> Rest
         if data_dir.exists():
             data_dir.rmdir()
         staging.rename(data_dir)
+        fsync_directory(data_dir.parent)  # the restored directory's entry, durable
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     assert meta_header is not None  # read_bundle checked the meta section comes first
