@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cluster_harness import wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
+from waiting import eventually
 
 from quorumlog.client import errors
 from quorumlog.client.consumer import ReceivedMessage
@@ -317,16 +318,22 @@ def test_cli_append_of_a_known_message_id_prints_the_original_offset(
 
 
 # -- request-response --------------------------------------------------------------------------
+def _exists(client: Client, session: str) -> bool:
+    try:
+        client.describe_session(session)
+    except errors.NotFound:
+        return False
+    return True
+
+
 def _serve(client: Client, session: str, group: str, count: int, stop: threading.Event) -> None:
     """Answer ``count`` requests of ``session`` with their body doubled (replying twice to
     the first: the second answer must be recognized as a duplicate)."""
+    wait_until(lambda: stop.is_set() or _exists(client, session), 30,
+               f"the first request in {session!r}")
     answered = 0
     while answered < count and not stop.is_set():
-        try:
-            batch = client.consumer.receive(session, group, max_messages=10, wait_ms=200)
-        except errors.NotFound:
-            stop.wait(0.02)  # no request yet
-            continue
+        batch = client.consumer.receive(session, group, max_messages=10, wait_ms=200)
         for message in batch.messages:
             result = client.reply(message, message.data * 2)
             if answered == 0:
@@ -440,10 +447,8 @@ def test_a_processor_handler_may_run_longer_than_the_lock(cluster: InProcessClus
                 aclient, "long", handle, prefix=session, max_sessions=1, lease_ms=3_000,
             )
             async with processor:
-                for _ in range(200):  # bounded: at most 20 s
-                    if processor.processed:
-                        break
-                    await asyncio.sleep(0.1)  # polling the processor's counter
+                await eventually(lambda: processor.processed > 0, 20,
+                                 "the processor to complete the batch")
             return processor.processed
 
     assert asyncio.run(main()) == 1

@@ -76,10 +76,8 @@ class ConsumerState:
         """An append's ``message_id``s (``quorumlog.node.state.message_ids``): the offset of
         each message and the positions of the duplicates (``first``: where its first new
         message goes). ``prune``: remove expired ids of the session first."""
-        layer = overlay(batch, self._db, self._hint)
+        layer, window = self._id_window(batch, session)
         clock = layer.now(now)
-        policy = session_policies.policy_of(layer, session) if self._hint.maybe else None
-        window = message_ids.window_of(policy)
         if prune:
             message_ids.prune(layer, session, clock, window)
         return message_ids.judge(layer, session, ids, first=first, now=clock, window=window)
@@ -87,9 +85,14 @@ class ConsumerState:
     def prune_ids(self, batch: SessionView, session: bytes, now: int) -> None:
         """Remove ids of ``session`` expired by the leader time ``now`` (an append without
         ids, the first of its session in a new second)."""
+        layer, window = self._id_window(batch, session)
+        message_ids.prune(layer, session, now, window)
+
+    def _id_window(self, batch: SessionView, session: bytes) -> tuple[ConsumerBatch, int]:
+        """The apply call's overlay and ``session``'s duplicate window."""
         layer = overlay(batch, self._db, self._hint)
         policy = session_policies.policy_of(layer, session) if self._hint.maybe else None
-        message_ids.prune(layer, session, now, message_ids.window_of(policy))
+        return layer, message_ids.window_of(policy)
 
     def record_timings(
         self, batch: SessionView, session: bytes,
