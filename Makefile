@@ -37,7 +37,8 @@ $(STAMP): $(LOCK) pyproject.toml | $(UV)
 
 install: $(STAMP)
 
-# `make lock` moves every pin to the newest allowed version; `make lock LOCK_UPGRADE=` keeps
+# `make lock` moves every pin to the newest allowed version (requirements.txt, which installs
+# use; requirements-runtime.txt, the image's; pylock.toml, the same pins in PEP 751's format); `make lock LOCK_UPGRADE=` keeps
 # the current pins and only adds what pyproject.toml newly asks for.
 LOCK_UPGRADE ?= --upgrade
 lock: | $(UV)
@@ -47,6 +48,9 @@ lock: | $(UV)
 	$(UV) pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --annotation-style line --custom-compile-command "make lock" \
 		--constraint $(LOCK) -o $(RUNTIME_LOCK)
+	$(UV) pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--format pylock.toml --custom-compile-command "make lock" \
+		--constraint $(LOCK) -o pylock.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check raft node client chaos proto tests benchmarks examples

@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.txt"
 RUNTIME_LOCK = ROOT / "requirements-runtime.txt"
+PYLOCK = ROOT / "pylock.toml"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -89,3 +90,17 @@ def test_this_venv_has_the_locked_versions() -> None:
     assert not mismatched, (
         f"installed versions differ from the lock (locked, installed): {mismatched}"
     )
+
+
+def test_the_pep_751_lock_pins_the_same_versions_with_hashes() -> None:
+    """pylock.toml (``make lock``) is the same resolution as requirements.txt, in the standard
+    lock format: every package once, at the version requirements.txt pins, every file hashed."""
+    data = tomllib.loads(PYLOCK.read_text())
+    assert data["lock-version"] == "1.0"
+    pinned = {canonicalize_name(package["name"]): package["version"]
+              for package in data["packages"]}
+    assert len(pinned) == len(data["packages"])
+    assert pinned == {canonicalize_name(name): version for name, version in locked(LOCK).items()}
+    for package in data["packages"]:
+        files = [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
+        assert files and all(item["hashes"]["sha256"] for item in files), package["name"]
