@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from cluster_harness import wait_until
@@ -53,3 +55,19 @@ class Mount:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def node_mounts(root: Path, names: tuple[str, ...] = ("n1", "n2", "n3")
+                ) -> Iterator[dict[str, Mount]]:
+    """A fault filesystem at ``root/<node>`` for each node (where ``LocalCluster(root)``
+    keeps that node's data), each over its own backing directory; unmounted after."""
+    made: dict[str, Mount] = {}
+    try:
+        for seed, name in enumerate(names, start=1):
+            made[name] = Mount(root / f"disk-{name}", root / name, root / f"{name}.sock",
+                               root / f"faultfs-{name}.log", seed)
+        yield made
+    finally:
+        for mount in made.values():
+            mount.stop()

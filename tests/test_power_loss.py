@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cluster_harness import LocalCluster, running
-from faultfs_harness import Mount
+from faultfs_harness import Mount, node_mounts
 
 from quorumlog.client import Client
 from quorumlog.client.errors import QuorumLogError
@@ -31,15 +31,8 @@ APPENDS = 40  # per session, one message each, every one acknowledged
 @pytest.fixture
 def mounts(tmp_path: Path) -> Iterator[dict[str, Mount]]:
     """A fault filesystem where each node keeps its data (ROOT/<node>)."""
-    made: dict[str, Mount] = {}
-    try:
-        for seed, name in enumerate(("n1", "n2", "n3"), start=1):
-            made[name] = Mount(tmp_path / f"disk-{name}", tmp_path / name,
-                               tmp_path / f"{name}.sock", tmp_path / f"faultfs-{name}.log", seed)
+    with node_mounts(tmp_path) as made:
         yield made
-    finally:
-        for mount in made.values():
-            mount.stop()
 
 
 def _acknowledged(cluster: LocalCluster) -> dict[str, list[tuple[int, bytes]]]:

@@ -6,10 +6,10 @@ backing directory, telling the model about every write, truncate, sync and entry
 faults: ``power_cut`` (the model throws away everything not durable; the processes using the
 mount must be stopped first, as a real power cut stops them), ``fsync_error`` (the next fsync
 of a path returns EIO and makes nothing durable), ``disk_full`` (writes, creates and growing
-truncates return ENOSPC until cleared) and ``bitrot`` (flip one byte of a stored file at a
-seeded position); and the control socket that takes those commands (``control.py``). Must
-never: show the model's own files (the trash of unlinked files) in the mount, or let a fault
-change anything but what it names.
+truncates return ENOSPC, and ``statfs`` shows no free block, until cleared) and ``bitrot``
+(flip one byte of a stored file at a seeded position); and the control socket that takes
+those commands (``control.py``). Must never: show the model's own files (the trash of
+unlinked files) in the mount, or let a fault change anything but what it names.
 """
 
 from __future__ import annotations
@@ -134,9 +134,12 @@ def operations(faults: Faults) -> Any:
 
         def statfs(self, path: str) -> dict[str, int]:
             stat = os.statvfs(self._real(path))
-            return {name: getattr(stat, name) for name in (
+            answer = {name: getattr(stat, name) for name in (
                 "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files",
                 "f_flag", "f_frsize", "f_namemax")}
+            if faults.disk_full:  # a full disk says so, as a real one does
+                answer["f_bavail"] = answer["f_bfree"] = 0
+            return answer
 
         def chmod(self, path: str, mode: int) -> int:
             os.chmod(self._real(path), mode)

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-bytes", type=int,
                         help="also snapshot after this many bytes of entries (64 MiB); the "
                         "log kept behind it is cut to about 4x that")
+    parser.add_argument(
+        "--min-free-disk-mb", type=int,
+        help="free space kept on the data disk; below it writes get RESOURCE_EXHAUSTED (64)",
+    )
     parser.add_argument("--metrics-addr", help="HOST:PORT for Prometheus metrics over HTTP")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--seed", type=int, help="seed the election timer (tests)")
@@ -120,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "audit_log": args.audit_log,
         "init_shards": args.init_shards,
         "host_tag": args.host_tag,
+        "min_free_disk_mb": args.min_free_disk_mb,
     }
     if args.peers is not None:
         values["peers"] = parse_peers(args.peers)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from quorumlog.node.common.limits import ErrorCode
 from quorumlog.node.replication import raft_node
 from quorumlog.node.replication.applier import CommandError
 from quorumlog.node.replication.transport import PeerInfo
@@ -163,10 +164,16 @@ class ChangeRefused(NodeError):
 class NodePort:
     """The services' one way into their node (see the module docstring)."""
 
-    def __init__(self, replica: Replica, peers: PeerBook, name: str) -> None:
+    def __init__(
+        self, replica: Replica, peers: PeerBook, name: str,
+        refuse_writes: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._replica = replica
         self._peers = peers
         self.name = name  # this node's name, as messages show it
+        # Why this node takes no write now (its disk is below the reserve:
+        # ``quorumlog.node.storage.disk_space``), or None.
+        self._refuse_writes = refuse_writes
 
     # -- read-only views -------------------------------------------------------------------
     @property
@@ -286,6 +293,10 @@ class NodePort:
             return []
         if self._replica.role != StateRole.LEADER:
             raise self.not_leader("not the leader")
+        refused = self._refuse_writes()
+        if refused is not None:  # nothing proposed: the disk could not hold it
+            error = CommandError(ErrorCode.RESOURCE_EXHAUSTED, f"node {self.name}: {refused}")
+            return [error] * len(commands)
         if len(commands) == 1:
             # One command (Append, a consumer call): the future itself is awaited under a
             # timer that cancels it at the deadline (unproposed, it is then never proposed).

@@ -78,6 +78,9 @@ class NodeConfig:
     log_level: str = "info"
     unsafe_ack_before_fsync: bool = False  # chaos canary only: never in production
     unsafe_no_fsync: bool = False  # power-loss canary only: WAL written, never fsynced
+    # Free space the node keeps on its data directory's disk: below it, writes are refused
+    # with RESOURCE_EXHAUSTED (reads go on) until space returns (docs/durability.md).
+    min_free_disk_mb: int = 64
     seed: int | None = None
     # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
     # a cluster; ``peers`` then lists members to contact first (may be empty).
@@ -126,6 +129,8 @@ class NodeConfig:
             raise ConfigError("timing: need tick_ms > 0 and election_tick > heartbeat_tick")
         if self.snapshot_every <= 0 or not 0 <= self.snapshot_keep < self.snapshot_every:
             raise ConfigError("snapshots: need snapshot_every > snapshot_keep >= 0")
+        if self.min_free_disk_mb < 0:
+            raise ConfigError("--min-free-disk-mb must be 0 or more")
         if self.snapshot_bytes <= 0:
             raise ConfigError("snapshots: need snapshot_bytes > 0")
         if not 1 <= self.init_shards <= MAX_SHARDS:

@@ -46,6 +46,7 @@ from quorumlog.node.replication.transport import (
     PeerTransport,
 )
 from quorumlog.node.state.state_machine import SessionStateMachine
+from quorumlog.node.storage.disk_space import MIB, DiskSpace, is_out_of_space
 from quorumlog.node.storage.engine import StorageEngine, fsync_directory
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
@@ -117,6 +118,7 @@ class NodeServer:
         self.started_at = time.time()
         self.security = NodeSecurity(config)
         self.consumer_service: ConsumerService | None = None
+        self.disk = DiskSpace(config.data_dir, config.min_free_disk_mb * MIB)
 
     def _labelled_groups(self) -> list[tuple[str, RaftNode]]:
         """Every hosted group with its shard label, for the metrics."""
@@ -220,7 +222,7 @@ class NodeServer:
         )
         request_seconds = self.metrics.request_seconds
         # The services reach each group only through its port, never through each other.
-        port = NodePort(node, transport, config.name)
+        port = NodePort(node, transport, config.name, self.disk.refusal)
 
         def open_stores(group: int) -> tuple[LogStore, SessionStateMachine]:
             store = RocksStorage(engine.path, engine=engine, group=group)
@@ -228,7 +230,7 @@ class NodeServer:
 
         groups = ShardGroups(
             config, host=host, links=transport, meta=LocalShard(0, 0, port, state_machine),
-            open_stores=open_stores, fetcher=self._fetcher,
+            open_stores=open_stores, fetcher=self._fetcher, refuse_writes=self.disk.refusal,
         )
         self.groups, self.shards = groups, groups.table
         shards = groups.table
@@ -342,7 +344,10 @@ class NodeServer:
             await self.peer_server.stop(grace)
         self.metrics.stop()
         if self.engine is not None:
-            self.engine.close()
+            try:
+                self.engine.close()
+            except Exception as error:  # a database a failed write left read-only
+                log.warning("closing the database: %s", error)
         log.info("node %s stopped", self.config.name)
 
 
@@ -353,20 +358,35 @@ class RaftLoopFailed(Exception):
 
 async def serve(config: NodeConfig) -> None:
     """Run a node until SIGTERM or SIGINT, then stop cleanly; raise :class:`RaftLoopFailed`
-    (after stopping) if the Raft loop dies first."""
-    server = NodeServer(config)
+    (after stopping) if the Raft loop dies first.
+
+    One failure is survived in the process: a write that met a full disk (ENOSPC). RocksDB
+    then refuses every later write until the database is reopened, and nothing of the failed
+    write was acknowledged, so the node stops its servers, waits until the disk has room
+    for its reserve again, and starts afresh from what is on disk (its peers serve and
+    elect meanwhile). Any other failure (EIO on fsync above all) stops the node for good.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    try:
-        assert server.host is not None
-        failure = await run_until_stopped(stop, server.host.wait_failure())
-    finally:
-        await server.stop()
-    if failure is not None:
-        raise RaftLoopFailed(f"raft loop failed: {failure!r}") from failure
+    while True:
+        server = NodeServer(config)
+        await server.start()
+        try:
+            assert server.host is not None
+            failure = await run_until_stopped(stop, server.host.wait_failure())
+        finally:
+            await server.stop()
+        if failure is None:
+            return
+        if not is_out_of_space(failure):
+            raise RaftLoopFailed(f"raft loop failed: {failure!r}") from failure
+        log.error("disk full: a write failed with ENOSPC (nothing of it was acknowledged); "
+                  "reopening the database once %d MiB are free", config.min_free_disk_mb)
+        if not await server.disk.wait_for_room(stop):
+            return
+        log.info("disk has room again: reopening the database")
 
 
 async def run_until_stopped(
@@ -383,6 +403,8 @@ async def run_until_stopped(
         failed.cancel()
     if failed.done() and not failed.cancelled():
         error = failed.result()
+        if is_out_of_space(error):
+            return error  # serve() reopens the database once space returns
         log.critical("raft loop failed: %r; stopping the node (the write is not retried)", error)
         return error
     return None

@@ -64,8 +64,10 @@ class ShardGroups:
         meta: LocalShard,
         open_stores: OpenStores,
         fetcher: Callable[[int], FetchState],
+        refuse_writes: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.config = config
+        self._refuse_writes = refuse_writes
         self.host = host
         self.links = links
         self.meta = meta
@@ -104,7 +106,7 @@ class ShardGroups:
         )
         self.host.add(node)
 
-        port = NodePort(node, self.links, self.config.name)
+        port = NodePort(node, self.links, self.config.name, self._refuse_writes)
         self.local[placed.group] = LocalShard(placed.shard, placed.group, port, state_machine)
         if new and placed.replicas[0] == self.config.id:
             node.campaign()
