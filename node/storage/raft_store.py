@@ -22,14 +22,27 @@ numerically):
 key                    value
 =====================  ===================================================================
 ``m/format``           one byte, the layout version (``1``); written when the DB is created
-``m/hardstate``        ``>QQQ`` term, vote, commit
+``m/incarnation``      ``>Q`` this data directory's incarnation (group 0 only): a random
+                       non-zero id made with the database, so peers can tell a wiped or
+                       replaced disk from the one they knew (``quorumlog.node.replication
+                       .incarnations``)
+``m/hardstate``        ``>QQQ`` term, vote, commit, then its ``>I`` CRC-32
 ``m/snapshot``         ``>QQ`` index, term, then the conf state: ``>II`` voter count,
                        learner count, then that many ``>Q`` node ids (voters, learners)
 ``m/snapshot-data``    the snapshot's opaque application data
+``m/snapshot-crc``     ``>I`` CRC-32 of ``m/snapshot`` and ``m/snapshot-data`` together
 ``m/truncated``        ``>QQ`` index, term of the entry just before the first retained one
-                       (the compaction point; ``term(first_index() - 1)`` answers from it)
-``l/<index >Q>``       one log entry: ``>QB`` term, entry type, then the entry data
+                       (the compaction point; ``term(first_index() - 1)`` answers from it),
+                       then its ``>I`` CRC-32
+``l/<index >Q>``       one log entry: ``>QB`` term, entry type with bit 7 set, ``>I`` CRC-32
+                       of the index, term, type and data, then the entry data
 =====================  ===================================================================
+
+Checksums: every value above but the format byte carries a CRC-32 (zlib's), checked on every
+read and at open, so a flipped bit in a stored entry, snapshot or hard state raises
+``StorageCorrupted`` instead of being served or replicated (RocksDB's own block checksums
+guard everything else in its files). Values written before checksums (an entry whose type
+byte has bit 7 clear, a 24-byte hard state, no ``m/snapshot-crc``) still read, unchecked.
 
 Absent metadata keys mean "nothing yet": empty hard state, empty snapshot, truncated at
 (0, 0). The log keys are always exactly ``first_index() .. last_index()``, gapless; the open
@@ -44,6 +57,7 @@ import bisect
 import dataclasses
 import os
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -75,7 +89,9 @@ FORMAT_KEY = b"m/format"
 HARD_STATE_KEY = b"m/hardstate"
 SNAPSHOT_KEY = b"m/snapshot"
 SNAPSHOT_DATA_KEY = b"m/snapshot-data"
+SNAPSHOT_CRC_KEY = b"m/snapshot-crc"
 TRUNCATED_KEY = b"m/truncated"
+INCARNATION_KEY = b"m/incarnation"
 
 _OWNED_PREFIXES = (META_PREFIX, LOG_PREFIX)
 
@@ -84,6 +100,8 @@ _ENTRY_HEADER = struct.Struct(">QB")
 _HARD_STATE = struct.Struct(">QQQ")
 _INDEX_TERM = struct.Struct(">QQ")
 _CONF_COUNTS = struct.Struct(">II")
+_CRC = struct.Struct(">I")
+_CHECKED = 0x80  # bit 7 of an entry's type byte: a CRC-32 follows the header
 
 # Recent term changes kept in memory: term(i) for the tail of the log (elections, AppendEntries
 # consistency checks) answers without a read. Older indices are read from RocksDB.
@@ -121,23 +139,56 @@ def _log_index(key: bytes) -> int:
     return index
 
 
+def _entry_crc(index: int, header: bytes, data: bytes) -> int:
+    return zlib.crc32(data, zlib.crc32(header, zlib.crc32(_U64.pack(index))))
+
+
 def encode_entry(entry: Entry) -> bytes:
-    return _ENTRY_HEADER.pack(entry.term, int(entry.type)) + entry.data
+    header = _ENTRY_HEADER.pack(entry.term, int(entry.type) | _CHECKED)
+    return header + _CRC.pack(_entry_crc(entry.index, header, entry.data)) + entry.data
 
 
 def decode_entry(index: int, value: bytes) -> Entry:
     if len(value) < _ENTRY_HEADER.size:
         raise StorageCorrupted(f"entry {index}: {len(value)} bytes is too short")
     term, entry_type = _ENTRY_HEADER.unpack_from(value)
-    return Entry(term, index, value[_ENTRY_HEADER.size :], EntryType(entry_type))
+    if not entry_type & _CHECKED:  # written before checksums
+        return Entry(term, index, value[_ENTRY_HEADER.size :], EntryType(entry_type))
+    start = _ENTRY_HEADER.size + _CRC.size
+    if len(value) < start:
+        raise StorageCorrupted(f"entry {index}: {len(value)} bytes is too short")
+    data = value[start:]
+    (stored,) = _CRC.unpack_from(value, _ENTRY_HEADER.size)
+    if stored != _entry_crc(index, value[: _ENTRY_HEADER.size], data):
+        raise StorageCorrupted(f"entry {index}: checksum mismatch (bit rot or a torn write)")
+    try:
+        kind = EntryType(entry_type & ~_CHECKED)
+    except ValueError:
+        raise StorageCorrupted(f"entry {index}: unknown type {entry_type}") from None
+    return Entry(term, index, data, kind)
+
+
+def _seal(value: bytes) -> bytes:
+    """``value`` followed by its CRC-32."""
+    return value + _CRC.pack(zlib.crc32(value))
+
+
+def _unseal(what: str, value: bytes, size: int) -> bytes:
+    """The ``size`` bytes ``_seal`` sealed, checked (a legacy unsealed value passes)."""
+    if len(value) == size:
+        return value
+    if len(value) != size + _CRC.size or _CRC.unpack_from(value, size)[0] != zlib.crc32(
+            value[:size]):
+        raise StorageCorrupted(f"{what}: checksum mismatch (bit rot or a torn write)")
+    return value[:size]
 
 
 def encode_hard_state(hard_state: HardState) -> bytes:
-    return _HARD_STATE.pack(hard_state.term, hard_state.vote, hard_state.commit)
+    return _seal(_HARD_STATE.pack(hard_state.term, hard_state.vote, hard_state.commit))
 
 
 def decode_hard_state(value: bytes) -> HardState:
-    term, vote, commit = _HARD_STATE.unpack(value)
+    term, vote, commit = _HARD_STATE.unpack(_unseal("hard state", value, _HARD_STATE.size))
     return HardState(term, vote, commit)
 
 
@@ -258,7 +309,7 @@ class LogBatch:
             raise SnapshotTemporarilyUnavailable("snapshot is out of date")
         self.raw.delete_range(LOG_PREFIX, _LOG_END)
         self._put_snapshot(metadata, snapshot.data)
-        self.raw.put(TRUNCATED_KEY, _INDEX_TERM.pack(metadata.index, metadata.term))
+        self.raw.put(TRUNCATED_KEY, _seal(_INDEX_TERM.pack(metadata.index, metadata.term)))
         self._runs = []
         self._state = dataclasses.replace(
             self._state,
@@ -289,7 +340,7 @@ class LogBatch:
             raise Unavailable(f"compact {compact_index} beyond last {state.last_index}")
         term = self.term(compact_index)
         self.raw.delete_range(log_key(state.truncated_index + 1), log_key(compact_index + 1))
-        self.raw.put(TRUNCATED_KEY, _INDEX_TERM.pack(compact_index, term))
+        self.raw.put(TRUNCATED_KEY, _seal(_INDEX_TERM.pack(compact_index, term)))
         runs = self._runs
         keep_from = bisect.bisect_right(runs, compact_index + 1, key=_run_start) - 1
         if keep_from >= 0 and compact_index < state.last_index:
@@ -324,8 +375,10 @@ class LogBatch:
         self.raw.delete_range(begin, end)
 
     def _put_snapshot(self, metadata: SnapshotMetadata, data: bytes) -> None:
-        self.raw.put(SNAPSHOT_KEY, encode_snapshot_metadata(metadata))
+        encoded = encode_snapshot_metadata(metadata)
+        self.raw.put(SNAPSHOT_KEY, encoded)
         self.raw.put(SNAPSHOT_DATA_KEY, data)
+        self.raw.put(SNAPSHOT_CRC_KEY, _CRC.pack(zlib.crc32(data, zlib.crc32(encoded))))
 
     def _finish(self) -> _LogState:
         runs = self._runs[-TERM_RUNS_KEPT:]
@@ -489,12 +542,12 @@ class RocksStorage:
             index = _log_index(iterator.key())
             if index != expected:
                 raise StorageCorrupted(f"log gap: found {index}, expected {expected}")
-            value: bytes = iterator.value()
+            entry = decode_entry(index, iterator.value())
             if max_bytes is not None:
-                total += len(value) - _ENTRY_HEADER.size + 16  # Entry.size(), as limit_size
+                total += len(entry.data) + 16  # Entry.size(), as limit_size
                 if total > max_bytes and result:
                     return result
-            result.append(decode_entry(index, value))
+            result.append(entry)
             expected += 1
             iterator.next()
         if expected != hi:
@@ -510,7 +563,29 @@ class RocksStorage:
         if metadata.index == 0:
             return Snapshot(metadata)
         data = self._db.get(SNAPSHOT_DATA_KEY)
-        return Snapshot(metadata, data if isinstance(data, bytes) else b"")
+        data = data if isinstance(data, bytes) else b""
+        self._check_snapshot(encode_snapshot_metadata(metadata), data)
+        return Snapshot(metadata, data)
+
+    def _check_snapshot(self, encoded_metadata: bytes, data: bytes) -> None:
+        stored = self._db.get(SNAPSHOT_CRC_KEY)
+        if stored is None:
+            return  # written before checksums
+        if stored != _CRC.pack(zlib.crc32(data, zlib.crc32(encoded_metadata))):
+            raise StorageCorrupted(
+                f"{self.path} group {self.group}: snapshot checksum mismatch (bit rot)")
+
+    def incarnation(self) -> int:
+        """This data directory's incarnation (see the key table): made with the database
+        (or on the first open that finds none), never changed afterwards."""
+        value = self._db.get(INCARNATION_KEY)
+        if isinstance(value, bytes) and len(value) == 8:
+            found: int = _U64.unpack(value)[0]
+            if found:
+                return found
+        made = int.from_bytes(os.urandom(8), "big") or 1
+        self._db.put(INCARNATION_KEY, _U64.pack(made), self._sync_write)
+        return made
 
     # -- write side ----------------------------------------------------------------------
     def write_options(self, *, sync: bool) -> rocksdict.WriteOptions:
@@ -634,8 +709,7 @@ class RocksStorage:
         value = self._db.get(log_key(index))
         if not isinstance(value, bytes):
             raise StorageCorrupted(f"entry {index} missing inside the log")
-        term: int = _ENTRY_HEADER.unpack_from(value)[0]
-        return term
+        return decode_entry(index, value).term
 
     def _recover(self) -> _LogState:
         db = self._db
@@ -649,12 +723,15 @@ class RocksStorage:
         hard_value = db.get(HARD_STATE_KEY)
         hard_state = decode_hard_state(hard_value) if hard_value else EMPTY_HARD_STATE
         snapshot_value = db.get(SNAPSHOT_KEY)
-        metadata = (
-            decode_snapshot_metadata(snapshot_value) if snapshot_value else SnapshotMetadata()
-        )
+        metadata = SnapshotMetadata()
+        if snapshot_value:
+            data = db.get(SNAPSHOT_DATA_KEY)
+            self._check_snapshot(snapshot_value, data if isinstance(data, bytes) else b"")
+            metadata = decode_snapshot_metadata(snapshot_value)
         truncated_value = db.get(TRUNCATED_KEY)
         truncated_index, truncated_term = (
-            _INDEX_TERM.unpack(truncated_value) if truncated_value else (0, 0)
+            _INDEX_TERM.unpack(_unseal("compaction point", truncated_value, _INDEX_TERM.size))
+            if truncated_value else (0, 0)
         )
         read_options = rocksdict.ReadOptions()
         read_options.set_iterate_lower_bound(LOG_PREFIX)
@@ -670,9 +747,16 @@ class RocksStorage:
         first = _log_index(iterator.key())
         if first != truncated_index + 1:
             raise StorageCorrupted(f"log starts at {first}, compaction point is {truncated_index}")
-        iterator.seek_to_last()
-        last = _log_index(iterator.key())
-        last_term: int = _ENTRY_HEADER.unpack_from(iterator.value())[0]
+        # Every retained entry is read once and its checksum checked: bit rot in the log is
+        # found here, at open, before the node votes or serves from it. The log is bounded
+        # by the snapshot policy (``--snapshot-bytes``), so this stays short.
+        last, last_term = first - 1, 0
+        while iterator.valid():
+            index = _log_index(iterator.key())
+            if index != last + 1:
+                raise StorageCorrupted(f"log gap: found {index}, expected {last + 1}")
+            last, last_term = index, decode_entry(index, iterator.value()).term
+            iterator.next()
         return _LogState(
             hard_state, metadata, truncated_index, truncated_term, last, ((last, last_term),)
         )
