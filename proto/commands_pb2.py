@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from quorumlog.proto import consumer_commands_pb2 as quorumlog_dot_commands_dot_v1_dot_consumer__commands__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quorumlog/commands/v1/commands.proto\x12\x15quorumlog.commands.v1\x1a-quorumlog/commands/v1/consumer_commands.proto\"\x7f\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x11\n\tprincipal\x18\x0f \x01(\t\x12\x11\n\tenvelopes\x18\x05 \x03(\x0c\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\":\n\x07\x41\x63lRule\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04verb\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"\x98\x01\n\nAclCommand\x12/\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x30\n\x06revoke\x18\x02 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x11\n\x07\x65nabled\x18\x03 \x01(\x08H\x00\x12\n\n\x02\x62y\x18\x04 \x01(\tB\x08\n\x06\x63hange\"\xb7\x03\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x12\x30\n\x03\x61\x63l\x18\x1e \x01(\x0b\x32!.quorumlog.commands.v1.AclCommandH\x00\x12:\n\x08\x63onsumer\x18\x14 \x01(\x0b\x32&.quorumlog.commands.v1.ConsumerCommandH\x00\x12<\n\tplacement\x18( \x01(\x0b\x32\'.quorumlog.commands.v1.PlacementCommandH\x00\x12\x45\n\x0eshard_replicas\x18) \x01(\x0b\x32+.quorumlog.commands.v1.ShardReplicasCommandH\x00\x42\x06\n\x04kind\"R\n\x0eShardPlacement\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05group\x18\x02 \x01(\r\x12\x10\n\x08replicas\x18\x03 \x03(\x04\x12\x10\n\x08\x66ounders\x18\x04 \x03(\x04\"7\n\x14ShardReplicasCommand\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x03(\x04\"\xd9\x01\n\x10PlacementCommand\x12\x13\n\x0bshard_count\x18\x01 \x01(\r\x12\x35\n\x06shards\x18\x02 \x03(\x0b\x32%.quorumlog.commands.v1.ShardPlacement\x12H\n\thost_tags\x18\x03 \x03(\x0b\x32\x35.quorumlog.commands.v1.PlacementCommand.HostTagsEntry\x1a/\n\rHostTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Command\"\\\n\rMemberAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$quorumlog/commands/v1/commands.proto\x12\x15quorumlog.commands.v1\x1a-quorumlog/commands/v1/consumer_commands.proto\"\x7f\n\rAppendCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x13\n\x0bproducer_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x11\n\tprincipal\x18\x0f \x01(\t\x12\x11\n\tenvelopes\x18\x05 \x03(\x0c\"5\n\x0bTrimCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x15\n\rbefore_offset\x18\x02 \x01(\x04\"\'\n\x14\x44\x65leteSessionCommand\x12\x0f\n\x07session\x18\x01 \x01(\t\":\n\x07\x41\x63lRule\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04verb\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"\x98\x01\n\nAclCommand\x12/\n\x05grant\x18\x01 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x30\n\x06revoke\x18\x02 \x01(\x0b\x32\x1e.quorumlog.commands.v1.AclRuleH\x00\x12\x11\n\x07\x65nabled\x18\x03 \x01(\x08H\x00\x12\n\n\x02\x62y\x18\x04 \x01(\tB\x08\n\x06\x63hange\"\x84\x04\n\x07\x43ommand\x12\x36\n\x06\x61ppend\x18\x01 \x01(\x0b\x32$.quorumlog.commands.v1.AppendCommandH\x00\x12\x32\n\x04trim\x18\x02 \x01(\x0b\x32\".quorumlog.commands.v1.TrimCommandH\x00\x12\x45\n\x0e\x64\x65lete_session\x18\x03 \x01(\x0b\x32+.quorumlog.commands.v1.DeleteSessionCommandH\x00\x12\x30\n\x03\x61\x63l\x18\x1e \x01(\x0b\x32!.quorumlog.commands.v1.AclCommandH\x00\x12:\n\x08\x63onsumer\x18\x14 \x01(\x0b\x32&.quorumlog.commands.v1.ConsumerCommandH\x00\x12<\n\tplacement\x18( \x01(\x0b\x32\'.quorumlog.commands.v1.PlacementCommandH\x00\x12\x45\n\x0eshard_replicas\x18) \x01(\x0b\x32+.quorumlog.commands.v1.ShardReplicasCommandH\x00\x12K\n\x11\x61\x64mit_incarnation\x18\x32 \x01(\x0b\x32..quorumlog.commands.v1.AdmitIncarnationCommandH\x00\x42\x06\n\x04kind\"?\n\x17\x41\x64mitIncarnationCommand\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\"R\n\x0eShardPlacement\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05group\x18\x02 \x01(\r\x12\x10\n\x08replicas\x18\x03 \x03(\x04\x12\x10\n\x08\x66ounders\x18\x04 \x03(\x04\"7\n\x14ShardReplicasCommand\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x03(\x04\"\xd9\x01\n\x10PlacementCommand\x12\x13\n\x0bshard_count\x18\x01 \x01(\r\x12\x35\n\x06shards\x18\x02 \x03(\x0b\x32%.quorumlog.commands.v1.ShardPlacement\x12H\n\thost_tags\x18\x03 \x03(\x0b\x32\x35.quorumlog.commands.v1.PlacementCommand.HostTagsEntry\x1a/\n\rHostTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\x0c\x43ommandBatch\x12\x16\n\x0eleader_time_ms\x18\x01 \x01(\x04\x12\x30\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1e.quorumlog.commands.v1.Command\"\\\n\rMemberAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,17 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACLCOMMAND']._serialized_start=396
   _globals['_ACLCOMMAND']._serialized_end=548
   _globals['_COMMAND']._serialized_start=551
-  _globals['_COMMAND']._serialized_end=990
-  _globals['_SHARDPLACEMENT']._serialized_start=992
-  _globals['_SHARDPLACEMENT']._serialized_end=1074
-  _globals['_SHARDREPLICASCOMMAND']._serialized_start=1076
-  _globals['_SHARDREPLICASCOMMAND']._serialized_end=1131
-  _globals['_PLACEMENTCOMMAND']._serialized_start=1134
-  _globals['_PLACEMENTCOMMAND']._serialized_end=1351
-  _globals['_PLACEMENTCOMMAND_HOSTTAGSENTRY']._serialized_start=1304
-  _globals['_PLACEMENTCOMMAND_HOSTTAGSENTRY']._serialized_end=1351
-  _globals['_COMMANDBATCH']._serialized_start=1353
-  _globals['_COMMANDBATCH']._serialized_end=1441
-  _globals['_MEMBERADDRESS']._serialized_start=1443
-  _globals['_MEMBERADDRESS']._serialized_end=1535
+  _globals['_COMMAND']._serialized_end=1067
+  _globals['_ADMITINCARNATIONCOMMAND']._serialized_start=1069
+  _globals['_ADMITINCARNATIONCOMMAND']._serialized_end=1132
+  _globals['_SHARDPLACEMENT']._serialized_start=1134
+  _globals['_SHARDPLACEMENT']._serialized_end=1216
+  _globals['_SHARDREPLICASCOMMAND']._serialized_start=1218
+  _globals['_SHARDREPLICASCOMMAND']._serialized_end=1273
+  _globals['_PLACEMENTCOMMAND']._serialized_start=1276
+  _globals['_PLACEMENTCOMMAND']._serialized_end=1493
+  _globals['_PLACEMENTCOMMAND_HOSTTAGSENTRY']._serialized_start=1446
+  _globals['_PLACEMENTCOMMAND_HOSTTAGSENTRY']._serialized_end=1493
+  _globals['_COMMANDBATCH']._serialized_start=1495
+  _globals['_COMMANDBATCH']._serialized_end=1583
+  _globals['_MEMBERADDRESS']._serialized_start=1585
+  _globals['_MEMBERADDRESS']._serialized_end=1677
 # @@protoc_insertion_point(module_scope)

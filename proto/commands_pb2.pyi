@@ -60,7 +60,7 @@ class AclCommand(_message.Message):
     def __init__(self, grant: _Optional[_Union[AclRule, _Mapping]] = ..., revoke: _Optional[_Union[AclRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., by: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("append", "trim", "delete_session", "acl", "consumer", "placement", "shard_replicas")
+    __slots__ = ("append", "trim", "delete_session", "acl", "consumer", "placement", "shard_replicas", "admit_incarnation")
     APPEND_FIELD_NUMBER: _ClassVar[int]
     TRIM_FIELD_NUMBER: _ClassVar[int]
     DELETE_SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class Command(_message.Message):
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     SHARD_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ADMIT_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     append: AppendCommand
     trim: TrimCommand
     delete_session: DeleteSessionCommand
@@ -75,7 +76,16 @@ class Command(_message.Message):
     consumer: _consumer_commands_pb2.ConsumerCommand
     placement: PlacementCommand
     shard_replicas: ShardReplicasCommand
-    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ..., placement: _Optional[_Union[PlacementCommand, _Mapping]] = ..., shard_replicas: _Optional[_Union[ShardReplicasCommand, _Mapping]] = ...) -> None: ...
+    admit_incarnation: AdmitIncarnationCommand
+    def __init__(self, append: _Optional[_Union[AppendCommand, _Mapping]] = ..., trim: _Optional[_Union[TrimCommand, _Mapping]] = ..., delete_session: _Optional[_Union[DeleteSessionCommand, _Mapping]] = ..., acl: _Optional[_Union[AclCommand, _Mapping]] = ..., consumer: _Optional[_Union[_consumer_commands_pb2.ConsumerCommand, _Mapping]] = ..., placement: _Optional[_Union[PlacementCommand, _Mapping]] = ..., shard_replicas: _Optional[_Union[ShardReplicasCommand, _Mapping]] = ..., admit_incarnation: _Optional[_Union[AdmitIncarnationCommand, _Mapping]] = ...) -> None: ...
+
+class AdmitIncarnationCommand(_message.Message):
+    __slots__ = ("node_id", "incarnation")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    incarnation: int
+    def __init__(self, node_id: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class ShardPlacement(_message.Message):
     __slots__ = ("shard", "group", "replicas", "founders")

@@ -78,7 +78,7 @@ class Message(_message.Message):
     def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_done: _Optional[bool] = ..., context: _Optional[bytes] = ..., group: _Optional[int] = ..., **kwargs) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("cluster_id", "messages", "client_address", "sender_name", "peer_address", "host_tag", "beat")
+    __slots__ = ("cluster_id", "messages", "client_address", "sender_name", "peer_address", "host_tag", "beat", "incarnation")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class MessageBatch(_message.Message):
     PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HOST_TAG_FIELD_NUMBER: _ClassVar[int]
     BEAT_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     client_address: str
@@ -94,7 +95,8 @@ class MessageBatch(_message.Message):
     peer_address: str
     host_tag: str
     beat: LeaderBeat
-    def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., client_address: _Optional[str] = ..., sender_name: _Optional[str] = ..., peer_address: _Optional[str] = ..., host_tag: _Optional[str] = ..., beat: _Optional[_Union[LeaderBeat, _Mapping]] = ..., **kwargs) -> None: ...
+    incarnation: int
+    def __init__(self, cluster_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., client_address: _Optional[str] = ..., sender_name: _Optional[str] = ..., peer_address: _Optional[str] = ..., host_tag: _Optional[str] = ..., beat: _Optional[_Union[LeaderBeat, _Mapping]] = ..., incarnation: _Optional[int] = ..., **kwargs) -> None: ...
 
 class LeaderBeat(_message.Message):
     __slots__ = ("groups", "following")

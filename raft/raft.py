@@ -531,6 +531,21 @@ class Raft:
         self._bcast_append()
         return True
 
+    def forget_progress(self, node_id: NodeId) -> bool:
+        """Leader only: forget what ``node_id``'s log was known to hold (match 0, probing
+        from the end of the log), because that log is gone: its disk was wiped or replaced
+        and the node came back empty. A remembered match would count the lost entries toward
+        commits until the empty log's first answer showed it regressed. False when not
+        leader or ``node_id`` is not tracked."""
+        progress = self.prs.get(node_id)
+        if self.role != StateRole.LEADER or progress is None or node_id == self.id:
+            return False
+        progress.match = 0
+        progress.reset_state(ProgressState.PROBE)
+        progress.next = self.log.last_index() + 1
+        progress.recent_active = False
+        return True
+
     def flush_commit(self) -> bool:
         """Lazy commit: send the commit index to every follower now if one has not heard it."""
         if self.role != StateRole.LEADER or not self.commit_unsent:

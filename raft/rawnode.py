@@ -148,6 +148,10 @@ class RawNode:
         """With ``Config.lazy_commit``: send the commit index to followers that lack it."""
         return self.raft.flush_commit()
 
+    def forget_progress(self, node_id: NodeId) -> bool:
+        """Leader only: ``node_id`` lost its log (a new incarnation); see ``Raft``."""
+        return self.raft.forget_progress(node_id)
+
     def report_unreachable(self, node_id: NodeId) -> None:
         self.raft.step(Message(MessageType.UNREACHABLE, frm=node_id))
 

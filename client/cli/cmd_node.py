@@ -98,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=argparse.SUPPRESS,  # power-loss canary only: the WAL is written, never fsynced
     )
+    parser.add_argument(
+        "--unsafe-no-incarnation-check",
+        action="store_true",
+        help=argparse.SUPPRESS,  # the incarnation rule's own test: a wiped node's votes count
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -139,6 +144,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         values["unsafe_ack_before_fsync"] = True
     if args.unsafe_no_fsync:
         values["unsafe_no_fsync"] = True
+    if args.unsafe_no_incarnation_check:
+        values["unsafe_no_incarnation_check"] = True
     if args.join:
         values["join"] = True
         values.setdefault("peers", {})

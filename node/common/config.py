@@ -78,6 +78,8 @@ class NodeConfig:
     log_level: str = "info"
     unsafe_ack_before_fsync: bool = False  # chaos canary only: never in production
     unsafe_no_fsync: bool = False  # power-loss canary only: WAL written, never fsynced
+    # the incarnation rule's own test only: a wiped replica's votes count (FAST '18 loss)
+    unsafe_no_incarnation_check: bool = False
     # Free space the node keeps on its data directory's disk: below it, writes are refused
     # with RESOURCE_EXHAUSTED (reads go on) until space returns (docs/durability.md).
     min_free_disk_mb: int = 64

@@ -33,11 +33,13 @@ from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
 from quorumlog.node.process import wiring
 from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
+from quorumlog.node.process.readmission import Readmitter
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.process.shard_groups import ShardGroups
 from quorumlog.node.replication import membership
 from quorumlog.node.replication.codec import GroupMessage
 from quorumlog.node.replication.groups import GroupHost
+from quorumlog.node.replication.incarnations import IncarnationGate
 from quorumlog.node.replication.raft_node import FetchState, RaftNode
 from quorumlog.node.replication.transport import (
     CHANNEL_OPTIONS,
@@ -107,6 +109,8 @@ class NodeServer:
         self.shards: ShardTable | None = None
         self.groups: ShardGroups | None = None  # the data groups hosted here
         self._keeper: asyncio.Task[None] | None = None
+        self._readmitter: asyncio.Task[None] | None = None
+        self.gate: IncarnationGate | None = None
         self.transport: PeerTransport | None = None
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
@@ -179,6 +183,11 @@ class NodeServer:
                 config.peers, storage.snapshot().metadata.conf_state.all_ids()
             )
             state_machine.seed_members(records)
+        incarnation = storage.incarnation()
+        gate = IncarnationGate(self._admitted, enforce=not config.unsafe_no_incarnation_check)
+        gate.heard[config.id] = incarnation  # the leader admits itself too
+        self.gate = gate
+        log.info("data directory incarnation %x", incarnation)
         peers = wiring.peer_infos(records, config.peers)
         peers[config.id] = PeerInfo(config.name, config.peer_addr, config.client_addr)
         transport = PeerTransport(
@@ -193,6 +202,8 @@ class NodeServer:
             routes=config.peer_routes,
             tls=self.security.tls,
             host_tag=config.host_tag or config.name,
+            incarnation=incarnation,
+            gate=gate,
         )
         self.transport = transport
         host = GroupHost(config.tick_ms / 1000, transport)
@@ -248,6 +259,9 @@ class NodeServer:
         self._keeper = asyncio.get_running_loop().create_task(
             groups.keep(), name="shard-keeper"
         )
+        readmitter = Readmitter(gate, groups, host)
+        self._readmitter = asyncio.get_running_loop().create_task(
+            readmitter.run(), name="readmission")
         self.consumer_service.start()
         transport.start()
         await self.peer_server.start()
@@ -260,6 +274,14 @@ class NodeServer:
             "node %s serving clients on %s, peers on %s (pid %d)",
             config.name, config.client_addr, config.peer_addr, os.getpid(),
         )
+
+    def _admitted(self, group: int) -> dict[NodeId, int]:
+        """Each replica's admitted incarnation in ``group`` ({} when not hosted here)."""
+        if self.groups is not None:
+            state_machine = self.groups.state_machine(group)
+        else:
+            state_machine = self.state_machine if group == 0 else None
+        return {} if state_machine is None else state_machine.incarnations()
 
     def _deliver(self, messages: list[GroupMessage]) -> None:
         if self.host is not None:
@@ -330,6 +352,10 @@ class NodeServer:
             await self.client_server.stop(grace)
         if self.consumer_service is not None:
             await self.consumer_service.stop()
+        if self._readmitter is not None:
+            self._readmitter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._readmitter
         if self._keeper is not None:
             if self.groups is not None:
                 self.groups.stopping = True

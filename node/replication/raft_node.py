@@ -204,6 +204,7 @@ class RaftNode:
         self._proposals: list[_Proposal] = []
         self._reads: list[tuple[bytes, asyncio.Future[int]]] = []
         self._unreachable: set[NodeId] = set()
+        self._forget: set[NodeId] = set()
         self._transfer_to: NodeId = NONE
         self._ticks = 0
         self._wake = asyncio.Event()
@@ -254,6 +255,12 @@ class RaftNode:
 
     def transfer_leader(self, to: NodeId) -> None:
         self._transfer_to = to
+        self._notify()
+
+    def forget_progress(self, peer: NodeId) -> None:
+        """Leader: forget ``peer``'s progress (it came back with a new incarnation and an
+        empty log; ``quorumlog.node.replication.incarnations``)."""
+        self._forget.add(peer)
         self._notify()
 
     def propose_conf_change(self, change: ConfChange) -> asyncio.Future[tuple[int, int]]:
@@ -436,6 +443,7 @@ class RaftNode:
         must keep ticking). Subscribers waiting for the next entry need no ticks."""
         return bool(
             self._messages or self._proposals or self._reads or self._conf_changes
+            or self._forget
             or self._unreachable or self._waiting or self._read_waiters or self._flush_commit
             or self._commit_timer is not None or self.needs_restore
             or self._transfer_to != NONE or self.in_round
@@ -514,6 +522,10 @@ class RaftNode:
                     future.set_exception(NotLeader(raw.raft.leader_id, str(error)))
                     continue
                 self._read_waiters[context] = future
+        if self._forget:
+            for peer in self._forget:
+                raw.forget_progress(peer)
+            self._forget.clear()
         if self._flush_commit:
             # No append carried the new commit index within COMMIT_FLUSH_SECONDS: send it.
             self._flush_commit = False

@@ -31,6 +31,7 @@ from quorumlog.node.replication.codec import (
     decode_batch,
     encode_batch,
 )
+from quorumlog.node.replication.incarnations import IncarnationGate
 from quorumlog.node.replication.quiescence import PeerBeats
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import Message, NodeId
@@ -105,6 +106,7 @@ class PeerLink:
             batch.sender_name = transport.self_name
             batch.peer_address = transport.peer_address_of_self
             batch.host_tag = transport.host_tag
+            batch.incarnation = transport.incarnation
             if self.beat is not None:
                 add_beat(batch, self.beat)
                 self.beat = None
@@ -162,8 +164,12 @@ class PeerTransport:
         routes: dict[str, str] | None = None,
         tls: NodeTls | None = None,
         host_tag: str = "",
+        incarnation: int = 0,
+        gate: IncarnationGate | None = None,
     ) -> None:
         self.host_tag = host_tag
+        self.incarnation = incarnation  # this node's data directory id, on every batch
+        self.gate = gate  # drops votes the incarnation rule says must not count
         self.tls = tls  # mutual TLS to peers (their certificate must name them); None: plain
         self.self_name = self_name
         self.routes = dict(routes or {})  # member name -> the address this node dials
@@ -306,7 +312,8 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         if info is not None and batch.host_tag:
             info.host_tag = batch.host_tag
         self.transport.heard_from(sender, beat_of(batch))
-        return messages
+        gate = self.transport.gate
+        return messages if gate is None else gate.accept(sender, batch.incarnation, messages)
 
     async def Stream(  # noqa: N802 -- gRPC method name
         self,

@@ -18,6 +18,7 @@ prefix  what                                                  owner (its docstri
         bindings
 ``C/``  consumer groups, cursors, leases, dead letters,        ``consumer_records`` (the
         session state, session policies                        ``C/`` sub-key table)
+``I/``  admitted incarnations (``I/<node id >Q>``)               ``incarnations``
 ``S/``  session metadata (``S/<session UTF-8>``)               ``session_records``
 ``a/``  the applied index, the import-in-progress marker       ``state_machine``
 ``P/``  shard placement (``P/count``, ``P/<shard >I>``)          ``placement``
@@ -33,6 +34,7 @@ import struct
 
 ACL_PREFIX = b"A/"
 CONSUMER_PREFIX = b"C/"
+INCARNATION_PREFIX = b"I/"
 PLACEMENT_PREFIX = b"P/"
 SESSION_PREFIX = b"S/"
 APPLIED_PREFIX = b"a/"
@@ -45,14 +47,14 @@ IMPORTING_KEY = b"a/importing"
 
 # Every prefix of the state machine, in key order.
 STATE_PREFIXES = (
-    ACL_PREFIX, CONSUMER_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX, APPLIED_PREFIX,
-    MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX,
+    ACL_PREFIX, CONSUMER_PREFIX, INCARNATION_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX,
+    APPLIED_PREFIX, MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX,
 )
 # What a snapshot carries as key/value pairs, in this order (the applied index travels in
 # its header, so ``a/`` is not among them).
 EXPORTED_PREFIXES = (
-    ACL_PREFIX, CONSUMER_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX, MEMBER_PREFIX,
-    PRODUCER_PREFIX, MESSAGE_PREFIX,
+    ACL_PREFIX, CONSUMER_PREFIX, INCARNATION_PREFIX, PLACEMENT_PREFIX, SESSION_PREFIX,
+    MEMBER_PREFIX, PRODUCER_PREFIX, MESSAGE_PREFIX,
 )
 
 U16 = struct.Struct(">H")

@@ -40,6 +40,7 @@ from quorumlog.node.common.limits import (
     read_bounds,
 )
 from quorumlog.node.replication.applier import CommandError, EntryResult
+from quorumlog.node.state import incarnations as incarnation_records
 from quorumlog.node.state import members as member_records
 from quorumlog.node.state import placement as shard_placement
 from quorumlog.node.state.acl import AclResult, AclStore
@@ -95,7 +96,7 @@ from quorumlog.raft.types import Entry, EntryType, NodeId
 
 CommandResult = (
     AppendResult | TrimResult | DeleteResult | AclResult | ConsumerResult | Placed
-    | CommandError
+    | tuple[NodeId, int] | CommandError
 )
 
 _NORMAL = EntryType.NORMAL
@@ -124,6 +125,7 @@ class SessionStateMachine:
         self._import_incomplete = self._db.get(IMPORTING_KEY) is not None
         self._placement: list[Shard] | None = None  # cache of the P/ records
         self._shard_count: int | None = None  # cache of P/count
+        self._incarnations: dict[NodeId, int] | None = None  # cache of the I/ records
 
     # -- applying ------------------------------------------------------------------------
     def applied_index(self) -> int:
@@ -202,6 +204,10 @@ class SessionStateMachine:
                 return self.acl.apply(batch.raw, command.acl)
             except InvalidInput as invalid:
                 return CommandError(invalid.code, invalid.message)
+        if kind == "admit_incarnation":
+            admitted = incarnation_records.apply(batch.raw, command.admit_incarnation)
+            self._incarnations = None  # read again on next use (after this batch's write)
+            return admitted
         if kind in ("placement", "shard_replicas"):
             if kind == "placement":
                 placed = shard_placement.apply(self._db, batch.raw, command.placement)
@@ -212,6 +218,13 @@ class SessionStateMachine:
                 self._placement = None  # read again on next use (after this batch's write)
             return placed
         return CommandError(ErrorCode.INVALID_ARGUMENT, "unknown or empty command")
+
+    # -- incarnations ------------------------------------------------------------------------
+    def incarnations(self) -> dict[NodeId, int]:
+        """Each replica's admitted incarnation, as of the applied index (``incarnations``)."""
+        if self._incarnations is None:
+            self._incarnations = incarnation_records.stored(self._db)
+        return self._incarnations
 
     # -- members ---------------------------------------------------------------------------
     def members(self) -> dict[NodeId, commands_pb2.MemberAddress]:
@@ -260,6 +273,7 @@ class SessionStateMachine:
         shard_placement.seed(self._db, self._new_batch(), count, shards,
                              self._sync_write_options)
         self._placement = None
+        self._incarnations = None
         self._shard_count = None
 
     def placement(self) -> list[Shard]:
@@ -316,6 +330,7 @@ class SessionStateMachine:
         self._applied = applied
         self._import_incomplete = False
         self._placement = None
+        self._incarnations = None
         self._shard_count = None
         self.acl.invalidate()
         self.consumers.invalidate()
