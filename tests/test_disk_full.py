@@ -6,23 +6,16 @@ there once, in order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_harness import LocalCluster, running, wait_until
-from faultfs_harness import Mount, node_mounts
+from faultfs_harness import Mount
 
 from quorumlog.client import Client
 from quorumlog.client.errors import QuorumLogError, ResourceExhausted
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[dict[str, Mount]]:
-    with node_mounts(tmp_path) as made:
-        yield made
 
 
 def _refused(client: Client, session: str) -> str | None:

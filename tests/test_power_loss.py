@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cluster_harness import LocalCluster, running
-from faultfs_harness import Mount, node_mounts
+from faultfs_harness import Mount
 
 from quorumlog.client import Client
 from quorumlog.client.errors import QuorumLogError
@@ -26,13 +25,6 @@ pytestmark = pytest.mark.cluster
 
 SESSIONS = [f"power/{i}" for i in range(4)]
 APPENDS = 40  # per session, one message each, every one acknowledged
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[dict[str, Mount]]:
-    """A fault filesystem where each node keeps its data (ROOT/<node>)."""
-    with node_mounts(tmp_path) as made:
-        yield made
 
 
 def _acknowledged(cluster: LocalCluster) -> dict[str, list[tuple[int, bytes]]]:

@@ -4,11 +4,13 @@ open, never serves the damaged value; values stored before checksums still read.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 
 import pytest
 
+from quorumlog.node.storage.engine import StorageEngine
 from quorumlog.node.storage.raft_store import (
     HARD_STATE_KEY,
     SNAPSHOT_CRC_KEY,
@@ -19,7 +21,9 @@ from quorumlog.node.storage.raft_store import (
     decode_entry,
     encode_entry,
     log_key,
+    log_options,
 )
+from quorumlog.node.storage.scrub import is_corruption, scrub
 from quorumlog.raft import ConfState, Entry, HardState
 
 
@@ -103,3 +107,41 @@ def test_the_incarnation_is_made_once_and_kept(tmp_path: Path) -> None:
         assert storage.incarnation() == made
     with RocksStorage(tmp_path / "other") as other:
         assert other.incarnation() != made
+
+
+def _flip_table(directory: Path, offset: int = 100) -> None:
+    (table,) = sorted(directory.glob("*.sst"), key=lambda path: path.stat().st_size)[-1:]
+    with open(table, "r+b") as file:
+        file.seek(offset)
+        byte = file.read(1)
+        file.seek(offset)
+        file.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_damage_in_a_table_file_is_an_error_at_open_never_an_empty_log(tmp_path: Path) -> None:
+    storage = _filled(tmp_path / "db")
+    storage.close()  # flushes the memtable into a table file
+    _flip_table(tmp_path / "db")
+    with pytest.raises(Exception, match="Corruption") as raised:
+        RocksStorage(tmp_path / "db")
+    assert is_corruption(raised.value)
+
+
+def test_the_scrub_reads_every_family_and_finds_damage_nothing_else_reads(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    engine = StorageEngine(path, log_options(path))
+    with RocksStorage(path, engine=engine, group=0) as storage:
+        storage.append([Entry(1, index, b"x" * 100) for index in range(1, 50)])
+    family = engine.family(3)
+    for i in range(500):
+        family.put(b"s/%06d" % i, b"v" * 64)
+    assert asyncio.run(scrub(engine)) >= 549
+    engine.close()
+    _flip_table(path)  # the largest table: group 3's state keys, never read at open
+    engine = StorageEngine(path, log_options(path))
+    try:
+        RocksStorage(path, engine=engine, group=0).close()  # the log itself opens fine
+        with pytest.raises(StorageCorrupted, match="scrub of g3"):
+            asyncio.run(scrub(engine))
+    finally:
+        engine.close()

@@ -57,7 +57,9 @@ class Faults:
                 self.disk_full = bool(request.get("on", True))
                 return {"ok": True, "disk_full": self.disk_full}
             if name == "bitrot":
-                return self._bitrot(str(request.get("path", "")))
+                below = request.get("below")
+                return self._bitrot(str(request.get("path", "")),
+                                    below if isinstance(below, int) else None)
             if name == "status":
                 return {"ok": True, "counts": dict(self.counts), "disk_full": self.disk_full,
                         "fsync_errors": sorted(self.fsync_errors),
@@ -65,11 +67,12 @@ class Faults:
                         "unsynced_entries": len(self.model.entries)}
         return {"error": f"unknown command {name!r}"}
 
-    def _bitrot(self, path: str) -> dict[str, Any]:
+    def _bitrot(self, path: str, below: int | None = None) -> dict[str, Any]:
         real = self.model.real(_relative(path))
         if not real.is_file() or real.stat().st_size == 0:
             return {"error": f"{path!r} is not a non-empty file"}
-        offset = self.rng.randrange(real.stat().st_size)
+        size = real.stat().st_size
+        offset = self.rng.randrange(min(size, below) if below else size)
         with open(real, "r+b") as file:
             file.seek(offset)
             old = file.read(1)

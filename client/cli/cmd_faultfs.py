@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the mount's control socket (a Unix socket path)")
     parser.add_argument("--seed", type=int, default=1, help="mount: seed of torn writes "
                         "and bit rot positions (default 1)")
+    parser.add_argument("--below", type=int, metavar="BYTES",
+                        help="bitrot: flip a byte before this offset (default: anywhere)")
     parser.add_argument("--torn", action="store_true",
                         help="power-cut: a seeded prefix of each unsynced tail survives")
 
@@ -55,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         if len(operands) != 1:
             raise CliError("bitrot takes the PATH of a file in the mount")
         request["path"] = operands[0]
+        if args.below is not None:
+            if args.below <= 0:
+                raise CliError("--below must be a positive byte count")
+            request["below"] = args.below
     try:
         reply = control.send(socket_path, request)
     except OSError as error:

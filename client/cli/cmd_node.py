@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-free-disk-mb", type=int,
         help="free space kept on the data disk; below it writes get RESOURCE_EXHAUSTED (64)",
     )
+    parser.add_argument(
+        "--scrub-every-s", type=float,
+        help="seconds between scrubs (all stored data read back and checked); 0: at start only",
+    )
     parser.add_argument("--metrics-addr", help="HOST:PORT for Prometheus metrics over HTTP")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--seed", type=int, help="seed the election timer (tests)")
@@ -130,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "init_shards": args.init_shards,
         "host_tag": args.host_tag,
         "min_free_disk_mb": args.min_free_disk_mb,
+        "scrub_every_s": args.scrub_every_s,
     }
     if args.peers is not None:
         values["peers"] = parse_peers(args.peers)

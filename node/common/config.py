@@ -83,6 +83,9 @@ class NodeConfig:
     # Free space the node keeps on its data directory's disk: below it, writes are refused
     # with RESOURCE_EXHAUSTED (reads go on) until space returns (docs/durability.md).
     min_free_disk_mb: int = 64
+    # Seconds between two scrubs (every stored key read back, checksums checked); one runs
+    # at start whatever this says; 0: only that one.
+    scrub_every_s: float = 6 * 3600
     seed: int | None = None
     # Start empty and wait to be added (``quorumlog cluster add-node``) instead of founding
     # a cluster; ``peers`` then lists members to contact first (may be empty).
@@ -131,6 +134,8 @@ class NodeConfig:
             raise ConfigError("timing: need tick_ms > 0 and election_tick > heartbeat_tick")
         if self.snapshot_every <= 0 or not 0 <= self.snapshot_keep < self.snapshot_every:
             raise ConfigError("snapshots: need snapshot_every > snapshot_keep >= 0")
+        if self.scrub_every_s < 0:
+            raise ConfigError("--scrub-every-s must be 0 or more")
         if self.min_free_disk_mb < 0:
             raise ConfigError("--min-free-disk-mb must be 0 or more")
         if self.snapshot_bytes <= 0:

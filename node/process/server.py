@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -34,6 +36,7 @@ from quorumlog.node.common.tls import peer_channel
 from quorumlog.node.process import wiring
 from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
 from quorumlog.node.process.readmission import Readmitter
+from quorumlog.node.process.repair import can_repair, set_aside
 from quorumlog.node.process.security import NodeSecurity
 from quorumlog.node.process.shard_groups import ShardGroups
 from quorumlog.node.replication import membership
@@ -52,6 +55,7 @@ from quorumlog.node.storage.disk_space import MIB, DiskSpace, is_out_of_space
 from quorumlog.node.storage.engine import StorageEngine, fsync_directory
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
+from quorumlog.node.storage.scrub import is_corruption, scrub
 from quorumlog.proto import raft_pb2, raft_pb2_grpc
 from quorumlog.raft.types import NodeId, StateRole
 
@@ -110,6 +114,8 @@ class NodeServer:
         self.groups: ShardGroups | None = None  # the data groups hosted here
         self._keeper: asyncio.Task[None] | None = None
         self._readmitter: asyncio.Task[None] | None = None
+        self._scrubber: asyncio.Task[None] | None = None
+        self._damaged: asyncio.Future[BaseException] | None = None
         self.gate: IncarnationGate | None = None
         self.transport: PeerTransport | None = None
         self.client_server: grpc.aio.Server | None = None
@@ -259,6 +265,8 @@ class NodeServer:
         self._keeper = asyncio.get_running_loop().create_task(
             groups.keep(), name="shard-keeper"
         )
+        self._damaged = asyncio.get_running_loop().create_future()
+        self._scrubber = asyncio.get_running_loop().create_task(self._scrub(), name="scrub")
         readmitter = Readmitter(gate, groups, host)
         self._readmitter = asyncio.get_running_loop().create_task(
             readmitter.run(), name="readmission")
@@ -274,6 +282,35 @@ class NodeServer:
             "node %s serving clients on %s, peers on %s (pid %d)",
             config.name, config.client_addr, config.peer_addr, os.getpid(),
         )
+
+    async def _scrub(self) -> None:
+        """A scrub pass at start, then one every ``scrub_every_s`` (0: only at start);
+        damaged data ends the node's run (``serve`` repairs it)."""
+        assert self.engine is not None and self._damaged is not None
+        while True:
+            started = time.monotonic()
+            try:
+                keys = await scrub(self.engine)
+            except Exception as error:
+                if not self._damaged.done():
+                    self._damaged.set_result(error)
+                return
+            log.info("scrub: %d keys read back, every checksum good (%.1f s)", keys,
+                     time.monotonic() - started)
+            if self.config.scrub_every_s <= 0:
+                return
+            await asyncio.sleep(self.config.scrub_every_s)  # the scrub's period
+
+    async def wait_failure(self) -> BaseException:
+        """The first of: the Raft loop's failure, damaged data found by the scrub."""
+        assert self.host is not None and self._damaged is not None
+        loop_failure = asyncio.ensure_future(self.host.wait_failure())
+        try:
+            done, _ = await asyncio.wait({loop_failure, self._damaged},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop_failure.cancel()
+        return done.pop().result()
 
     def _admitted(self, group: int) -> dict[NodeId, int]:
         """Each replica's admitted incarnation in ``group`` ({} when not hosted here)."""
@@ -352,6 +389,11 @@ class NodeServer:
             await self.client_server.stop(grace)
         if self.consumer_service is not None:
             await self.consumer_service.stop()
+        for task in (self._scrubber,):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._readmitter is not None:
             self._readmitter.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -386,40 +428,83 @@ async def serve(config: NodeConfig) -> None:
     """Run a node until SIGTERM or SIGINT, then stop cleanly; raise :class:`RaftLoopFailed`
     (after stopping) if the Raft loop dies first.
 
-    One failure is survived in the process: a write that met a full disk (ENOSPC). RocksDB
+    Two failures are survived in the process. A write that met a full disk (ENOSPC): RocksDB
     then refuses every later write until the database is reopened, and nothing of the failed
-    write was acknowledged, so the node stops its servers, waits until the disk has room
-    for its reserve again, and starts afresh from what is on disk (its peers serve and
-    elect meanwhile). Any other failure (EIO on fsync above all) stops the node for good.
+    write was acknowledged, so the node stops its servers, waits until the disk has room for
+    its reserve again, and starts afresh from what is on disk. Damaged data (a checksum that
+    does not match, at start, on a read or in the scrub): the node sets the database aside
+    and starts empty, to be caught up by its peers as a new incarnation
+    (``quorumlog.node.process.repair``). Its peers serve and elect meanwhile. Any other
+    failure (EIO on fsync above all) stops the node for good.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    repairs = 0
     while True:
         server = NodeServer(config)
-        await server.start()
+        failure: BaseException | None
         try:
-            assert server.host is not None
-            failure = await run_until_stopped(stop, server.host.wait_failure())
-        finally:
-            await server.stop()
+            await server.start()
+        except Exception as error:
+            if not is_corruption(error):
+                await server.stop()
+                raise
+            failure = error
+        else:
+            try:
+                failure = await run_until_stopped(stop, server.wait_failure())
+            except BaseException:
+                await server.stop()
+                raise
+        await server.stop()
         if failure is None:
             return
-        if not is_out_of_space(failure):
-            raise RaftLoopFailed(f"raft loop failed: {failure!r}") from failure
-        log.error("disk full: a write failed with ENOSPC (nothing of it was acknowledged); "
-                  "reopening the database once %d MiB are free", config.min_free_disk_mb)
-        if not await server.disk.wait_for_room(stop):
-            return
-        log.info("disk has room again: reopening the database")
+        disk = server.disk
+        _release(failure)
+        del server
+        gc.collect()  # the database's last references die here: its lock is released
+        if is_out_of_space(failure):
+            log.error("disk full: a write failed with ENOSPC (nothing of it was acknowledged); "
+                      "reopening the database once %d MiB are free", config.min_free_disk_mb)
+            if not await disk.wait_for_room(stop):
+                return
+            log.info("disk has room again: reopening the database")
+            continue
+        if is_corruption(failure):
+            refused = can_repair(config, repairs)
+            if refused is None:
+                damaged = set_aside(config.data_dir)
+                repairs += 1
+                log.error("stored data is damaged (%s): set aside as %s; starting empty, to be "
+                          "caught up by the peers as a new incarnation", failure, damaged.name)
+                continue
+            log.critical("stored data is damaged (%s) and cannot be repaired: %s; stopping "
+                         "the node", failure, refused)
+            raise RaftLoopFailed(f"stored data is damaged: {failure}") from failure
+        log.critical("raft loop failed: %r; stopping the node (the write is not retried)",
+                     failure)
+        raise RaftLoopFailed(f"raft loop failed: {failure!r}") from failure
+
+
+def _release(error: BaseException) -> None:
+    """Drop the frames ``error``'s tracebacks keep alive (an iterator among their locals
+    keeps the failed database open, and its lock held, so it could not be opened again)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 async def run_until_stopped(
     stop: asyncio.Event, failure: Coroutine[Any, Any, BaseException]
 ) -> BaseException | None:
-    """Wait for ``stop`` or for ``failure`` to produce the loop's exception (returned, logged
-    as one line); ``None`` on a requested stop."""
+    """Wait for ``stop`` or for ``failure`` to produce the loop's exception (returned);
+    ``None`` on a requested stop."""
     stopped = asyncio.ensure_future(stop.wait())
     failed = asyncio.ensure_future(failure)
     try:
@@ -428,9 +513,5 @@ async def run_until_stopped(
         stopped.cancel()
         failed.cancel()
     if failed.done() and not failed.cancelled():
-        error = failed.result()
-        if is_out_of_space(error):
-            return error  # serve() reopens the database once space returns
-        log.critical("raft loop failed: %r; stopping the node (the write is not retried)", error)
-        return error
+        return failed.result()
     return None

@@ -143,6 +143,7 @@ class AclStore:
             while iterator.valid():
                 rules.append(Rule.from_key(iterator.key()))
                 iterator.next()
+            iterator.status()  # an iteration that stopped on damaged data raises here
             state = AclState(self._db.get(ENABLED_KEY) is not None, tuple(sorted(rules)))
             self._state = state
         return state

@@ -125,6 +125,7 @@ class ApplyBatch:
                 key: bytes = iterator.key()
                 yield key[len(SESSION_PREFIX) :]
                 iterator.next()
+            iterator.status()  # an iteration that stopped on damaged data raises here
 
         previous = None
         for name in heapq.merge(stored(), created):

@@ -187,6 +187,7 @@ class ConsumerBatch:
             else:
                 found.append(mine)
                 position += 1
+        iterator.status()  # an iteration that stopped on damaged data raises here
         return found
 
     def flush(self, raw: rocksdict.WriteBatch) -> None:

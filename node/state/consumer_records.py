@@ -250,3 +250,4 @@ def scan(
         yield iterator.key(), iterator.value()
         count += 1
         iterator.next()
+    iterator.status()  # an iteration that stopped on damaged data raises here

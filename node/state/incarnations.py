@@ -49,4 +49,5 @@ def stored(db: rocksdict.Rdict) -> dict[NodeId, int]:
         node_id: NodeId = U64.unpack_from(key, len(INCARNATION_PREFIX))[0]
         found[node_id] = U64.unpack(iterator.value())[0]
         iterator.next()
+    iterator.status()  # an iteration that stopped on damaged data raises here
     return found

@@ -56,6 +56,7 @@ def stored_members(db: rocksdict.Rdict) -> dict[NodeId, commands_pb2.MemberAddre
         node_id: NodeId = U64.unpack_from(key, len(MEMBER_PREFIX))[0]
         records[node_id] = commands_pb2.MemberAddress.FromString(iterator.value())
         iterator.next()
+    iterator.status()  # an iteration that stopped on damaged data raises here
     return records
 
 

@@ -281,4 +281,5 @@ def stored(db: rocksdict.Rdict) -> list[Shard]:
         shards.append(Shard(record.shard, record.group, tuple(record.replicas),
                             tuple(record.founders)))
         iterator.next()
+    iterator.status()  # an iteration that stopped on damaged data raises here
     return shards

@@ -325,6 +325,7 @@ class SessionLog:
             offset += 1
             iterator.next()
         else:
+            iterator.status()  # an iteration that stopped on damaged data raises here
             if offset != end:
                 self._raise_moved(session, session_bytes, offset)
         if not records:
@@ -361,4 +362,5 @@ class SessionLog:
             name = name_bytes.decode("utf-8")
             sessions.append(SessionMeta.decode(name_bytes, iterator.value()).info(name))
             iterator.next()
+        iterator.status()  # an iteration that stopped on damaged data raises here
         return SessionPage(sessions, False)

@@ -211,6 +211,7 @@ def _generate_chunks(
             chunk += value
             pairs += 1
             iterator.next()
+        iterator.status()  # an iteration that stopped on damaged data raises here
     if len(chunk) > 1:
         yield bytes(chunk)
     yield _CHUNK_END + U64.pack(pairs)

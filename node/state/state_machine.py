@@ -251,6 +251,7 @@ class SessionStateMachine:
         while iterator.valid() and count < limit:
             count += 1
             iterator.next()
+        iterator.status()  # an iteration that stopped on damaged data raises here
         return count
 
     def shard_count(self) -> int:

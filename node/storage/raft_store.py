@@ -550,6 +550,7 @@ class RocksStorage:
             result.append(entry)
             expected += 1
             iterator.next()
+        iterator.status()  # an iteration that stopped on damaged data raises here
         if expected != hi:
             raise StorageCorrupted(f"log ends at {expected - 1}, expected entries up to {hi - 1}")
         return result
@@ -673,6 +674,7 @@ class RocksStorage:
             if iterator.key() != FORMAT_KEY:
                 return False
             iterator.next()
+        iterator.status()  # damaged data is not "empty": it raises here
         return True
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -741,6 +743,7 @@ class RocksStorage:
         # another prefix's keys sorting before ``l/`` (the state machine's ``S/``, ``a/``).
         iterator.seek(LOG_PREFIX)
         if not iterator.valid():
+            iterator.status()  # damaged data is not "no log": it raises here
             return _LogState(
                 hard_state, metadata, truncated_index, truncated_term, truncated_index, ()
             )
@@ -757,6 +760,7 @@ class RocksStorage:
                 raise StorageCorrupted(f"log gap: found {index}, expected {last + 1}")
             last, last_term = index, decode_entry(index, iterator.value()).term
             iterator.next()
+        iterator.status()  # an iteration that stopped on damaged data raises here
         return _LogState(
             hard_state, metadata, truncated_index, truncated_term, last, ((last, last_term),)
         )
