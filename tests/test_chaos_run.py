@@ -230,7 +230,7 @@ def test_membership_fault_removes_and_re_adds_a_follower(tmp_path: Path) -> None
     out = tmp_path / "membership"
     result = run_cli(["chaos", "run", "--faults", "membership,isolate_follower",
                       "--shards", str(SHARDS),  # removing a node moves its shard replicas
-                      "--duration", "30", "--seed", "3", "--out", str(out)], timeout=300)
+                      "--duration", "40", "--seed", "3", "--out", str(out)], timeout=300)
     assert result.returncode == 0, _explain(result)
     data = json.loads((out / "result.json").read_text())
     assert data["verdict"] == "pass" and data["lost"] == 0, _explain(result)

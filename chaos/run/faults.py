@@ -56,7 +56,24 @@ FAULT_KINDS: dict[str, FaultKind] = {kind.name: kind for kind in (
               (30.0, 30.0)),  # the hold is a deadline; it ends as soon as compaction passes
     FaultKind("membership", "remove a follower from the cluster and add it back",
               (3.0, 5.0)),
+    # Storage faults (each node's data directory on its own fault filesystem, mounted only
+    # when one of these is asked for; not default: they need FUSE).
+    FaultKind("power_loss", "power cut: kill -9 the leader, a follower or every node, drop "
+              "every write its disk had not made durable (a torn tail), restart", (1.0, 2.0),
+              default=False),
+    FaultKind("fsync_error", "the next fsync on one node's disk fails with EIO: the node must "
+              "stop at once; its unsynced writes are dropped, then it restarts", (2.0, 4.0),
+              default=False),
+    FaultKind("disk_full", "ENOSPC on the leader's, a follower's or every disk for the hold: "
+              "appends refused, reads served, writes again once space returns", (3.0, 5.0),
+              default=False),
+    FaultKind("bitrot", "stop a follower, flip a byte in one of its table files, restart: it "
+              "must find the damage and be repaired from its peers", (1.0, 2.0),
+              default=False),
 )}
+
+# Faults that need every node's data directory on a fault filesystem (chaos.run.disks).
+STORAGE_FAULTS = frozenset(("power_loss", "fsync_error", "disk_full", "bitrot"))
 
 DEFAULT_FAULTS: tuple[str, ...] = tuple(
     name for name, kind in FAULT_KINDS.items() if kind.default and kind.available)
@@ -87,8 +104,9 @@ def for_shards(faults: Sequence[str], shards: int, *, explicit: bool) -> tuple[s
 
 
 def parse_fault_list(text: str | None) -> tuple[str, ...]:
-    """``None``, ``default`` or ``all`` -> every default fault; else a comma-separated list
-    of fault names (order kept, duplicates dropped). Raises ``FaultListError``."""
+    """``None``, ``default`` or ``all`` -> every default fault (the storage faults are
+    named explicitly: they need FUSE); else a comma-separated list of fault names (order
+    kept, duplicates dropped). Raises ``FaultListError``."""
     if text is None or text.strip() in ("default", "all"):
         return DEFAULT_FAULTS
     names: list[str] = []
@@ -171,6 +189,8 @@ def _draw_params(kind: str, rng: random.Random) -> dict[str, int]:
         return {"timeout": rng.randrange(50, 400)}  # ms after the first response bytes
     if kind == "client_timeout":
         return {"timeout": rng.randrange(500, 1500)}  # ms before the connection is closed
+    if kind in ("power_loss", "disk_full"):
+        return {"scope": rng.randrange(3)}  # 0: the leader, 1: a follower, 2: every node
     return {}
 
 

@@ -28,6 +28,7 @@ from quorumlog.chaos.run.faults import FINAL_FAULT, FaultPlan, candidates_pick
 from quorumlog.chaos.run.monitor import ClusterMonitor
 from quorumlog.chaos.run.network import STREAMS, ChaosNetwork
 from quorumlog.chaos.run.processes import ChaosNodes
+from quorumlog.chaos.run.storage_faults import StorageFaults
 from quorumlog.chaos.run.workload import Recorder
 from quorumlog.client.errors import AlreadyExists, FailedPrecondition, QuorumLogError
 from quorumlog.client.sdk import AsyncClient
@@ -76,7 +77,9 @@ class FaultRecord:
 
 class Nemesis:
     def __init__(self, network: ChaosNetwork, nodes: ChaosNodes, monitor: ClusterMonitor,
-                 recorder: Recorder, log: Callable[[str], None]) -> None:
+                 recorder: Recorder, log: Callable[[str], None], *,
+                 storage: StorageFaults | None = None) -> None:
+        self.storage = storage  # the storage faults (None: the nodes' disks are plain)
         self.network = network
         self.nodes = nodes
         self.monitor = monitor
@@ -155,6 +158,14 @@ class Nemesis:
             follower = candidates_pick(followers, plan.pick)
             pair = (leader, follower) if plan.pick % 2 == 0 else (follower, leader)
             return f"{pair[0]}->{pair[1]}"
+        if kind in ("power_loss", "disk_full"):
+            scope = plan.params.get("scope", 1)
+            return leader if scope == 0 else (
+                candidates_pick(followers, plan.pick) if scope == 1 else "all")
+        if kind == "fsync_error":
+            return leader if plan.pick % 2 == 0 else candidates_pick(followers, plan.pick)
+        if kind == "bitrot":
+            return candidates_pick(followers, plan.pick)
         if kind in ("latency", "bandwidth", "slicer"):
             return "peer links"
         if kind == "client_reset":
@@ -164,11 +175,17 @@ class Nemesis:
     async def _hold(self, seconds: float) -> None:
         await asyncio.sleep(seconds)  # the fault's scheduled duration, not a wait for an event
 
+    async def hold_for(self, seconds: float) -> None:
+        """Hold a fault ``seconds`` (the storage faults' hold)."""
+        await self._hold(seconds)
+
     async def _net(self, call: Callable[[], None]) -> None:
         await asyncio.to_thread(call)
 
     async def _heal_all(self) -> None:
         await self._net(self.network.heal)
+        if self.storage is not None:
+            await self.storage.clear()
         for name in self.nodes.names:
             if self.nodes.paused(name):
                 self.nodes.resume(name)
@@ -378,6 +395,24 @@ class Nemesis:
         finally:
             await admin.close()
 
+    # -- storage faults (quorumlog.chaos.run.storage_faults) ----------------------------------
+    def _storage(self) -> StorageFaults:
+        if self.storage is None:
+            raise RuntimeError("a storage fault needs the nodes' fault filesystems")
+        return self.storage
+
+    async def _fault_power_loss(self, plan: FaultPlan, record: FaultRecord, leader: str) -> None:
+        await self._storage().power_loss(plan, record)
+
+    async def _fault_fsync_error(self, plan: FaultPlan, record: FaultRecord, leader: str) -> None:
+        await self._storage().fsync_error(plan, record)
+
+    async def _fault_disk_full(self, plan: FaultPlan, record: FaultRecord, leader: str) -> None:
+        await self._storage().disk_full(plan, record)
+
+    async def _fault_bitrot(self, plan: FaultPlan, record: FaultRecord, leader: str) -> None:
+        await self._storage().bitrot(plan, record)
+
     # -- the final phase ---------------------------------------------------------------------
     async def restart_all(self) -> FaultRecord:
         """Heal everything, then stop every node cleanly and start them all again."""
@@ -434,4 +469,6 @@ async def add_back(admin: AsyncClient, target: str, peer_addr: str, client_addr:
 def estimated_seconds(plan: FaultPlan) -> float:
     """A fault's likely length with its recovery, to decide whether it still fits."""
     hold = min(plan.hold, 12.0) if plan.kind == "compaction" else plan.hold
+    if plan.kind in ("fsync_error", "bitrot"):
+        hold += 4.0  # the node stops (or is stopped) and starts again within the fault
     return hold + 4.0

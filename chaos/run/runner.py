@@ -34,7 +34,8 @@ from typing import TextIO
 
 from quorumlog.chaos.run.checker import CheckConfig, check
 from quorumlog.chaos.run.consumers import DRAIN_DEADLINE, drain
-from quorumlog.chaos.run.faults import DEFAULT_FAULTS, FaultScheduler
+from quorumlog.chaos.run.disks import ChaosDisks, DiskError
+from quorumlog.chaos.run.faults import DEFAULT_FAULTS, STORAGE_FAULTS, FaultScheduler
 from quorumlog.chaos.run.finals import write_finals
 from quorumlog.chaos.run.history import HistoryWriter, read_history
 from quorumlog.chaos.run.monitor import ClusterMonitor
@@ -42,13 +43,14 @@ from quorumlog.chaos.run.nemesis import FaultRecord, Nemesis
 from quorumlog.chaos.run.network import ChaosNetwork
 from quorumlog.chaos.run.processes import ChaosNode, ChaosNodes
 from quorumlog.chaos.run.report import render_report
+from quorumlog.chaos.run.storage_faults import StorageFaults
 from quorumlog.chaos.run.workload import Recorder, Workload, WorkloadConfig
 from quorumlog.chaos.toxiproxy.client import (
     Implementation,
     ToxiproxyServer,
     real_server_binary,
 )
-from quorumlog.node.process.launcher import plan
+from quorumlog.node.process.launcher import LocalNode, plan
 from quorumlog.proto.sharding import shard_of
 
 NODE_NAMES = ("n1", "n2", "n3")
@@ -57,6 +59,9 @@ NODE_NAMES = ("n1", "n2", "n3")
 NODE_ARGS = ("--tick-ms", "100", "--election-tick", "10", "--snapshot-every", "200",
              "--snapshot-keep", "20", "--log-level", "info")
 CANARY_NODE_ARGS = ("--unsafe-ack-before-fsync",)
+# With power_loss in the list the canary is the one a power cut catches and a kill -9 does
+# not: the write-ahead log written, never fsynced; every power cut then hits every node.
+POWER_CANARY_NODE_ARGS = ("--unsafe-no-fsync",)
 CANARY_FAULTS = ("kill_all",)
 FIRST_LEADER_TIMEOUT = 60.0
 CONVERGE_TIMEOUT = 60.0
@@ -177,12 +182,39 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
     planned = plan(len(NODE_NAMES), data, log_dir=data,  # n1..n3 on free ports
                    shards=options.shards if options.shards > 1 else None)
     assert tuple(node.name for node in planned) == NODE_NAMES
+    node_args = [*NODE_ARGS, *canary_args(options)]
+    disks = (ChaosDisks({node.name: node.data_dir for node in planned}, options.seed)
+             if STORAGE_FAULTS.intersection(options.faults) else None)
+    try:
+        if disks is not None:
+            disks.mount_all()
+    except DiskError as error:
+        if disks is not None:
+            disks.unmount_all()
+        raise RunError(str(error)) from None
+    try:
+        state = _run_cluster(options, stream, planned, node_args, disks)
+    finally:
+        if disks is not None:
+            disks.unmount_all()
+    state.extra["wall_seconds"] = round(time.monotonic() - started, 1)
+    return _judge(options, state)
+
+
+def canary_args(options: RunOptions) -> tuple[str, ...]:
+    """The unsafe node flag a canary run uses (none for a real run)."""
+    if not options.canary:
+        return ()
+    return POWER_CANARY_NODE_ARGS if "power_loss" in options.faults else CANARY_NODE_ARGS
+
+
+def _run_cluster(options: RunOptions, stream: TextIO, planned: list[LocalNode],
+                 node_args: list[str], disks: ChaosDisks | None) -> _RunState:
     real_client = {node.name: node.client_addr for node in planned}
     real_peer = {node.name: node.peer_addr for node in planned}
     implementation: Implementation = (
         "toxiproxy-server" if real_server_binary() else "quorumlog")
     extra = ("--seed", str(options.seed)) if implementation == "quorumlog" else ()
-    node_args = [*NODE_ARGS, *(CANARY_NODE_ARGS if options.canary else ())]
     with ToxiproxyServer(implementation, extra_args=extra) as server:
         network = ChaosNetwork(server.client(), real_client, real_peer)
         # Each proxy listens on a port the server picks (port 0) and reports back: a port
@@ -195,15 +227,14 @@ def run_chaos(options: RunOptions, stream: TextIO = sys.stdout) -> RunOutcome:
             shards=options.shards if options.shards > 1 else None)
         try:
             nodes.start_all()
-            state = asyncio.run(_run_async(options, network, nodes, stream))
+            state = asyncio.run(_run_async(options, network, nodes, stream, disks))
         except BaseException:
             stream.write("\nnode logs (tail):\n" + nodes.log_tail() + "\n")
             raise
         finally:
             nodes.stop_all()
-    state.extra["wall_seconds"] = round(time.monotonic() - started, 1)
     state.extra["toxiproxy"] = implementation
-    return _judge(options, state)
+    return state
 
 
 @dataclass
@@ -218,7 +249,7 @@ class _RunState:
 
 
 async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNodes,
-                     stream: TextIO) -> _RunState:
+                     stream: TextIO, disks: ChaosDisks | None = None) -> _RunState:
     origin = time.monotonic()
 
     def clock() -> float:
@@ -231,6 +262,9 @@ async def _run_async(options: RunOptions, network: ChaosNetwork, nodes: ChaosNod
                              clock)
     nemesis = Nemesis(network, nodes, monitor, recorder,
                       lambda message: progress.log(clock(), message))
+    if disks is not None:
+        nemesis.storage = StorageFaults(nodes, disks, nemesis.hold_for,
+                                        power_loss_everyone=options.canary)
     workload = Workload(recorder, {name: network.client_address(name) for name in nodes.names},
                         options.workload, options.seed)
     problems: list[str] = []
@@ -355,7 +389,7 @@ def _judge(options: RunOptions, state: _RunState) -> RunOutcome:
         "seed": options.seed, "duration_s": options.duration, "canary": options.canary,
         "shards": options.shards,
         "faults_requested": list(options.faults), "nodes": list(NODE_NAMES),
-        "node_args": [*NODE_ARGS, *(CANARY_NODE_ARGS if options.canary else ())],
+        "node_args": [*NODE_ARGS, *canary_args(options)],
         "workload": asdict(options.workload), "leader_terms": state.terms,
         "problems": state.problems, "faults": [record.to_json() for record in state.records],
         "faults_not_reached": state.skipped, **state.extra,

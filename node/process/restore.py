@@ -50,6 +50,7 @@ def restore_data_dir(backup: Path, data_dir: Path, peers: dict[str, str]) -> Res
         with RocksStorage(staging / DB_DIR) as storage:
             state_machine = SessionStateMachine(storage)
             state_machine.import_state(chunks)
+            state_machine.forget_incarnations()  # the old cluster's disks, not these
             state_machine.seed_members(records_from_peers(peers, voters))
             index = max(1, state_machine.applied_index())
             _found(storage, index, voters)
@@ -106,6 +107,7 @@ def _restore_bundle(backup: Path, data_dir: Path, peers: dict[str, str]) -> Rest
                     storage = RocksStorage(engine.path, engine=engine, group=0)
                     state_machine = SessionStateMachine(storage)
                     state_machine.import_state(chunks)
+                    state_machine.forget_incarnations()  # the old cluster's disks
                     state_machine.seed_members(records_from_peers(peers, voters))
                     state_machine.seed_placement(bundle.shards, placed)
                     index = max(1, state_machine.applied_index())
@@ -118,6 +120,7 @@ def _restore_bundle(backup: Path, data_dir: Path, peers: dict[str, str]) -> Rest
                 # Every shard is written (restore does not know which member this is); a
                 # member opens only the shards the placement gives it.
                 state_machine.import_state(chunks)
+                state_machine.forget_incarnations()
                 _found(storage, max(1, state_machine.applied_index()), replicas)
         finally:
             engine.close()

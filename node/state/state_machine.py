@@ -59,6 +59,7 @@ from quorumlog.node.state.keys import (
     APPLIED_KEY,
     APPLIED_PREFIX,
     IMPORTING_KEY,
+    INCARNATION_PREFIX,
     MEMBER_PREFIX,
     MESSAGE_PREFIX,
     PRODUCER_PREFIX,
@@ -220,6 +221,15 @@ class SessionStateMachine:
         return CommandError(ErrorCode.INVALID_ARGUMENT, "unknown or empty command")
 
     # -- incarnations ------------------------------------------------------------------------
+    def forget_incarnations(self) -> None:
+        """Drop every admitted incarnation (a restored backup: the new cluster's disks are
+        all new; its leaders admit them on first sight). Like ``seed_members``: only for a
+        state every member derives the same way, never while applying."""
+        raw = self._new_batch()
+        raw.delete_range(INCARNATION_PREFIX, successor(INCARNATION_PREFIX))
+        self._db.write(raw, self._sync_write_options)
+        self._incarnations = None
+
     def incarnations(self) -> dict[NodeId, int]:
         """Each replica's admitted incarnation, as of the applied index (``incarnations``)."""
         if self._incarnations is None:
