@@ -126,6 +126,25 @@ def test_changes_inside_a_renamed_directory_go_with_it(model: DiskModel) -> None
     assert model.real("live/old-log").read_bytes() == b"obsolete"  # the unlink was not
 
 
+def test_a_durably_removed_directory_takes_the_unlinks_inside_it_along(
+    model: DiskModel
+) -> None:
+    """A checkpoint directory emptied and removed, its parent fsynced but never itself: the
+    removal is durable, so a power cut must not try to bring the files back into it (the
+    chaos run's power cut failed on exactly that)."""
+    model.real("export/checkpoint").mkdir(parents=True)
+    _write(model, "export/checkpoint/table", b"rows", create=True)
+    model.synced("export/checkpoint/table")
+    model.dir_synced("export/checkpoint")
+    model.dir_synced("export")
+    model.unlink("export/checkpoint/table")  # "export/checkpoint" is never fsynced again
+    model.rmdir("export/checkpoint")
+    model.dir_synced("export")  # the removal is durable
+    assert model.entries == []
+    model.power_cut()
+    assert not model.real("export/checkpoint").exists()
+
+
 # -- a real mount --------------------------------------------------------------------------------
 @pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Mount]:

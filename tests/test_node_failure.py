@@ -16,6 +16,7 @@ from quorumlog.node.process.server import run_until_stopped
 from quorumlog.node.storage.disk_space import is_out_of_space
 from quorumlog.node.storage.raft_store import StorageCorrupted
 from quorumlog.node.storage.scrub import is_corruption
+from quorumlog.raft.errors import Unavailable
 
 
 def test_a_dead_raft_loop_ends_the_wait_with_its_error() -> None:
@@ -36,6 +37,7 @@ def test_a_dead_raft_loop_ends_the_wait_with_its_error() -> None:
     (Exception("IO error: No space left on device: While appending to file"), True, False),
     (StorageCorrupted("entry 7: checksum mismatch"), False, True),
     (Exception("Corruption: block checksum mismatch: stored = 1, computed = 2"), False, True),
+    (Unavailable("index 1365 beyond last 230"), False, True),
 ])
 def test_failures_are_sorted_into_fatal_full_disk_and_damaged_data(
     error: BaseException, full: bool, damaged: bool

@@ -145,3 +145,14 @@ def test_the_scrub_reads_every_family_and_finds_damage_nothing_else_reads(tmp_pa
             asyncio.run(scrub(engine))
     finally:
         engine.close()
+
+
+def test_a_log_shorter_than_its_commit_index_is_damage(tmp_path: Path) -> None:
+    """What a disk that lied about fsync leaves: the hard state says 20 is committed, the
+    log ends before it. The node must not vote or lead from it."""
+    storage = _filled(tmp_path / "db")
+    for index in (19, 20):
+        storage.db.delete(log_key(index))
+    storage.close()
+    with pytest.raises(StorageCorrupted, match="commits 20 but the log ends at 18"):
+        RocksStorage(tmp_path / "db")

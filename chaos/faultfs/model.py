@@ -139,14 +139,32 @@ class DiskModel:
         return kept
 
     def dir_synced(self, directory: str) -> None:
-        """``fsync`` of ``directory`` returned: its entry changes are durable."""
+        """``fsync`` of ``directory`` returned: its entry changes are durable. A directory
+        whose removal is durable takes the changes still pending inside it along (it was
+        empty when removed: what was unlinked in it is gone for good)."""
         still: list[EntryChange] = []
+        removed: list[str] = []
         for change in self.entries:
             change.pending.discard(directory)
             if change.pending:
                 still.append(change)
-            elif change.kept:
+                continue
+            if change.kept:
                 self._drop(change.kept)
+            if change.kind == "rmdir":
+                removed.append(change.path + "/")
+        while removed:
+            inside = removed.pop()
+            kept: list[EntryChange] = []
+            for change in still:
+                if change.path.startswith(inside) or change.target.startswith(inside):
+                    if change.kept:
+                        self._drop(change.kept)
+                    if change.kind == "rmdir":
+                        removed.append(change.path + "/")
+                    continue
+                kept.append(change)
+            still = kept
         self.entries = still
 
     def _drop(self, kept: str) -> None:
@@ -196,6 +214,7 @@ class DiskModel:
         elif change.kind == "rmdir":
             real.mkdir(exist_ok=True)
         elif change.kind == "unlink":
+            real.parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.real(change.kept), real)
             if change.kept in self.files:
                 self.files[change.path] = self.files.pop(change.kept)

@@ -714,6 +714,16 @@ class RocksStorage:
         return decode_entry(index, value).term
 
     def _recover(self) -> _LogState:
+        state = self._read_state()
+        if state.hard_state.commit > state.last_index:
+            # Entries the disk said were durable are gone (a disk that lied about fsync, or
+            # lost a synced write): voting or leading from this log could lose commits.
+            raise StorageCorrupted(
+                f"{self.path} group {self.group}: the hard state commits "
+                f"{state.hard_state.commit} but the log ends at {state.last_index}")
+        return state
+
+    def _read_state(self) -> _LogState:
         db = self._db
         version = db.get(FORMAT_KEY)
         if version is None:

@@ -19,14 +19,18 @@ import rocksdict
 
 from quorumlog.node.storage.engine import StorageEngine, family_name
 from quorumlog.node.storage.raft_store import LOG_PREFIX, StorageCorrupted, decode_entry
+from quorumlog.raft.errors import Unavailable
 
 SLICE_KEYS = 2_000  # keys read between two yields to the event loop
 SLICE_PAUSE = 0.002  # seconds between slices: a pass takes a share of one core, not all
 
 
 def is_corruption(error: BaseException) -> bool:
-    """Whether ``error`` says stored data is damaged (ours, or RocksDB's checksums)."""
-    return isinstance(error, StorageCorrupted) or "Corruption" in str(error)
+    """Whether ``error`` says stored data is damaged: our checksums or layout checks,
+    RocksDB's checksums, or the Raft core finding the log shorter than what the node's own
+    durable state says it holds (``Unavailable`` escaping the loop: entries a disk said were
+    durable are gone)."""
+    return (isinstance(error, StorageCorrupted | Unavailable) or "Corruption" in str(error))
 
 
 async def scrub(engine: StorageEngine) -> int:
