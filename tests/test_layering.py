@@ -49,7 +49,7 @@ ALLOWED: dict[str, set[str]] = {
                    "chaos.faultfs", "chaos.run"},
     "chaos.toxiproxy": {"client", "proto"},
     "chaos.faultfs": set(),
-    "chaos.run": {"chaos.toxiproxy", "client", "proto"},
+    "chaos.run": {"chaos.toxiproxy", "chaos.faultfs", "client", "proto"},
 }
 
 # The local-cluster launcher is the one piece of the node package the chaos run may use (it

@@ -56,11 +56,20 @@ class Authority:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write ``path`` whole or not at all, durably: a temporary file, fsynced, renamed into
+    place, the directory fsynced (a power cut leaves the old file or the new one)."""
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,8 @@ class AuditLog:
             try:
                 with self._lock, self.path.open("a", encoding="utf-8") as out:
                     out.write(line + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())  # manage operations are rare: each one durable
             except OSError as error:
                 if not self._failed:
                     self._failed = True

@@ -18,6 +18,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -162,6 +163,9 @@ class NodeServer:
             config.data_dir.mkdir(parents=True)
             fsync_directory(config.data_dir.parent)  # the data directory's own entry
         path = config.data_dir / "db"
+        for stale in config.data_dir.glob(f".{path.name}.export-*"):
+            # A snapshot export's checkpoint left by a crash (hard links: it holds space)
+            shutil.rmtree(stale, ignore_errors=True)
         engine = StorageEngine(
             path, log_options(path), unsafe_volatile=config.unsafe_ack_before_fsync,
             unsafe_no_fsync=config.unsafe_no_fsync,
