@@ -15,34 +15,7 @@ The session state machine shares this database under its own prefixes: it reads 
 ``RocksStorage.db`` and adds its keys to the same atomic write with ``LogBatch.put`` /
 ``delete`` / ``delete_range`` (which refuse ``m/`` and ``l/`` keys).
 
-Key layout (keys and values are raw bytes; integers are unsigned big-endian, so keys sort
-numerically):
-
-=====================  ===================================================================
-key                    value
-=====================  ===================================================================
-``m/format``           one byte, the layout version (``1``); written when the DB is created
-``m/incarnation``      ``>Q`` this data directory's incarnation (group 0 only): a random
-                       non-zero id made with the database, so peers can tell a wiped or
-                       replaced disk from the one they knew (``quorumlog.node.replication
-                       .incarnations``)
-``m/hardstate``        ``>QQQ`` term, vote, commit, then its ``>I`` CRC-32
-``m/snapshot``         ``>QQ`` index, term, then the conf state: ``>II`` voter count,
-                       learner count, then that many ``>Q`` node ids (voters, learners)
-``m/snapshot-data``    the snapshot's opaque application data
-``m/snapshot-crc``     ``>I`` CRC-32 of ``m/snapshot`` and ``m/snapshot-data`` together
-``m/truncated``        ``>QQ`` index, term of the entry just before the first retained one
-                       (the compaction point; ``term(first_index() - 1)`` answers from it),
-                       then its ``>I`` CRC-32
-``l/<index >Q>``       one log entry: ``>QB`` term, entry type with bit 7 set, ``>I`` CRC-32
-                       of the index, term, type and data, then the entry data
-=====================  ===================================================================
-
-Checksums: every value above but the format byte carries a CRC-32 (zlib's), checked on every
-read and at open, so a flipped bit in a stored entry, snapshot or hard state raises
-``StorageCorrupted`` instead of being served or replicated (RocksDB's own block checksums
-guard everything else in its files). Values written before checksums (an entry whose type
-byte has bit 7 clear, a 24-byte hard state, no ``m/snapshot-crc``) still read, unchecked.
+Key layout and encodings: ``quorumlog.node.storage.raft_records``.
 
 Absent metadata keys mean "nothing yet": empty hard state, empty snapshot, truncated at
 (0, 0). The log keys are always exactly ``first_index() .. last_index()``, gapless; the open
@@ -56,8 +29,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
-import struct
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +36,37 @@ from types import TracebackType
 import rocksdict
 
 from quorumlog.node.storage.engine import StorageEngine
+from quorumlog.node.storage.raft_records import (
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    HARD_STATE_KEY,
+    INCARNATION_KEY,
+    INDEX_TERM,
+    LOG_END,
+    LOG_PREFIX,
+    OWNED_PREFIXES,
+    SNAPSHOT_CRC_KEY,
+    SNAPSHOT_DATA_KEY,
+    SNAPSHOT_KEY,
+    TRUNCATED_KEY,
+    U64,
+    StaleBatch,
+    StorageCorrupted,
+    StorageError,
+    StorageNotEmpty,
+    decode_entry,
+    decode_hard_state,
+    decode_snapshot_metadata,
+    encode_entry,
+    encode_hard_state,
+    encode_snapshot_metadata,
+    log_index,
+    log_key,
+    seal,
+    snapshot_crc,
+    unseal,
+)
+from quorumlog.node.storage.rocks_options import log_options, supports_direct_io
 from quorumlog.raft.errors import Compacted, SnapshotTemporarilyUnavailable, Unavailable
 from quorumlog.raft.rawnode import Ready
 from quorumlog.raft.storage import bootstrap_snapshot
@@ -72,36 +74,21 @@ from quorumlog.raft.types import (
     EMPTY_HARD_STATE,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     NodeId,
     Snapshot,
     SnapshotMetadata,
 )
 
-FORMAT_VERSION = 1
-
-META_PREFIX = b"m/"
-LOG_PREFIX = b"l/"
-_LOG_END = b"l0"  # first key after every ``l/`` key ('0' follows '/')
-
-FORMAT_KEY = b"m/format"
-HARD_STATE_KEY = b"m/hardstate"
-SNAPSHOT_KEY = b"m/snapshot"
-SNAPSHOT_DATA_KEY = b"m/snapshot-data"
-SNAPSHOT_CRC_KEY = b"m/snapshot-crc"
-TRUNCATED_KEY = b"m/truncated"
-INCARNATION_KEY = b"m/incarnation"
-
-_OWNED_PREFIXES = (META_PREFIX, LOG_PREFIX)
-
-_U64 = struct.Struct(">Q")
-_ENTRY_HEADER = struct.Struct(">QB")
-_HARD_STATE = struct.Struct(">QQQ")
-_INDEX_TERM = struct.Struct(">QQ")
-_CONF_COUNTS = struct.Struct(">II")
-_CRC = struct.Struct(">I")
-_CHECKED = 0x80  # bit 7 of an entry's type byte: a CRC-32 follows the header
+# The names other modules import from here (the records and options live in their own
+# modules: ``raft_records``, ``rocks_options``).
+__all__ = [
+    "HARD_STATE_KEY", "LOG_PREFIX", "SNAPSHOT_CRC_KEY", "SNAPSHOT_DATA_KEY", "SNAPSHOT_KEY",
+    "TERM_RUNS_KEPT", "TRUNCATED_KEY", "LogBatch", "RocksStorage", "StaleBatch",
+    "StorageCorrupted", "StorageError", "StorageNotEmpty", "decode_entry",
+    "decode_hard_state", "decode_snapshot_metadata", "encode_entry", "encode_hard_state",
+    "encode_snapshot_metadata", "log_key", "log_options", "supports_direct_io",
+]
 
 # Recent term changes kept in memory: term(i) for the tail of the log (elections, AppendEntries
 # consistency checks) answers without a read. Older indices are read from RocksDB.
@@ -109,113 +96,6 @@ TERM_RUNS_KEPT = 64
 
 # Truncating a suffix at most this long uses point deletes; longer ones use a range delete.
 _POINT_DELETE_LIMIT = 32
-
-
-class StorageError(Exception):
-    """Base of the errors of the durable storage itself (not the core's named errors)."""
-
-
-class StorageCorrupted(StorageError):
-    """What is on disk breaks the layout's invariants (a gap, an unknown format...)."""
-
-
-class StorageNotEmpty(StorageError):
-    """``bootstrap`` was asked to found a cluster on a directory that already holds state."""
-
-
-class StaleBatch(StorageError):
-    """A ``LogBatch`` was written after another write, or twice; build a new one."""
-
-
-# -- encodings -----------------------------------------------------------------------------------
-def log_key(index: int) -> bytes:
-    return LOG_PREFIX + _U64.pack(index)
-
-
-def _log_index(key: bytes) -> int:
-    if len(key) != len(LOG_PREFIX) + 8 or not key.startswith(LOG_PREFIX):
-        raise StorageCorrupted(f"malformed log key {key!r}")
-    index: int = _U64.unpack_from(key, len(LOG_PREFIX))[0]
-    return index
-
-
-def _entry_crc(index: int, header: bytes, data: bytes) -> int:
-    return zlib.crc32(data, zlib.crc32(header, zlib.crc32(_U64.pack(index))))
-
-
-def encode_entry(entry: Entry) -> bytes:
-    header = _ENTRY_HEADER.pack(entry.term, int(entry.type) | _CHECKED)
-    return header + _CRC.pack(_entry_crc(entry.index, header, entry.data)) + entry.data
-
-
-def decode_entry(index: int, value: bytes) -> Entry:
-    if len(value) < _ENTRY_HEADER.size:
-        raise StorageCorrupted(f"entry {index}: {len(value)} bytes is too short")
-    term, entry_type = _ENTRY_HEADER.unpack_from(value)
-    if not entry_type & _CHECKED:  # written before checksums
-        return Entry(term, index, value[_ENTRY_HEADER.size :], EntryType(entry_type))
-    start = _ENTRY_HEADER.size + _CRC.size
-    if len(value) < start:
-        raise StorageCorrupted(f"entry {index}: {len(value)} bytes is too short")
-    data = value[start:]
-    (stored,) = _CRC.unpack_from(value, _ENTRY_HEADER.size)
-    if stored != _entry_crc(index, value[: _ENTRY_HEADER.size], data):
-        raise StorageCorrupted(f"entry {index}: checksum mismatch (bit rot or a torn write)")
-    try:
-        kind = EntryType(entry_type & ~_CHECKED)
-    except ValueError:
-        raise StorageCorrupted(f"entry {index}: unknown type {entry_type}") from None
-    return Entry(term, index, data, kind)
-
-
-def _seal(value: bytes) -> bytes:
-    """``value`` followed by its CRC-32."""
-    return value + _CRC.pack(zlib.crc32(value))
-
-
-def _unseal(what: str, value: bytes, size: int) -> bytes:
-    """The ``size`` bytes ``_seal`` sealed, checked (a legacy unsealed value passes)."""
-    if len(value) == size:
-        return value
-    if len(value) != size + _CRC.size or _CRC.unpack_from(value, size)[0] != zlib.crc32(
-            value[:size]):
-        raise StorageCorrupted(f"{what}: checksum mismatch (bit rot or a torn write)")
-    return value[:size]
-
-
-def encode_hard_state(hard_state: HardState) -> bytes:
-    return _seal(_HARD_STATE.pack(hard_state.term, hard_state.vote, hard_state.commit))
-
-
-def decode_hard_state(value: bytes) -> HardState:
-    term, vote, commit = _HARD_STATE.unpack(_unseal("hard state", value, _HARD_STATE.size))
-    return HardState(term, vote, commit)
-
-
-def _encode_conf_state(conf_state: ConfState) -> bytes:
-    ids = (*conf_state.voters, *conf_state.learners)
-    counts = _CONF_COUNTS.pack(len(conf_state.voters), len(conf_state.learners))
-    return counts + struct.pack(f">{len(ids)}Q", *ids)
-
-
-def _decode_conf_state(value: bytes, offset: int) -> ConfState:
-    voter_count, learner_count = _CONF_COUNTS.unpack_from(value, offset)
-    offset += _CONF_COUNTS.size
-    ids: tuple[NodeId, ...] = struct.unpack_from(f">{voter_count + learner_count}Q", value, offset)
-    if offset + 8 * len(ids) != len(value):
-        raise StorageCorrupted("conf state has trailing bytes")
-    return ConfState(ids[:voter_count], ids[voter_count:])
-
-
-def encode_snapshot_metadata(metadata: SnapshotMetadata) -> bytes:
-    return _INDEX_TERM.pack(metadata.index, metadata.term) + _encode_conf_state(
-        metadata.conf_state
-    )
-
-
-def decode_snapshot_metadata(value: bytes) -> SnapshotMetadata:
-    index, term = _INDEX_TERM.unpack_from(value)
-    return SnapshotMetadata(index, term, _decode_conf_state(value, _INDEX_TERM.size))
 
 
 # -- positions -----------------------------------------------------------------------------------
@@ -307,9 +187,9 @@ class LogBatch:
         metadata = snapshot.metadata
         if metadata.index <= self._state.snapshot_metadata.index:
             raise SnapshotTemporarilyUnavailable("snapshot is out of date")
-        self.raw.delete_range(LOG_PREFIX, _LOG_END)
+        self.raw.delete_range(LOG_PREFIX, LOG_END)
         self._put_snapshot(metadata, snapshot.data)
-        self.raw.put(TRUNCATED_KEY, _seal(_INDEX_TERM.pack(metadata.index, metadata.term)))
+        self.raw.put(TRUNCATED_KEY, seal(INDEX_TERM.pack(metadata.index, metadata.term)))
         self._runs = []
         self._state = dataclasses.replace(
             self._state,
@@ -340,7 +220,7 @@ class LogBatch:
             raise Unavailable(f"compact {compact_index} beyond last {state.last_index}")
         term = self.term(compact_index)
         self.raw.delete_range(log_key(state.truncated_index + 1), log_key(compact_index + 1))
-        self.raw.put(TRUNCATED_KEY, _seal(_INDEX_TERM.pack(compact_index, term)))
+        self.raw.put(TRUNCATED_KEY, seal(INDEX_TERM.pack(compact_index, term)))
         runs = self._runs
         keep_from = bisect.bisect_right(runs, compact_index + 1, key=_run_start) - 1
         if keep_from >= 0 and compact_index < state.last_index:
@@ -367,7 +247,7 @@ class LogBatch:
         """Delete keys in ``[begin, end)``; the range must not touch ``m/`` or ``l/``."""
         if begin >= end:
             return
-        for prefix in _OWNED_PREFIXES:
+        for prefix in OWNED_PREFIXES:
             # [begin, end) overlaps [prefix, prefix_end) unless one lies entirely before the other.
             prefix_end = prefix[:-1] + bytes([prefix[-1] + 1])
             if begin < prefix_end and end > prefix:
@@ -378,7 +258,7 @@ class LogBatch:
         encoded = encode_snapshot_metadata(metadata)
         self.raw.put(SNAPSHOT_KEY, encoded)
         self.raw.put(SNAPSHOT_DATA_KEY, data)
-        self.raw.put(SNAPSHOT_CRC_KEY, _CRC.pack(zlib.crc32(data, zlib.crc32(encoded))))
+        self.raw.put(SNAPSHOT_CRC_KEY, snapshot_crc(encoded, data))
 
     def _finish(self) -> _LogState:
         runs = self._runs[-TERM_RUNS_KEPT:]
@@ -386,66 +266,9 @@ class LogBatch:
 
 
 def _foreign(key: bytes) -> bytes:
-    if key.startswith(_OWNED_PREFIXES):
+    if key.startswith(OWNED_PREFIXES):
         raise ValueError(f"key {key!r} belongs to the Raft storage (m/ and l/ are reserved)")
     return key
-
-
-# -- RocksDB options -------------------------------------------------------------------------------
-def supports_direct_io(directory: Path) -> bool:
-    """Whether files in ``directory`` can be opened with O_DIRECT (tmpfs, for one, may not)."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return False
-    directory.mkdir(parents=True, exist_ok=True)
-    probe = directory / ".direct-io-probe"
-    try:
-        descriptor = os.open(probe, os.O_CREAT | os.O_WRONLY | flag, 0o600)
-    except OSError:
-        return False
-    os.close(descriptor)
-    probe.unlink(missing_ok=True)
-    return True
-
-
-def log_options(directory: Path | None = None) -> rocksdict.Options:
-    """RocksDB tuned for an append-mostly log read mostly at its tail.
-
-    The WAL stays on (every write is logged; ``sync`` decides whether the write waits for
-    fsync). Point-in-time WAL recovery: after a crash the database reopens at the last
-    consistent write, and every synced write is before that point.
-
-    Flushes and compactions write with O_DIRECT when ``directory`` supports it: their SST
-    data then never sits dirty in the page cache, where ext4 (data=ordered) made a WAL fsync
-    wait for it. Half-load batched appends (``quorumlog bench --local 3 --concurrency 16
-    --batch 100 --rate 45000``), with the background threads at a lower priority
-    (``priority.py``): p99 79-118 ms buffered, 36-81 ms direct.
-    """
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
-    options.set_max_background_jobs(2)
-    # At most 3 x 16 MB of memtables: they are most of a loaded node's memory (10M stored
-    # messages, appending: peak RSS 200-258 MB with 32 MB buffers; benchmarks/large_state.py).
-    options.set_write_buffer_size(16 << 20)
-    options.set_max_write_buffer_number(3)
-    options.set_max_total_wal_size(128 << 20)
-    options.set_level_compaction_dynamic_level_bytes(True)
-    options.set_compression_type(rocksdict.DBCompressionType.lz4())
-    options.set_bytes_per_sync(1 << 20)  # smooth background SST writes
-    if directory is not None and supports_direct_io(directory):
-        options.set_use_direct_io_for_flush_and_compaction(True)
-    options.set_keep_log_file_num(4)  # RocksDB's own info LOG files
-    table = rocksdict.BlockBasedOptions()
-    table.set_block_cache(rocksdict.Cache(32 << 20))
-    table.set_bloom_filter(10, False)  # point reads: term(i), session lookups
-    # Index and filter blocks live in the block cache, so their memory is bounded by it
-    # instead of growing with the data (about 2 MB per million stored messages otherwise);
-    # level-0's stay pinned, as the newest data is the most read.
-    table.set_cache_index_and_filter_blocks(True)
-    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    options.set_block_based_table_factory(table)
-    return options
 
 
 def _fill(batch: LogBatch, ready: Ready) -> LogBatch:
@@ -539,7 +362,7 @@ class RocksStorage:
         expected = lo
         total = 0
         while iterator.valid():
-            index = _log_index(iterator.key())
+            index = log_index(iterator.key())
             if index != expected:
                 raise StorageCorrupted(f"log gap: found {index}, expected {expected}")
             entry = decode_entry(index, iterator.value())
@@ -572,7 +395,7 @@ class RocksStorage:
         stored = self._db.get(SNAPSHOT_CRC_KEY)
         if stored is None:
             return  # written before checksums
-        if stored != _CRC.pack(zlib.crc32(data, zlib.crc32(encoded_metadata))):
+        if stored != snapshot_crc(encoded_metadata, data):
             raise StorageCorrupted(
                 f"{self.path} group {self.group}: snapshot checksum mismatch (bit rot)")
 
@@ -581,11 +404,11 @@ class RocksStorage:
         (or on the first open that finds none), never changed afterwards."""
         value = self._db.get(INCARNATION_KEY)
         if isinstance(value, bytes) and len(value) == 8:
-            found: int = _U64.unpack(value)[0]
+            found: int = U64.unpack(value)[0]
             if found:
                 return found
         made = int.from_bytes(os.urandom(8), "big") or 1
-        self._db.put(INCARNATION_KEY, _U64.pack(made), self._sync_write)
+        self._db.put(INCARNATION_KEY, U64.pack(made), self._sync_write)
         return made
 
     # -- write side ----------------------------------------------------------------------
@@ -742,12 +565,12 @@ class RocksStorage:
             metadata = decode_snapshot_metadata(snapshot_value)
         truncated_value = db.get(TRUNCATED_KEY)
         truncated_index, truncated_term = (
-            _INDEX_TERM.unpack(_unseal("compaction point", truncated_value, _INDEX_TERM.size))
+            INDEX_TERM.unpack(unseal("compaction point", truncated_value, INDEX_TERM.size))
             if truncated_value else (0, 0)
         )
         read_options = rocksdict.ReadOptions()
         read_options.set_iterate_lower_bound(LOG_PREFIX)
-        read_options.set_iterate_upper_bound(_LOG_END)
+        read_options.set_iterate_upper_bound(LOG_END)
         iterator = db.iter(read_options)
         # rocksdict (0.3.29) ignores iterate_lower_bound, so seek_to_first() would land on
         # another prefix's keys sorting before ``l/`` (the state machine's ``S/``, ``a/``).
@@ -757,7 +580,7 @@ class RocksStorage:
             return _LogState(
                 hard_state, metadata, truncated_index, truncated_term, truncated_index, ()
             )
-        first = _log_index(iterator.key())
+        first = log_index(iterator.key())
         if first != truncated_index + 1:
             raise StorageCorrupted(f"log starts at {first}, compaction point is {truncated_index}")
         # Every retained entry is read once and its checksum checked: bit rot in the log is
@@ -765,7 +588,7 @@ class RocksStorage:
         # by the snapshot policy (``--snapshot-bytes``), so this stays short.
         last, last_term = first - 1, 0
         while iterator.valid():
-            index = _log_index(iterator.key())
+            index = log_index(iterator.key())
             if index != last + 1:
                 raise StorageCorrupted(f"log gap: found {index}, expected {last + 1}")
             last, last_term = index, decode_entry(index, iterator.value()).term

@@ -18,7 +18,7 @@ import asyncio
 import rocksdict
 
 from quorumlog.node.storage.engine import StorageEngine, family_name
-from quorumlog.node.storage.raft_store import LOG_PREFIX, StorageCorrupted, decode_entry
+from quorumlog.node.storage.raft_records import LOG_PREFIX, StorageCorrupted, decode_entry
 from quorumlog.raft.errors import Unavailable
 
 SLICE_KEYS = 2_000  # keys read between two yields to the event loop
