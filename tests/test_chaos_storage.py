@@ -33,6 +33,7 @@ def test_a_power_loss_run_loses_nothing_acknowledged(tmp_path: Path) -> None:
     assert cuts, _explain(result)
     assert all("power cut undid" in " ".join(fault["notes"]) for fault in cuts)
     assert "--unsafe-no-fsync" not in data["run"]["node_args"]
+    assert "power_loss" in (out / "report.html").read_text()  # on the report's timeline
 
 
 def test_the_power_loss_canary_without_fsync_loses_acknowledged_values(tmp_path: Path) -> None:

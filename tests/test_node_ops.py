@@ -48,6 +48,14 @@ def test_metrics_and_health_of_a_single_node(tmp_path: Path) -> None:
         assert memtable > 0
         rss = float(text.split("\nprocess_resident_memory_bytes ")[1].split()[0])
         assert 10e6 < rss < 2e9
+        # The disk and storage health (issue 21): room above the reserve, a clean scrub.
+        free = float(text.split('quorumlog_disk_free_bytes{node="n1"} ')[1].split()[0])
+        reserve = float(text.split('quorumlog_disk_reserve_bytes{node="n1"} ')[1].split()[0])
+        assert free > reserve == 64 << 20
+        assert 'quorumlog_disk_writes_refused{node="n1"} 0.0' in text
+        assert 'quorumlog_incarnation_votes_dropped_total{node="n1"} 0.0' in text
+        wait_until(lambda: 'quorumlog_scrub_passes_total{node="n1"} 1.0' in _metrics(
+            metrics_addr), 30, "the scrub pass at start")
         with Client(cluster.addresses, deadline=20) as client:
             client.append("metrics-session", b"one")
             with pytest.raises(NotFound):

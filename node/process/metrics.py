@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -198,11 +199,55 @@ class _SyncCollector(Collector):
         return families
 
 
+@dataclass(frozen=True)
+class StorageFigures:
+    """The node's disk and storage-health figures (``NodeServer.storage_figures``)."""
+
+    free_bytes: int
+    reserve_bytes: int
+    writes_refused: bool
+    votes_dropped: int  # votes of wiped replicas not counted (the incarnation rule)
+    scrub_passes: int
+    scrub_keys: int  # keys read back by the last clean pass
+
+
+class _StorageCollector(Collector):
+    def __init__(self, figures: Callable[[], StorageFigures | None], name: str) -> None:
+        self._figures = figures
+        self._name = name
+
+    def collect(self) -> Iterable[Metric]:
+        figures = self._figures()
+        if figures is None:
+            return []
+        families: list[Metric] = []
+        for kind, metric, help_text, value in (
+            (GaugeMetricFamily, "quorumlog_disk_free_bytes",
+             "free bytes on the data directory's disk (last sample)", figures.free_bytes),
+            (GaugeMetricFamily, "quorumlog_disk_reserve_bytes",
+             "free bytes kept: below them writes are refused", figures.reserve_bytes),
+            (GaugeMetricFamily, "quorumlog_disk_writes_refused",
+             "1 while writes are refused for a full disk", float(figures.writes_refused)),
+            (CounterMetricFamily, "quorumlog_incarnation_votes_dropped",
+             "votes not counted: their sender's incarnation is not the admitted one",
+             figures.votes_dropped),
+            (CounterMetricFamily, "quorumlog_scrub_passes",
+             "scrub passes that read every stored key back clean", figures.scrub_passes),
+            (GaugeMetricFamily, "quorumlog_scrub_keys",
+             "keys the last clean scrub pass read back", figures.scrub_keys),
+        ):
+            family = kind(metric, help_text, labels=["node"])
+            family.add_metric([self._name], value)
+            families.append(family)
+        return families
+
+
 class NodeMetricsExporter:
     def __init__(
         self, name: str, node: Callable[[], RaftNode | None],
         groups: Callable[[], list[LabelledGroup]] | None = None,
         barrier: Callable[[], WriteStats | None] = lambda: None,
+        storage: Callable[[], StorageFigures | None] = lambda: None,
     ) -> None:
         """``node``: the meta group's driver (RocksDB figures); ``groups``: every hosted
         group with its shard label (default: ``node`` as shard "0")."""
@@ -215,6 +260,7 @@ class NodeMetricsExporter:
         self.registry.register(_RaftCollector(groups or only_node, name))
         self.registry.register(_RocksCollector(node, name))
         self.registry.register(_SyncCollector(barrier, name))
+        self.registry.register(_StorageCollector(storage, name))
         # process_resident_memory_bytes, process_cpu_seconds_total, ... of this process
         ProcessCollector(registry=self.registry)
         self.request_seconds = Histogram(

@@ -35,7 +35,11 @@ from quorumlog.node.api.shards import LocalShard, ShardTable
 from quorumlog.node.common.config import NodeConfig, raft_id
 from quorumlog.node.common.tls import peer_channel
 from quorumlog.node.process import wiring
-from quorumlog.node.process.metrics import LatencyInterceptor, NodeMetricsExporter
+from quorumlog.node.process.metrics import (
+    LatencyInterceptor,
+    NodeMetricsExporter,
+    StorageFigures,
+)
 from quorumlog.node.process.readmission import Readmitter
 from quorumlog.node.process.repair import can_repair, set_aside
 from quorumlog.node.process.security import NodeSecurity
@@ -117,6 +121,8 @@ class NodeServer:
         self._readmitter: asyncio.Task[None] | None = None
         self._scrubber: asyncio.Task[None] | None = None
         self._damaged: asyncio.Future[BaseException] | None = None
+        self.scrub_passes = 0
+        self.scrub_keys = 0
         self.gate: IncarnationGate | None = None
         self.transport: PeerTransport | None = None
         self.client_server: grpc.aio.Server | None = None
@@ -125,6 +131,7 @@ class NodeServer:
         self.metrics = NodeMetricsExporter(
             config.name, lambda: self.node, self._labelled_groups,
             lambda: self.host.driver.stats if self.host is not None else None,
+            self.storage_figures,
         )
         self.started_at = time.time()
         self.security = NodeSecurity(config)
@@ -299,11 +306,22 @@ class NodeServer:
                 if not self._damaged.done():
                     self._damaged.set_result(error)
                 return
+            self.scrub_passes += 1
+            self.scrub_keys = keys
             log.info("scrub: %d keys read back, every checksum good (%.1f s)", keys,
                      time.monotonic() - started)
             if self.config.scrub_every_s <= 0:
                 return
             await asyncio.sleep(self.config.scrub_every_s)  # the scrub's period
+
+    def storage_figures(self) -> StorageFigures:
+        """The disk and storage-health figures the metrics show."""
+        disk = self.disk
+        disk.refusal()  # a fresh sample when the last is older than its period
+        return StorageFigures(
+            free_bytes=disk.free, reserve_bytes=disk.reserve_bytes, writes_refused=disk.low,
+            votes_dropped=self.gate.dropped_votes if self.gate is not None else 0,
+            scrub_passes=self.scrub_passes, scrub_keys=self.scrub_keys)
 
     async def wait_failure(self) -> BaseException:
         """The first of: the Raft loop's failure, damaged data found by the scrub."""

@@ -51,6 +51,11 @@ class DiskSpace:
         self._free = 0
         self.low = False  # below the reserve at the last sample
 
+    @property
+    def free(self) -> int:
+        """Free bytes at the last sample."""
+        return self._free
+
     def sample(self) -> int:
         """Free bytes now (and remember them)."""
         try:
