@@ -113,6 +113,12 @@ class NodeMetrics:
 FetchState = Callable[[NodeId, int], AsyncIterator[bytes]]
 
 
+def _own_storage_failed(error: BaseException) -> bool:
+    """Whether ``error`` is this node's RocksDB refusing a write or an fsync (rocksdict raises
+    a plain ``Exception`` whose text starts with RocksDB's status), not a peer's failure."""
+    return type(error) is Exception and str(error).startswith(("IO error", "Corruption"))
+
+
 def _group_logger(group: int) -> Callable[[str], None]:
     """The core's log lines of a data group carry the group (``g3: n2 became leader ...``)."""
 
@@ -777,6 +783,8 @@ class RaftNode:
                 try:
                     await self._restore_from(peer, min_index)
                 except Exception as error:
+                    if _own_storage_failed(error):
+                        raise  # a write or fsync of ours failed: never retried (it is fatal)
                     log.warning("n%d restore from n%d failed: %s", self.id, peer, error)
                     continue
                 self.needs_restore = False
