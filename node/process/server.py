@@ -441,6 +441,9 @@ class NodeServer:
         log.info("node %s stopped", self.config.name)
 
 
+REOPEN_PAUSE = 1.0  # seconds at least between two reopenings after ENOSPC
+
+
 class RaftLoopFailed(Exception):
     """The Raft loop ended by an exception (e.g. a write or fsync that failed): the node
     stops rather than serve without it, and never retries the write."""
@@ -470,10 +473,10 @@ async def serve(config: NodeConfig) -> None:
         try:
             await server.start()
         except Exception as error:
-            if not is_corruption(error):
+            if not (is_corruption(error) or is_out_of_space(error)):
                 await server.stop()
                 raise
-            failure = error
+            failure = error  # damaged data, or a disk too full to open: handled below
         else:
             try:
                 failure = await run_until_stopped(stop, server.wait_failure())
@@ -491,6 +494,12 @@ async def serve(config: NodeConfig) -> None:
             log.error("disk full: a write failed with ENOSPC (nothing of it was acknowledged); "
                       "reopening the database once %d MiB are free", config.min_free_disk_mb)
             if not await disk.wait_for_room(stop):
+                return
+            # At least a second between two reopenings: statvfs may show room while writes
+            # still fail (inodes exhausted, a quota), and the node must not spin on it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REOPEN_PAUSE)
+            if stop.is_set():
                 return
             log.info("disk has room again: reopening the database")
             continue
