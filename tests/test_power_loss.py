@@ -133,8 +133,7 @@ def test_an_fsync_error_stops_the_node_at_once_and_the_cluster_carries_on(
 def test_a_backup_survives_a_power_cut_of_its_disk(tmp_path: Path) -> None:
     """The backup file is fsynced, renamed into place, and the directory fsynced: a power cut
     of the disk it was written to right after the command returned keeps it whole."""
-    disk = Mount(tmp_path / "disk-backups", tmp_path / "backups", tmp_path / "backups.sock",
-                 tmp_path / "faultfs-backups.log")
+    disk = Mount(tmp_path / "backups")
     try:
         cluster = LocalCluster(tmp_path / "cluster", 3)
         (tmp_path / "cluster").mkdir()

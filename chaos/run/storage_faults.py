@@ -61,7 +61,7 @@ class StorageFaults:
 
     async def fsync_error(self, plan: FaultPlan, record: Record) -> None:
         name = self.targets(record)[0]
-        before = _critical_lines(self.nodes, name)
+        start = _log_size(self.nodes, name)
         await self._command(name, {"command": "fsync_error", "path": "*"})
         deadline = asyncio.get_running_loop().time() + plan.hold + EIO_STOP_TIMEOUT
         while self.nodes.alive(name) and asyncio.get_running_loop().time() < deadline:
@@ -72,7 +72,7 @@ class StorageFaults:
             await asyncio.to_thread(self.nodes.kill, [name])
         else:
             code = process.returncode if process is not None else None
-            lines = _critical_lines(self.nodes, name) - before
+            lines = _log(self.nodes, name, start).count('"level": "critical"')
             record.notes.append(f"{name} stopped on the failed fsync (exit {code}, "
                                 f"{lines} critical log line)")
         # After an EIO the kernel may have dropped the dirty pages: the worst case is a power
@@ -82,14 +82,16 @@ class StorageFaults:
 
     async def disk_full(self, plan: FaultPlan, record: Record) -> None:
         names = self.targets(record)
+        starts = {name: _log_size(self.nodes, name) for name in names}
         try:
             for name in names:
                 await self._command(name, {"command": "disk_full", "on": True})
             await self._hold(plan.hold)
         finally:
             await self.clear()
-        reopened = [name for name in names if "disk has room again" in _log(self.nodes, name)]
-        record.notes.append(f"disks full: {','.join(names)}; reopened after ENOSPC so far: "
+        reopened = [name for name in names
+                    if "disk has room again" in _log(self.nodes, name, starts[name])]
+        record.notes.append(f"disks full: {','.join(names)}; reopened after ENOSPC: "
                             f"{','.join(reopened) or 'none'}")
 
     async def bitrot(self, plan: FaultPlan, record: Record) -> None:
@@ -101,12 +103,12 @@ class StorageFaults:
             return
         answer = await self._command(name, {"command": "bitrot", "path": path,
                                             "below": BITROT_BELOW})
-        damaged_before = _log(self.nodes, name).count("stored data is damaged")
+        start = _log_size(self.nodes, name)  # only what this life of the node logs
         self.nodes.start(name)
         record.notes.append(f"{name}: flipped the byte at {answer.get('offset')} of {path}")
         deadline = asyncio.get_running_loop().time() + REPAIR_TIMEOUT
         while asyncio.get_running_loop().time() < deadline:
-            if _log(self.nodes, name).count("stored data is damaged") > damaged_before:
+            if "stored data is damaged" in _log(self.nodes, name, start):
                 record.notes.append(f"{name} found the damage and is repaired from its peers")
                 break
             await asyncio.sleep(0.1)  # polling a deadline-bounded wait for the node's log
@@ -123,10 +125,17 @@ class StorageFaults:
                 await self._command(name, {"command": "disk_full", "on": False})
 
 
-def _log(nodes: ChaosNodes, name: str) -> str:
+def _log_size(nodes: ChaosNodes, name: str) -> int:
     path = nodes.nodes[name].log_path
-    return path.read_text(errors="replace") if path.exists() else ""
+    return path.stat().st_size if path.exists() else 0
 
 
-def _critical_lines(nodes: ChaosNodes, name: str) -> int:
-    return _log(nodes, name).count('"level": "critical"')
+def _log(nodes: ChaosNodes, name: str, start: int) -> str:
+    """What node ``name`` logged from byte ``start`` on (a soak's logs grow large: a poll
+    reads only the fault's part)."""
+    path = nodes.nodes[name].log_path
+    if not path.exists():
+        return ""
+    with open(path, "rb") as file:
+        file.seek(start)
+        return file.read().decode(errors="replace")

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from quorumlog.node.storage.engine import fsync_directory
 from quorumlog.proto.tls_layout import (
     CA_CERT,
     CA_KEY,
@@ -65,11 +66,7 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(path.parent)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:

@@ -29,6 +29,7 @@ from typing import Any
 from quorumlog.node.replication.applier import CommandError, StateMachine
 from quorumlog.node.replication.membership import replay_conf_changes
 from quorumlog.node.replication.state_transfer import import_state_from
+from quorumlog.node.storage.engine import is_rocksdb_error
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.proto import commands_pb2
 from quorumlog.raft import Config, Entry, Message, RawNode, Ready, StateRole, Status
@@ -111,12 +112,6 @@ class NodeMetrics:
 
 
 FetchState = Callable[[NodeId, int], AsyncIterator[bytes]]
-
-
-def _own_storage_failed(error: BaseException) -> bool:
-    """Whether ``error`` is this node's RocksDB refusing a write or an fsync (rocksdict raises
-    a plain ``Exception`` whose text starts with RocksDB's status), not a peer's failure."""
-    return type(error) is Exception and str(error).startswith(("IO error", "Corruption"))
 
 
 def _group_logger(group: int) -> Callable[[str], None]:
@@ -783,7 +778,7 @@ class RaftNode:
                 try:
                     await self._restore_from(peer, min_index)
                 except Exception as error:
-                    if _own_storage_failed(error):
+                    if is_rocksdb_error(error):
                         raise  # a write or fsync of ours failed: never retried (it is fatal)
                     log.warning("n%d restore from n%d failed: %s", self.id, peer, error)
                     continue

@@ -47,6 +47,16 @@ def family_options(base: rocksdict.Options | None = None) -> rocksdict.Options:
     return options
 
 
+def is_rocksdb_error(error: BaseException, *statuses: str) -> bool:
+    """Whether ``error`` is RocksDB refusing an operation of ours (rocksdict raises a plain
+    ``Exception`` whose text starts with RocksDB's status, e.g. "IO error", "Corruption"),
+    with one of ``statuses`` when given; not a peer's or the network's failure."""
+    if type(error) is not Exception:
+        return False
+    text = str(error)
+    return any(text.startswith(status) for status in statuses or ("IO error", "Corruption"))
+
+
 def fsync_directory(path: Path) -> None:
     """Make ``path``'s entries (a file or directory created, renamed or removed in it)
     durable: fsync the directory itself."""

@@ -17,7 +17,7 @@ import asyncio
 
 import rocksdict
 
-from quorumlog.node.storage.engine import StorageEngine, family_name
+from quorumlog.node.storage.engine import StorageEngine, family_name, is_rocksdb_error
 from quorumlog.node.storage.raft_records import LOG_PREFIX, StorageCorrupted, decode_entry
 from quorumlog.raft.errors import Unavailable
 
@@ -30,7 +30,8 @@ def is_corruption(error: BaseException) -> bool:
     RocksDB's checksums, or the Raft core finding the log shorter than what the node's own
     durable state says it holds (``Unavailable`` escaping the loop: entries a disk said were
     durable are gone)."""
-    return (isinstance(error, StorageCorrupted | Unavailable) or "Corruption" in str(error))
+    return (isinstance(error, StorageCorrupted | Unavailable)
+            or is_rocksdb_error(error, "Corruption"))
 
 
 async def scrub(engine: StorageEngine) -> int:
