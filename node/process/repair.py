@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 from quorumlog.node.common.config import NodeConfig
-from quorumlog.node.storage.engine import fsync_directory
+from quorumlog.node.storage.engine import DB_DIR, fsync_directory
 
 log = logging.getLogger("quorumlog.repair")
 
 MAX_REPAIRS = 3  # per process: more means something keeps damaging the disk
-DB_DIR = "db"
 
 
 def can_repair(config: NodeConfig, repairs: int) -> str | None:

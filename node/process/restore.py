@@ -21,12 +21,10 @@ from quorumlog.node.replication.membership import records_from_peers
 from quorumlog.node.state import placement
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.backup_file import BackupHeader, read_backup
-from quorumlog.node.storage.engine import StorageEngine, fsync_directory
+from quorumlog.node.storage.engine import DB_DIR, StorageEngine, fsync_directory
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.proto import backup_bundle
 from quorumlog.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
-
-DB_DIR = "db"  # the node keeps its RocksDB in <data dir>/db (``NodeServer.start``)
 
 
 class RestoreError(ValueError):

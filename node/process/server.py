@@ -57,7 +57,7 @@ from quorumlog.node.replication.transport import (
 )
 from quorumlog.node.state.state_machine import SessionStateMachine
 from quorumlog.node.storage.disk_space import MIB, DiskSpace, is_out_of_space
-from quorumlog.node.storage.engine import StorageEngine, fsync_directory
+from quorumlog.node.storage.engine import DB_DIR, StorageEngine, fsync_directory
 from quorumlog.node.storage.log_store import LogStore
 from quorumlog.node.storage.raft_store import RocksStorage, log_options
 from quorumlog.node.storage.scrub import is_corruption, scrub
@@ -169,7 +169,7 @@ class NodeServer:
         if not config.data_dir.exists():
             config.data_dir.mkdir(parents=True)
             fsync_directory(config.data_dir.parent)  # the data directory's own entry
-        path = config.data_dir / "db"
+        path = config.data_dir / DB_DIR
         for stale in config.data_dir.glob(f".{path.name}.export-*"):
             # A snapshot export's checkpoint left by a crash (hard links: it holds space)
             shutil.rmtree(stale, ignore_errors=True)

@@ -22,6 +22,7 @@ from typing import Any, cast
 import rocksdict
 
 DEFAULT_FAMILY = "default"
+DB_DIR = "db"  # a node keeps its RocksDB in <data dir>/db
 
 
 def family_name(group: int) -> str:
