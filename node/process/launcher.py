@@ -105,11 +105,41 @@ class LocalNode:
     host_tag: str | None = None  # ``--host-tag``: placement keeps a shard's replicas apart
 
 
+# Ports handed out for servers come from below the kernel's ephemeral range: a port picked
+# there and bound a moment later can be taken meanwhile as the local end of any outgoing
+# connection (on a busy test machine: hundreds of gRPC channels), and the node then fails
+# with "Address already in use" (seen in a clean-clone test run). Outside the range only
+# another picker can race for it.
+_SERVER_PORTS = (20000, 32768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _SERVER_PORTS[1]
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free right now (held open together, then released)."""
+    """Ports free right now (held open together, then released), below the ephemeral range
+    when the machine leaves room for that (else any port the kernel picks)."""
+    low, high = _SERVER_PORTS[0], min(_SERVER_PORTS[1], _ephemeral_low())
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        if high - low >= 1000:
+            rng = random.SystemRandom()
+            for _ in range(count * 50):
+                if len(sockets) == count:
+                    break
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.bind((HOST, rng.randrange(low, high)))
+                except OSError:
+                    sock.close()
+                    continue
+                sockets.append(sock)
+        while len(sockets) < count:  # no room below the range, or unlucky: the kernel's pick
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((HOST, 0))
             sockets.append(sock)
