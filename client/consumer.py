@@ -15,7 +15,9 @@ turn.
 Retries: a receive retried after an unknown outcome may have locked messages nobody got; they
 are redelivered when their lock expires (at-least-once). A settle retried after an unknown
 outcome may answer ``FailedPrecondition`` ("holds no lock") when the first try did settle. An
-accept retried by the same consumer name gets the same lease and token back.
+accept retried by the same consumer name gets the same lease and token back. A purge of named
+dead letters retried after an unknown outcome may answer ``NotFound`` when the first try
+removed them.
 
 Example::
 
@@ -489,6 +491,17 @@ class ConsumerOperations:
                  await self._call("ResubmitDeadLetters", request, deadline, session=session))
         return list(r.offsets), r.remaining
 
+    async def purge_dead_letters(
+        self, session: str, sequences: Sequence[int] = (), *, deadline: float | None = None
+    ) -> tuple[int, int]:
+        """Remove dead letters for good (all when ``sequences`` is empty; up to 1000 per
+        call); (how many were removed, dead letters still held). A sequence that is not a
+        held dead letter raises ``NotFound`` naming it, and nothing is removed."""
+        request = cpb.PurgeDeadLettersRequest(session=session, sequences=list(sequences))
+        r = cast(cpb.PurgeDeadLettersResponse,
+                 await self._call("PurgeDeadLetters", request, deadline, session=session))
+        return r.purged, r.remaining
+
     async def configure_session(
         self, session: str, *, session_ttl_ms: int = 0, message_ttl_ms: int = 0,
         retention_ms: int = 0, retention_bytes: int = 0, duplicate_window_ms: int = 0,
@@ -579,6 +592,7 @@ class SyncConsumerOperations:
     set_state = _blocking(ConsumerOperations.set_state)
     dead_letters = _blocking(ConsumerOperations.dead_letters)
     resubmit = _blocking(ConsumerOperations.resubmit)
+    purge_dead_letters = _blocking(ConsumerOperations.purge_dead_letters)
     configure_session = _blocking(ConsumerOperations.configure_session)
     close_session = _blocking(ConsumerOperations.close_session)
     sessions = _blocking(ConsumerOperations.sessions)

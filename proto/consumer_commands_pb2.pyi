@@ -156,6 +156,14 @@ class ResubmitCommand(_message.Message):
     principal: str
     def __init__(self, session: _Optional[str] = ..., sequences: _Optional[_Iterable[int]] = ..., principal: _Optional[str] = ...) -> None: ...
 
+class PurgeCommand(_message.Message):
+    __slots__ = ("session", "sequences")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class ConfigureSessionCommand(_message.Message):
     __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms", "dead_letter_expired")
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -185,7 +193,7 @@ class SweepCommand(_message.Message):
     def __init__(self) -> None: ...
 
 class ConsumerCommand(_message.Message):
-    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep", "renew_locks", "cancel_scheduled")
+    __slots__ = ("create_group", "receive", "settle", "accept", "renew", "release", "set_state", "resubmit", "configure", "close", "sweep", "renew_locks", "cancel_scheduled", "purge")
     CREATE_GROUP_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_FIELD_NUMBER: _ClassVar[int]
     SETTLE_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +207,7 @@ class ConsumerCommand(_message.Message):
     SWEEP_FIELD_NUMBER: _ClassVar[int]
     RENEW_LOCKS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     create_group: CreateGroupCommand
     receive: ReceiveCommand
     settle: SettleCommand
@@ -212,7 +221,8 @@ class ConsumerCommand(_message.Message):
     sweep: SweepCommand
     renew_locks: RenewLocksCommand
     cancel_scheduled: CancelScheduledCommand
-    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ..., renew_locks: _Optional[_Union[RenewLocksCommand, _Mapping]] = ..., cancel_scheduled: _Optional[_Union[CancelScheduledCommand, _Mapping]] = ...) -> None: ...
+    purge: PurgeCommand
+    def __init__(self, create_group: _Optional[_Union[CreateGroupCommand, _Mapping]] = ..., receive: _Optional[_Union[ReceiveCommand, _Mapping]] = ..., settle: _Optional[_Union[SettleCommand, _Mapping]] = ..., accept: _Optional[_Union[AcceptCommand, _Mapping]] = ..., renew: _Optional[_Union[RenewCommand, _Mapping]] = ..., release: _Optional[_Union[ReleaseCommand, _Mapping]] = ..., set_state: _Optional[_Union[SetStateCommand, _Mapping]] = ..., resubmit: _Optional[_Union[ResubmitCommand, _Mapping]] = ..., configure: _Optional[_Union[ConfigureSessionCommand, _Mapping]] = ..., close: _Optional[_Union[CloseSessionCommand, _Mapping]] = ..., sweep: _Optional[_Union[SweepCommand, _Mapping]] = ..., renew_locks: _Optional[_Union[RenewLocksCommand, _Mapping]] = ..., cancel_scheduled: _Optional[_Union[CancelScheduledCommand, _Mapping]] = ..., purge: _Optional[_Union[PurgeCommand, _Mapping]] = ...) -> None: ...
 
 class GroupRecord(_message.Message):
     __slots__ = ("group", "lock_ms", "max_deliveries", "created_ms")

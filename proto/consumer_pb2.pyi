@@ -372,6 +372,24 @@ class ResubmitDeadLettersResponse(_message.Message):
     remaining: int
     def __init__(self, offsets: _Optional[_Iterable[int]] = ..., remaining: _Optional[int] = ...) -> None: ...
 
+class PurgeDeadLettersRequest(_message.Message):
+    __slots__ = ("session", "sequences")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged", "remaining", "commit_index")
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    remaining: int
+    commit_index: int
+    def __init__(self, purged: _Optional[int] = ..., remaining: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
 class ConfigureSessionRequest(_message.Message):
     __slots__ = ("session", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "duplicate_window_ms", "dead_letter_expired")
     SESSION_FIELD_NUMBER: _ClassVar[int]

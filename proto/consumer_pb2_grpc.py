@@ -99,6 +99,11 @@ class ConsumerStub:
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
                 response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/quorumlog.v1.Consumer/PurgeDeadLetters',
+                request_serializer=quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
         self.ConfigureSession = channel.unary_unary(
                 '/quorumlog.v1.Consumer/ConfigureSession',
                 request_serializer=quorumlog_dot_v1_dot_consumer__pb2.ConfigureSessionRequest.SerializeToString,
@@ -197,6 +202,12 @@ class ConsumerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ConfigureSession(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -282,6 +293,11 @@ def add_ConsumerServicer_to_server(servicer, server):
                     servicer.ResubmitDeadLetters,
                     request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.FromString,
                     response_serializer=quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
             'ConfigureSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfigureSession,
@@ -650,6 +666,33 @@ class Consumer:
             '/quorumlog.v1.Consumer/ResubmitDeadLetters',
             quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersRequest.SerializeToString,
             quorumlog_dot_v1_dot_consumer__pb2.ResubmitDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumlog.v1.Consumer/PurgeDeadLetters',
+            quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersRequest.SerializeToString,
+            quorumlog_dot_v1_dot_consumer__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,6 @@
-"""The consumer CLI (``consume``, ``dlq list|resubmit``, ``sessions --json`` owner and lag), the
-``bench-consume`` command, and every pattern in ``examples/``, each run as a subprocess against
-three real nodes started on free ports."""
+"""The consumer CLI (``consume``, ``dlq list|resubmit|purge``, ``sessions --json`` owner and
+lag), the ``bench-consume`` command, and every pattern in ``examples/``, each run as a
+subprocess against three real nodes started on free ports."""
 
 from __future__ import annotations
 
@@ -99,6 +99,27 @@ def test_dlq_list_and_resubmit(cluster: LocalCluster) -> None:
     assert ok_json(cli(cluster, "dlq", "list", "cli-dlq", "--json"))["dead_letters"] == []
     again = ok_json(cli(cluster, "consume", "cli-dlq", "--group", "cli-d", "--json"))
     assert [m["data"] for m in again["messages"]] == ["fine", "poison"]
+
+
+def test_dlq_purge_text_json_and_refusal(cluster: LocalCluster) -> None:
+    with Client(cluster.addresses) as client:
+        client.append("cli-purge", "a", "b", "c")
+        client.consumer.create_group("cli-p")
+        batch = client.consumer.receive("cli-purge", "cli-p", max_messages=3)
+        client.consumer.dead_letter(batch.messages, "bad")
+    refused = cli(cluster, "dlq", "purge", "cli-purge", "--sequence", "1", "--sequence", "7")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "not_found: dead letter 7 of session 'cli-purge' not found" in refused.stderr
+    text = cli(cluster, "dlq", "purge", "cli-purge", "--sequence", "1")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout == "purged 1 dead letters; 2 remain\n"
+    listed = ok_json(cli(cluster, "dlq", "list", "cli-purge", "--json"))
+    assert [d["sequence"] for d in listed["dead_letters"]] == [0, 2]
+    purged = ok_json(cli(cluster, "dlq", "purge", "cli-purge", "--json"))
+    assert purged == {"session": "cli-purge", "purged": 2, "remaining": 0}
+    assert ok_json(cli(cluster, "dlq", "list", "cli-purge", "--json"))["dead_letters"] == []
+    usage = cli(cluster, "dlq", "purge", "cli-purge", "--sequence", "x")
+    assert usage.returncode == 2 and "--sequence" in usage.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,16 @@
-"""Consumer groups on an in-process cluster (``tests/inprocess_cluster.py``: three real
-RaftNodes and their services in this process, the Raft log in memory, clients on real gRPC):
-the Consumer RPCs end to end, precise errors that change nothing, lock expiry and dead
-letters, follower redirects, long-poll receive, receive-and-delete and the leader's retention
-sweep. Moved from ``test_consumer_cluster.py``, which keeps what needs node processes (kill -9
-of the leader, a full restart from disk)."""
+"""Consumer groups on an in-process cluster (``tests/inprocess_cluster.py``: three real RaftNodes
+and their services in this process, the Raft log in memory, clients on real gRPC): the Consumer
+RPCs end to end, precise errors that change nothing, lock expiry and dead letters (resubmit,
+purge and their audit entries), follower redirects, long-poll
+receive, receive-and-delete and the leader's retention sweep. Moved from
+``test_consumer_cluster.py``, which keeps what needs node processes (kill -9 of the leader, a
+full restart from disk)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -135,6 +138,52 @@ def test_long_poll_receive_and_delete_and_the_leaders_sweep(client: Client) -> N
     client.consumer.close_session("lp")
     with pytest.raises(errors.FailedPrecondition, match="closed"):
         client.append("lp", "late")
+
+
+def _audited(caplog: pytest.LogCaptureFixture, method: str) -> list[dict[str, object]]:
+    """The audit entries of ``method`` logged so far (``quorumlog.audit``, one JSON each),
+    less a follower's UNAVAILABLE (a call the client then sent on to the leader)."""
+    entries = [json.loads(record.getMessage().removeprefix("audit "))
+               for record in caplog.records if record.name == "quorumlog.audit"]
+    return [entry for entry in entries
+            if entry["method"] == method and entry["outcome"] != "UNAVAILABLE"]
+
+
+def test_purge_dead_letters_removes_them_for_good_and_is_audited(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quorumlog.audit")
+    client.append("purge", "a", "b", "c", "d")
+    client.consumer.create_group("purge-g")
+    batch = client.consumer.receive("purge", "purge-g", max_messages=3)
+    client.consumer.dead_letter(batch.messages, "poison")
+    letters = client.consumer.dead_letters("purge")
+    assert [letter.sequence for letter in letters] == [0, 1, 2]
+    with pytest.raises(errors.NotFound, match="dead letter 9 of session 'purge' not found"):
+        client.consumer.purge_dead_letters("purge", [1, 9])
+    with pytest.raises(errors.NotFound, match="session 'nope' not found"):
+        client.consumer.purge_dead_letters("nope")
+    assert client.consumer.dead_letters("purge") == letters  # a refusal removed nothing
+    assert client.consumer.purge_dead_letters("purge", [1]) == (1, 2)
+    assert [letter.sequence for letter in client.consumer.dead_letters("purge")] == [0, 2]
+    (status,) = client.consumer.sessions(session="purge")
+    assert status.dead_letters == 2
+    assert client.consumer.purge_dead_letters("purge") == (2, 0)
+    assert client.consumer.dead_letters("purge") == []
+    assert client.describe_session("purge").next_offset == 4  # nothing appended again
+    client.append("purge", "e")
+    client.consumer.dead_letter(
+        client.consumer.receive("purge", "purge-g", max_messages=1).messages, "again")
+    offsets, remaining = client.consumer.resubmit("purge")
+    assert offsets == [5] and remaining == 0
+    # Both calls that change the dead-letter log are audited, refusals included.
+    purges = _audited(caplog, "/quorumlog.v1.Consumer/PurgeDeadLetters")
+    assert [entry["outcome"] for entry in purges] == ["NOT_FOUND", "NOT_FOUND", "OK", "OK"]
+    assert 'session: "purge"' in str(purges[2]["request"])
+    assert "sequences: 1" in str(purges[2]["request"])
+    resubmits = _audited(caplog, "/quorumlog.v1.Consumer/ResubmitDeadLetters")
+    assert [entry["outcome"] for entry in resubmits] == ["OK"]
+    assert _audited(caplog, "/quorumlog.v1.Consumer/Receive") == []  # not an audited call
 
 
 def status_of_group(client: Client, session: str, group: str) -> GroupStatus:

@@ -1,6 +1,7 @@
-"""Consumer groups, peek-lock, dead letters, leases, fencing and session state, applied by the
-state machine on a real RocksDB (``quorumlog.node.state.consumer_state``): every behaviour of issue
-4 at apply level, deterministic, with refused commands checked to change nothing."""
+"""Consumer groups, peek-lock, dead letters (resubmit, purge), leases, fencing and session state,
+applied by the state machine on a real RocksDB (``quorumlog.node.state.consumer_state``): every
+behaviour of issue 4 at apply level, deterministic, with refused commands checked to change
+nothing."""
 
 from __future__ import annotations
 
@@ -169,6 +170,92 @@ def test_max_deliveries_dead_letters_never_drops_and_resubmits(node: Node) -> No
     assert [r.data for r in page.records] == [b"m0", b"m2"]
     node.refused(consumer(resubmit=cc.ResubmitCommand(session="s", sequences=[0])),
                  ErrorCode.NOT_FOUND, "dead letter 0")
+
+
+def _dead_letter_all(node: Node, count: int) -> None:
+    """Offsets 0..count-1 of "s" received and dead-lettered (sequences 0..count-1)."""
+    got = node.receive(n=count)
+    node.settle(got, action=consumer_pb2.DEAD_LETTER, reason="poison")
+
+
+def _purge(node: Node, session: str = "s", *sequences: int) -> commands_pb2.Command:
+    return consumer(purge=cc.PurgeCommand(session=session, sequences=list(sequences)))
+
+
+def test_purge_removes_dead_letters_for_good_and_refuses_what_is_not_held(node: Node) -> None:
+    _dead_letter_all(node, 4)
+    node.refused(_purge(node, "s", 1, 7), ErrorCode.NOT_FOUND,
+                 "dead letter 7 of session 's' not found")
+    node.refused(_purge(node, "s", 8, 9), ErrorCode.NOT_FOUND, "dead letter 8 of session 's' "
+                 "not found (and 1 more)")
+    node.refused(_purge(node, "nope", 0), ErrorCode.NOT_FOUND, "session 'nope' not found")
+    node.refused(_purge(node, "nope"), ErrorCode.NOT_FOUND, "session 'nope' not found")
+    node.refused(_purge(node, "s", *range(1_001)), ErrorCode.RESOURCE_EXHAUSTED,
+                 "1001 dead letters; the limit is 1000 per call")
+    response = node.ok(_purge(node, "s", 2, 0, 2))  # a repeated sequence counts once
+    assert isinstance(response, consumer_pb2.PurgeDeadLettersResponse)
+    assert (response.purged, response.remaining) == (2, 2)
+    letters, _ = node.sm.consumers.dead_letters(b"s", 0, 10)
+    assert [d.sequence for d in letters] == [1, 3]
+    assert node.sm.consumers.policy(b"s").dead_letters == 2
+    node.refused(_purge(node, "s", 0), ErrorCode.NOT_FOUND, "dead letter 0")  # gone for good
+    # Nothing purged is appended again: the session still ends at offset 10.
+    assert node.sm.describe("s").next_offset == 10
+    node.ok(consumer(close=cc.CloseSessionCommand(session="s")))  # closed: may still purge
+    response = node.ok(_purge(node, "s"))  # empty: every held dead letter
+    assert isinstance(response, consumer_pb2.PurgeDeadLettersResponse)
+    assert (response.purged, response.remaining) == (2, 0)
+    assert node.sm.consumers.dead_letters(b"s", 0, 10) == ([], False)
+    assert not [key for key, _ in dump(node.storage) if key.startswith(CONSUMER_PREFIX + b"d/")]
+    response = node.ok(_purge(node, "s"))
+    assert isinstance(response, consumer_pb2.PurgeDeadLettersResponse)
+    assert (response.purged, response.remaining) == (0, 0)
+    # Sequences are never reused: the next dead letter is 4, so an old purge cannot hit it.
+    node.settle(node.receive(n=1), action=consumer_pb2.DEAD_LETTER, reason="poison")
+    letters, _ = node.sm.consumers.dead_letters(b"s", 0, 10)
+    assert [(d.sequence, d.offset) for d in letters] == [(4, 4)]
+    node.run(append("t", b"x"))
+    response = node.ok(_purge(node, "t"))  # a session that never had a dead letter
+    assert isinstance(response, consumer_pb2.PurgeDeadLettersResponse)
+    assert (response.purged, response.remaining) == (0, 0)
+
+
+def test_purge_of_all_takes_at_most_the_limit_per_call(node: Node) -> None:
+    node.run(append("big", *[b"x"] * 1_005))
+    node.group("h", max_deliveries=1)
+    got = node.ok(consumer(receive=cc.ReceiveCommand(session="big", group="h",
+                                                      max_messages=1_005)))
+    assert isinstance(got, consumer_pb2.ReceiveResponse) and len(got.messages) == 1_005
+    node.settle([(m.offset, m.delivery_count) for m in got.messages], session="big",
+                group="h", action=consumer_pb2.DEAD_LETTER, reason="r")
+    first = node.ok(_purge(node, "big"))
+    assert isinstance(first, consumer_pb2.PurgeDeadLettersResponse)
+    assert (first.purged, first.remaining) == (1_000, 5)
+    second = node.ok(_purge(node, "big"))
+    assert isinstance(second, consumer_pb2.PurgeDeadLettersResponse)
+    assert (second.purged, second.remaining) == (5, 0)
+
+
+def test_a_purge_is_carried_by_a_snapshot_and_applies_the_same_everywhere(
+    node: Node, tmp_path: Path
+) -> None:
+    _dead_letter_all(node, 3)
+    node.ok(_purge(node, "s", 1))
+    other = Node(tmp_path / "b")
+    try:
+        with node.sm.export_state() as export:
+            other.sm.import_state(list(export))
+        other.index = other.sm.applied_index()
+        letters, _ = other.sm.consumers.dead_letters(b"s", 0, 10)
+        assert [d.sequence for d in letters] == [0, 2]
+        assert other.sm.consumers.policy(b"s").dead_letters == 2
+        for each in (node, other):
+            response = each.ok(_purge(each, "s", 0))
+            assert isinstance(response, consumer_pb2.PurgeDeadLettersResponse)
+            assert (response.purged, response.remaining) == (1, 1)
+        assert dump(other.storage) == dump(node.storage)
+    finally:
+        other.close()
 
 
 def test_receive_and_delete_is_at_most_once(node: Node) -> None:
@@ -390,6 +477,16 @@ def _random_command(rng: random.Random) -> commands_pb2.Command:
     return consumer(release=cc.ReleaseCommand(session=session, group=group, token=1))
 
 
+def _grouping_command(rng: random.Random) -> commands_pb2.Command:
+    """``_random_command`` or, now and then, a purge (kept out of ``_random_command``: the
+    pinned bytes below are taken with its exact random sequence)."""
+    if rng.randrange(14) == 0:
+        session = rng.choice(["a", "b", "c"])
+        return consumer(purge=cc.PurgeCommand(
+            session=session, sequences=rng.choice([[], [0], [1, 2]])))
+    return _random_command(rng)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_results_and_bytes_do_not_depend_on_how_entries_are_grouped(
     tmp_path: Path, seed: int
@@ -401,7 +498,7 @@ def test_results_and_bytes_do_not_depend_on_how_entries_are_grouped(
     now = 1_000_000
     for index in range(1, 121):
         now += rng.choice([0, 10, 60, 300])
-        commands = [_random_command(rng) for _ in range(rng.randint(1, 3))]
+        commands = [_grouping_command(rng) for _ in range(rng.randint(1, 3))]
         if index <= 2:
             commands = [consumer(create_group=cc.CreateGroupCommand(
                 group="g" if index == 1 else "h", lock_ms=100, max_deliveries=2))]

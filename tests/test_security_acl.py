@@ -227,6 +227,19 @@ def test_every_consumer_method_needs_consume_on_its_session() -> None:
     assert names(consumer_pb2.CreateGroupRequest(group="g")) == ("",)
 
 
+def test_dead_letter_changes_need_consume_on_their_session_and_are_audited() -> None:
+    audited = {method for method in _methods(consumer_pb2, "Consumer")
+               if (found := authz.requirement(method)) is not None and found.audited}
+    assert audited == {"/quorumlog.v1.Consumer/ResubmitDeadLetters",
+                       "/quorumlog.v1.Consumer/PurgeDeadLetters"}
+    for method, request in (
+        ("ResubmitDeadLetters", consumer_pb2.ResubmitDeadLettersRequest(session="jobs/1")),
+        ("PurgeDeadLetters", consumer_pb2.PurgeDeadLettersRequest(session="jobs/1")),
+    ):
+        requirement = authz.METHODS[f"/quorumlog.v1.Consumer/{method}"]
+        assert requirement.verb == CONSUME and requirement.names(request) == ("jobs/1",)
+
+
 def test_batch_and_listing_names() -> None:
     batch = authz.METHODS["/quorumlog.v1.QuorumLog/AppendBatch"]
     request = quorumlog_pb2.AppendBatchRequest(appends=[

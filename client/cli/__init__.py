@@ -44,7 +44,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "quorumlog.client.cli.cmd_consume",
         "receive messages of a session for a consumer group (peek-lock, then complete)",
     ),
-    "dlq": ("quorumlog.client.cli.cmd_dlq", "list or resubmit a session's dead letters"),
+    "dlq": ("quorumlog.client.cli.cmd_dlq", "list, resubmit or purge a session's dead letters"),
     "schedule": (
         "quorumlog.client.cli.cmd_schedule", "list or cancel a session's scheduled messages"
     ),

@@ -1,4 +1,4 @@
-"""``quorumlog dlq list|resubmit SESSION``: a session's dead-letter log.
+"""``quorumlog dlq list|resubmit|purge SESSION``: a session's dead-letter log.
 
 ``list [--from SEQ] [--limit N]``: text ``SEQUENCE<TAB>OFFSET<TAB>GROUP<TAB>DELIVERIES<TAB>
 REASON<TAB>DATA`` per dead letter; JSON ``{"session", "dead_letters": [{"sequence", "offset",
@@ -6,8 +6,11 @@ REASON<TAB>DATA`` per dead letter; JSON ``{"session", "dead_letters": [{"sequenc
 ISO 8601), "data"}]}`` (``data_b64`` on binary data; ``append_time_ms`` and ``envelope`` as
 ``read --json`` shows them). ``resubmit [--sequence SEQ ...]``: append the dead letters (all
 of them when none is named, up to 1000 per call) to the session again and remove them from the
-log; prints their new offsets (JSON ``{"session", "offsets", "remaining"}``). Owns: flags and
-output only.
+log; prints their new offsets (JSON ``{"session", "offsets", "remaining"}``). ``purge
+[--sequence SEQ ...]``: remove the dead letters (all of them when none is named, up to 1000 per
+call) for good; prints ``purged N dead letters; M remain`` (JSON ``{"session", "purged",
+"remaining"}``); a sequence that is not held is refused (``not_found: dead letter N ...``,
+exit 1) and nothing is removed. Owns: flags and output only.
 """
 
 from __future__ import annotations
@@ -20,25 +23,27 @@ from quorumlog.client.sdk import Record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", metavar="ACTION", nargs="?", choices=("list", "resubmit"),
-                        help="list or resubmit")
+    parser.add_argument("action", metavar="ACTION", nargs="?",
+                        choices=("list", "resubmit", "purge"), help="list, resubmit or purge")
     parser.add_argument("session", metavar="SESSION", nargs="?", help="session name")
     parser.add_argument("--from", dest="from_sequence", metavar="SEQ", default=None,
                         help="list: first dead-letter sequence (default 0)")
     parser.add_argument("--limit", metavar="N", default=None, help="list: at most N")
     parser.add_argument("--sequence", metavar="SEQ", action="append", default=[],
-                        help="resubmit: this dead letter (repeatable; default all)")
+                        help="resubmit or purge: this dead letter (repeatable; default all)")
     cli_common.add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action is None:
-        raise CliError("ACTION must be list or resubmit")
+        raise CliError("ACTION must be list, resubmit or purge")
     session = cli_common.session_of(args)
     if args.action == "list":
         return _list(args, session)
     sequences = [cli_common.integer("--sequence", text, minimum=0, default=0)
                  for text in args.sequence]
+    if args.action == "purge":
+        return _purge(args, session, sequences)
     with cli_common.connect(args) as client:
         offsets, remaining = client.consumer.resubmit(session, sequences)
     if args.json:
@@ -48,6 +53,16 @@ def run(args: argparse.Namespace) -> int:
             f"resubmitted {len(offsets)} dead letters as offsets "
             f"{','.join(map(str, offsets)) or '-'}; {remaining} remain"
         )
+    return 0
+
+
+def _purge(args: argparse.Namespace, session: str, sequences: list[int]) -> int:
+    with cli_common.connect(args) as client:
+        purged, remaining = client.consumer.purge_dead_letters(session, sequences)
+    if args.json:
+        cli_common.print_json({"session": session, "purged": purged, "remaining": remaining})
+    else:
+        cli_common.print_line(f"purged {purged} dead letters; {remaining} remain")
     return 0
 
 

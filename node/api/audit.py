@@ -1,4 +1,5 @@
-"""The audit log of manage operations: who asked what, from where, and how it ended.
+"""The audit log of manage operations (and of the consumer calls that change a dead-letter
+log for good: resubmit, purge): who asked what, from where, and how it ended.
 
 Owns: one JSON line per audited call (``ts``, ``node``, ``principal``, ``method``, ``peer``,
 ``request`` — the request in protobuf text form, cut at ``MAX_REQUEST_CHARS`` — and

@@ -19,7 +19,9 @@ Names checked per method:
 - ``quorumlog.v1.Consumer``: the request's ``session`` when set; else its ``prefix`` field
   when it has one (accept the next available session among ``prefix``); else ``""``: a call
   naming no session (accept-next-available without a prefix, create a group) needs
-  ``consume`` on the empty prefix, i.e. on every session;
+  ``consume`` on the empty prefix, i.e. on every session. ``ResubmitDeadLetters`` and
+  ``PurgeDeadLetters`` need the same, and are audited (they change the dead-letter log
+  for good);
 - cluster-wide operations (``Admin``, ``Acl``): ``manage`` on ``""``;
 - ``ClusterStatus``, the gRPC health service and gRPC server reflection: any caller (no
   session data; ``cluster up``, probes and ``grpcurl`` need them whatever the rules). The
@@ -68,11 +70,13 @@ class Requirement:
 
     verb: str | None
     names: Names = _cluster
-    audited: bool = False  # a manage operation: written to the audit log
+    audited: bool = False  # a manage or dead-letter operation: written to the audit log
 
 
 PUBLIC = Requirement(None)
 _MANAGE = Requirement(MANAGE, _cluster, audited=True)
+_CONSUMER = Requirement(CONSUME, _consumer_target)  # every method of quorumlog.v1.Consumer
+_CONSUMER_AUDITED = Requirement(CONSUME, _consumer_target, audited=True)
 
 METHODS: dict[str, Requirement] = {
     "/quorumlog.v1.QuorumLog/Append": Requirement(APPEND, _session),
@@ -85,6 +89,8 @@ METHODS: dict[str, Requirement] = {
     "/quorumlog.v1.QuorumLog/TrimSession": Requirement(MANAGE, _session, audited=True),
     "/quorumlog.v1.QuorumLog/DeleteSession": Requirement(MANAGE, _session, audited=True),
     "/quorumlog.v1.QuorumLog/ClusterStatus": PUBLIC,
+    "/quorumlog.v1.Consumer/ResubmitDeadLetters": _CONSUMER_AUDITED,
+    "/quorumlog.v1.Consumer/PurgeDeadLetters": _CONSUMER_AUDITED,
     "/quorumlog.v1.Admin/AddNode": _MANAGE,
     "/quorumlog.v1.Admin/RemoveNode": _MANAGE,
     "/quorumlog.v1.Admin/TransferLeader": _MANAGE,
@@ -98,7 +104,7 @@ METHODS: dict[str, Requirement] = {
 
 # Every method of these services (including ones added later).
 SERVICES: dict[str, Requirement] = {
-    "quorumlog.v1.Consumer": Requirement(CONSUME, _consumer_target),
+    "quorumlog.v1.Consumer": _CONSUMER,
     "grpc.health.v1.Health": PUBLIC,
     # Server reflection (grpcio-reflection serves v1alpha): the API's schema, no data.
     "grpc.reflection.v1alpha.ServerReflection": PUBLIC,

@@ -490,6 +490,20 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             context, local, command, consumer_pb2.ResubmitDeadLettersResponse
         ))[1]
 
+    async def PurgeDeadLetters(  # noqa: N802 -- gRPC method name
+        self, request: consumer_pb2.PurgeDeadLettersRequest, context: Context
+    ) -> consumer_pb2.PurgeDeadLettersResponse:
+        await self._check(context, self._session_check(request.session))
+        command = _command(purge=cc.PurgeCommand(
+            session=request.session, sequences=request.sequences,
+        ))
+        local = await self._route(context, request.session)
+        index, response = await self._propose(
+            context, local, command, consumer_pb2.PurgeDeadLettersResponse
+        )
+        response.commit_index = index
+        return response
+
     async def ConfigureSession(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ConfigureSessionRequest, context: Context
     ) -> consumer_pb2.ConfigureSessionResponse:

@@ -99,7 +99,8 @@ DEFAULT_RECEIVE_BYTES = 1 << 20
 ACCEPT_SCAN_LIMIT = 1_000  # sessions "accept next" looks at per command
 SWEEP_LIMIT = 128  # sessions one sweep looks at
 TIME_INDEX_PRUNE = 10_000  # time index entries one sweep removes per session
-RESUBMIT_LIMIT = 1_000
+RESUBMIT_LIMIT = 1_000  # dead letters one resubmit names or takes
+PURGE_LIMIT = 1_000  # dead letters one purge names or removes
 MAX_LIST = 1_000
 
 LOCKED = 0

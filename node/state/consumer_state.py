@@ -6,7 +6,7 @@ side calls on an append and a delete, and the local reads the consumer service a
 Per concern (modules of ``quorumlog.node.state``; ``consumer_records`` has the ``C/`` key
 table): ``consumer_groups`` (groups, cursors, receive, settle), ``leases`` (accept, renew,
 release, fencing), ``session_state`` (compare-and-set blobs), ``dead_letters`` (dead-letter
-log, resubmit), ``session_policies`` (TTLs, retention, close, sweep), ``consumer_overlay``
+log, resubmit, purge), ``session_policies`` (TTLs, retention, close, sweep), ``consumer_overlay``
 (the per-apply overlay, the monotonic clock ``C/clock``). Must never: read a clock (time is
 the entry's ``leader_time_ms``, clamped by ``C/clock`` so it never goes back when leadership
 moves to a node whose clock is behind), keep per-message data in Python memory beyond one
@@ -173,6 +173,8 @@ class ConsumerState:
             response = dead_letters.resubmit(
                 batch, layer, ops, command.resubmit, now, limits=limits
             )
+        elif kind == "purge":
+            response = dead_letters.purge(batch, layer, command.purge, limits=limits)
         elif kind == "configure":
             response = session_policies.configure(batch, layer, command.configure, limits)
         elif kind == "close":

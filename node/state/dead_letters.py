@@ -1,14 +1,18 @@
-"""Dead letters: poison messages moved aside, never dropped, and resubmitted on request.
+"""Dead letters: poison messages moved aside, never dropped, and resubmitted or purged on
+request.
 
 Owns: ``C/d/<sid><sequence >Q>`` (one ``DeadLetterRecord``, a copy of the payload so a trim
 never loses it) and the dead-letter sequence and count in the session's ``C/m/`` policy record
 (encodings in ``quorumlog.node.state.consumer_records``); moving a message to the dead-letter
 log (from a receive past the max delivery count, or a settle); applying ``resubmit`` (append
-the payloads again, then drop the records). Must never: drop a dead letter other than by
-resubmitting it or deleting its session, or refuse a resubmit after changing anything.
+the payloads again, then drop the records) and ``purge`` (drop the records for good, on an
+operator's explicit request). Must never: drop a dead letter other than by resubmitting it,
+purging it or deleting its session, or refuse a resubmit or a purge after changing anything.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import rocksdict
 
@@ -22,6 +26,7 @@ from quorumlog.node.state.consumer_overlay import (
 from quorumlog.node.state.consumer_records import (
     DEAD_PREFIX,
     POLICY_PREFIX,
+    PURGE_LIMIT,
     RESUBMIT_LIMIT,
     refuse,
     scan,
@@ -73,14 +78,9 @@ def resubmit(
     *,
     limits: Limits,
 ) -> consumer_pb2.ResubmitDeadLettersResponse:
-    session, _, _ = existing_session(batch, command.session, limits)
+    session, named = _request(batch, command.session, command.sequences, RESUBMIT_LIMIT, limits)
     session_sid = sid(session)
-    if len(command.sequences) > RESUBMIT_LIMIT:
-        raise InvalidInput(
-            ErrorCode.RESOURCE_EXHAUSTED,
-            f"{len(command.sequences)} dead letters; the limit is {RESUBMIT_LIMIT} per call",
-        )
-    sequences = list(dict.fromkeys(command.sequences)) or _held_sequences(layer, session_sid)
+    sequences = named or _held_sequences(layer, session_sid, RESUBMIT_LIMIT)
     records: list[consumer_commands_pb2.DeadLetterRecord] = []
     total = 0
     for sequence in sequences:
@@ -125,12 +125,63 @@ def resubmit(
     return response
 
 
-def _held_sequences(layer: ConsumerBatch, session_sid: bytes) -> list[int]:
+def purge(
+    batch: SessionView,
+    layer: ConsumerBatch,
+    command: consumer_commands_pb2.PurgeCommand,
+    *,
+    limits: Limits,
+) -> consumer_pb2.PurgeDeadLettersResponse:
+    """Remove the named dead letters (all held, up to ``PURGE_LIMIT``, when none is named) for
+    good. A closed session may be purged: nothing is appended."""
+    session, sequences = _request(batch, command.session, command.sequences, PURGE_LIMIT, limits)
+    session_sid = sid(session)
+    if sequences:
+        missing = [
+            sequence for sequence in sequences
+            if layer.raw_value(DEAD_PREFIX + session_sid + U64.pack(sequence)) is None
+        ]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise InvalidInput(
+                ErrorCode.NOT_FOUND,
+                f"dead letter {missing[0]} of session {command.session!r} not found{more}",
+            )
+    else:
+        sequences = _held_sequences(layer, session_sid, PURGE_LIMIT)
+    response = consumer_pb2.PurgeDeadLettersResponse()
+    policy = policy_of(layer, session)
+    if sequences:
+        assert policy is not None  # a dead letter exists, so does its counter
+        for sequence in sequences:
+            layer.delete(DEAD_PREFIX + session_sid + U64.pack(sequence))
+        policy.dead_letters -= len(sequences)
+        layer.put(POLICY_PREFIX + session_sid, policy)
+        response.purged = len(sequences)
+    response.remaining = policy.dead_letters if policy is not None else 0
+    return response
+
+
+def _request(
+    batch: SessionView, session: str, sequences: Sequence[int], limit: int, limits: Limits
+) -> tuple[bytes, list[int]]:
+    """A resubmit's or purge's session (it must exist) and the sequences it names, each once
+    (at most ``limit``)."""
+    session_bytes, _, _ = existing_session(batch, session, limits)
+    if len(sequences) > limit:
+        raise InvalidInput(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{len(sequences)} dead letters; the limit is {limit} per call",
+        )
+    return session_bytes, list(dict.fromkeys(sequences))
+
+
+def _held_sequences(layer: ConsumerBatch, session_sid: bytes, limit: int) -> list[int]:
     """Sequences of the session's dead letters (stored and written in this batch)."""
     prefix = DEAD_PREFIX + session_sid
     return [
         int(U64.unpack_from(key, len(prefix))[0])
-        for key in layer.keys(prefix, prefix, RESUBMIT_LIMIT)
+        for key in layer.keys(prefix, prefix, limit)
     ]
 
 
