@@ -164,6 +164,8 @@ class GroupStatus:
     token: int
     backlog: int  # lag: messages not settled by the group
     in_flight: int
+    next_offset: int = 0  # the cursor: the next offset delivered for the first time
+    first_unsettled: int = 0  # the lowest offset not settled (next_offset: nothing pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,8 +528,8 @@ class ConsumerOperations:
     async def sessions(
         self, prefix: str = "", *, session: str = "", deadline: float | None = None
     ) -> list[ConsumerSessionStatus]:
-        """Owner, lease expiry, lag and in-flight count per group, and dead letters, of every
-        session whose name starts with ``prefix`` (or of ``session`` alone)."""
+        """Owner, lease expiry, lag, in-flight count and cursor per group, and dead letters,
+        of every session whose name starts with ``prefix`` (or of ``session`` alone)."""
         found: list[ConsumerSessionStatus] = []
         start_after = ""
         while True:
@@ -541,7 +543,8 @@ class ConsumerOperations:
                 ConsumerSessionStatus(
                     s.session,
                     [GroupStatus(g.group, g.owner, g.lease_expires_ms, g.token, g.backlog,
-                                 g.in_flight) for g in s.groups],
+                                 g.in_flight, g.next_offset, g.first_unsettled)
+                     for g in s.groups],
                     s.dead_letters, s.closed, s.messages_expired,
                 )
                 for s in r.sessions

@@ -423,20 +423,24 @@ class CloseSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("group", "owner", "lease_expires_ms", "token", "backlog", "in_flight")
+    __slots__ = ("group", "owner", "lease_expires_ms", "token", "backlog", "in_flight", "next_offset", "first_unsettled")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNSETTLED_FIELD_NUMBER: _ClassVar[int]
     group: str
     owner: str
     lease_expires_ms: int
     token: int
     backlog: int
     in_flight: int
-    def __init__(self, group: _Optional[str] = ..., owner: _Optional[str] = ..., lease_expires_ms: _Optional[int] = ..., token: _Optional[int] = ..., backlog: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    next_offset: int
+    first_unsettled: int
+    def __init__(self, group: _Optional[str] = ..., owner: _Optional[str] = ..., lease_expires_ms: _Optional[int] = ..., token: _Optional[int] = ..., backlog: _Optional[int] = ..., in_flight: _Optional[int] = ..., next_offset: _Optional[int] = ..., first_unsettled: _Optional[int] = ...) -> None: ...
 
 class ConsumerSessionStatus(_message.Message):
     __slots__ = ("session", "groups", "dead_letters", "closed", "session_ttl_ms", "message_ttl_ms", "retention_ms", "retention_bytes", "messages_expired", "duplicate_window_ms", "dead_letter_expired")

@@ -1,5 +1,5 @@
-"""The consumer CLI (``consume``, ``dlq list|resubmit|purge``, ``sessions --json`` owner and
-lag), the ``bench-consume`` command, and every pattern in ``examples/``, each run as a
+"""The consumer CLI (``consume``, ``dlq list|resubmit|purge``, ``sessions --json`` owner, lag and
+cursor), the ``bench-consume`` command, and every pattern in ``examples/``, each run as a
 subprocess against three real nodes started on free ports."""
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def test_consume_completes_and_sessions_json_gains_owner_and_lag(cluster: LocalC
     assert entry["owner"] == {"cli-g": "worker-7"}
     assert entry["lease_expires_ms"] == {"cli-g": lease.expires_ms}
     assert entry["lag"]["cli-g"] == 1 and entry["dead_letters"] == 0
+    # The group's cursor: offsets 0..2 delivered and completed, 3 ("returned") not yet.
+    assert entry["cursor"] == {"cli-g": 3} and entry["first_unsettled"] == {"cli-g": 3}
+    assert entry["next_offset"] == 4  # the session's own key, unchanged
     refused = cli(cluster, "consume", "cli-orders", "--group", "cli-g")
     assert refused.returncode == 1 and "owned by consumer 'worker-7'" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

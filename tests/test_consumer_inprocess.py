@@ -1,7 +1,7 @@
 """Consumer groups on an in-process cluster (``tests/inprocess_cluster.py``: three real RaftNodes
 and their services in this process, the Raft log in memory, clients on real gRPC): the Consumer
 RPCs end to end, precise errors that change nothing, lock expiry and dead letters (resubmit,
-purge and their audit entries), follower redirects, long-poll
+purge and their audit entries), a group's cursor in its status, follower redirects, long-poll
 receive, receive-and-delete and the leader's retention sweep. Moved from
 ``test_consumer_cluster.py``, which keeps what needs node processes (kill -9 of the leader, a
 full restart from disk)."""
@@ -184,6 +184,20 @@ def test_purge_dead_letters_removes_them_for_good_and_is_audited(
     resubmits = _audited(caplog, "/quorumlog.v1.Consumer/ResubmitDeadLetters")
     assert [entry["outcome"] for entry in resubmits] == ["OK"]
     assert _audited(caplog, "/quorumlog.v1.Consumer/Receive") == []  # not an audited call
+
+
+def test_group_status_reports_the_cursor_and_the_first_unsettled_offset(client: Client) -> None:
+    client.append("cur", *[f"m{i}" for i in range(6)])
+    client.consumer.create_group("cur-g", lock_ms=60_000)
+    status = status_of_group(client, "cur", "cur-g")
+    assert (status.next_offset, status.first_unsettled, status.backlog) == (0, 0, 6)
+    batch = client.consumer.receive("cur", "cur-g", max_messages=4)
+    client.consumer.complete([batch.messages[0], batch.messages[2]])
+    status = status_of_group(client, "cur", "cur-g")
+    assert (status.next_offset, status.first_unsettled, status.backlog) == (4, 1, 4)
+    client.consumer.complete([batch.messages[1], batch.messages[3]])
+    status = status_of_group(client, "cur", "cur-g")
+    assert (status.next_offset, status.first_unsettled, status.backlog) == (4, 4, 2)
 
 
 def status_of_group(client: Client, session: str, group: str) -> GroupStatus:

@@ -1,7 +1,7 @@
-"""Consumer groups, peek-lock, dead letters (resubmit, purge), leases, fencing and session state,
-applied by the state machine on a real RocksDB (``quorumlog.node.state.consumer_state``): every
-behaviour of issue 4 at apply level, deterministic, with refused commands checked to change
-nothing."""
+"""Consumer groups, peek-lock, dead letters (resubmit, purge), leases, fencing, session state and
+the group status (backlog, cursor, first unsettled offset), applied by the state machine on a
+real RocksDB (``quorumlog.node.state.consumer_state``): every behaviour of issue 4 at apply level,
+deterministic, with refused commands checked to change nothing."""
 
 from __future__ import annotations
 
@@ -256,6 +256,45 @@ def test_a_purge_is_carried_by_a_snapshot_and_applies_the_same_everywhere(
         assert dump(other.storage) == dump(node.storage)
     finally:
         other.close()
+
+
+def _group_status(node: Node, group: str = "g") -> consumer_pb2.GroupStatus:
+    info = node.sm.describe("s")
+    status = node.sm.consumers.status(b"s", info.first_offset, info.next_offset, node.now,
+                                      node.sm.consumers.groups())
+    return next(g for g in status.groups if g.group == group)
+
+
+def _cursor(node: Node, group: str = "g") -> tuple[int, int, int]:
+    """(next_offset, first_unsettled, backlog) of ``group`` on session "s"."""
+    status = _group_status(node, group)
+    return status.next_offset, status.first_unsettled, status.backlog
+
+
+def test_group_status_reports_the_cursor_and_the_first_unsettled_offset(node: Node) -> None:
+    assert _cursor(node) == (0, 0, 10)  # nothing received yet
+    node.receive(n=4)
+    assert _cursor(node) == (4, 0, 10)
+    node.settle([(0, 1), (1, 1)])
+    assert _cursor(node) == (4, 2, 8)
+    node.settle([(3, 1)])  # settled out of order: 2 is still the first unsettled
+    assert _cursor(node) == (4, 2, 7)
+    node.settle([(2, 1)], action=consumer_pb2.ABANDON)  # pending until redelivered
+    assert _cursor(node) == (4, 2, 7)
+    assert node.receive(n=2) == [(2, 2), (4, 1)]
+    node.settle([(2, 2), (4, 1)])
+    assert _cursor(node) == (5, 5, 5)  # nothing pending: the cursor itself
+    node.receive(n=1)
+    node.settle([(5, 1)], action=consumer_pb2.DEAD_LETTER, reason="r")
+    assert _cursor(node) == (6, 6, 4)  # a dead letter is settled for the group
+    node.receive(n=1)
+    node.settle([(6, 1)], action=consumer_pb2.DEFER)
+    assert _cursor(node) == (7, 6, 4)  # a deferred message is not settled
+    node.group("h")
+    assert _cursor(node, "h") == (0, 0, 10)  # another group reads on its own
+    node.run(commands_pb2.Command(trim=commands_pb2.TrimCommand(session="s", before_offset=8)))
+    assert _cursor(node) == (8, 8, 2)  # the trimmed deferred message is gone
+    assert _cursor(node, "h") == (8, 8, 2)  # a lagging cursor starts at the first retained
 
 
 def test_receive_and_delete_is_at_most_once(node: Node) -> None:

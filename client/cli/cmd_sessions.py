@@ -4,8 +4,11 @@ Text output: a table. JSON: ``{"sessions": [{"session", "first_offset", "next_of
 "count", "bytes", "created_ms", "last_append_ms"}], "truncated": false}`` (every page is
 fetched; ``--limit`` caps the list and sets ``truncated`` when it cut it). Each session object
 also carries its consumers: ``"owner"`` and ``"lease_expires_ms"`` (``{group: ...}`` for the
-groups with a live lease), ``"lag"`` (``{group: messages not settled}`` for every group) and
-``"dead_letters"`` (a count); a cluster without the consumer API leaves them out.
+groups with a live lease), ``"lag"`` (``{group: messages not settled}`` for every group),
+``"cursor"`` (``{group: the next offset it delivers for the first time}``),
+``"first_unsettled"`` (``{group: the lowest offset it has not settled}``, its cursor when
+nothing is pending) and ``"dead_letters"`` (a count); a cluster without the consumer API
+leaves them out. (``"cursor"``, not ``"next_offset"``: that key is the session's own.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _consumers(client: Client, prefix: str) -> dict[str, dict[str, Any]]:
-    """Per session: owner, lease expiry and lag per group, and the dead-letter count."""
+    """Per session: owner, lease expiry, lag, cursor and first unsettled offset per group,
+    and the dead-letter count."""
     try:
         statuses = client.consumer.sessions(prefix)
     except errors.Unimplemented:
@@ -67,6 +71,8 @@ def _consumers(client: Client, prefix: str) -> dict[str, dict[str, Any]]:
             "owner": {g.group: g.owner for g in status.groups if g.owner},
             "lease_expires_ms": {g.group: g.lease_expires_ms for g in status.groups if g.owner},
             "lag": {g.group: g.backlog for g in status.groups},
+            "cursor": {g.group: g.next_offset for g in status.groups},
+            "first_unsettled": {g.group: g.first_unsettled for g in status.groups},
             "dead_letters": status.dead_letters,
         }
         for status in statuses

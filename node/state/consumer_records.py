@@ -191,6 +191,19 @@ class Cursor:
             0, end - max(self.next, first)
         )
 
+    def next_delivery(self, first: int) -> int:
+        """The next offset delivered for the first time (never below ``first``, the
+        session's first retained offset: a trim moves a cursor that lagged behind)."""
+        return max(self.next, first)
+
+    def first_unsettled(self, first: int) -> int:
+        """The lowest retained offset the group has not settled: its lowest unsettled
+        delivery, else ``next_delivery``."""
+        return min(
+            (item[0] for item in self.pending if item[0] >= first),
+            default=self.next_delivery(first),
+        )
+
     def in_flight(self, now: int) -> int:
         return sum(
             1 for item in self.pending if item[3] in (LOCKED, DEFERRED_LOCKED) and item[2] > now

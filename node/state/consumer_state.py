@@ -239,6 +239,8 @@ class ConsumerState:
                 group=group.group, owner=cursor.owner if live else "",
                 lease_expires_ms=cursor.lease_until if live else 0, token=cursor.token,
                 backlog=cursor.backlog(first, end), in_flight=cursor.in_flight(now),
+                next_offset=cursor.next_delivery(first),
+                first_unsettled=cursor.first_unsettled(first),
             )
         return status
 
