@@ -131,6 +131,7 @@ class NodeStatus:
     followers: list[FollowerProgress] = field(default_factory=list)  # leader only
     shard_count: int = 1  # 1 also for a server from before sharding
     shards: list[ShardStatus] = field(default_factory=list)  # sharded clusters only
+    metrics_address: str = ""  # its --metrics-addr (Prometheus /metrics); "": none
 
     @classmethod
     def from_pb(cls, status: pb.NodeStatus) -> NodeStatus:
@@ -159,6 +160,7 @@ class NodeStatus:
             ],
             shard_count=max(1, status.shard_count),
             shards=[ShardStatus.from_pb(shard) for shard in status.shards],
+            metrics_address=status.metrics_address,
         )
 
 

@@ -260,7 +260,7 @@ class FollowerProgress(_message.Message):
     def __init__(self, id: _Optional[str] = ..., match_index: _Optional[int] = ..., next_index: _Optional[int] = ..., state: _Optional[str] = ..., learner: _Optional[bool] = ..., lag: _Optional[int] = ..., last_contact_ms: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index", "followers", "shard_count", "shards", "host_tag")
+    __slots__ = ("id", "address", "role", "term", "leader", "commit_index", "applied_index", "last_index", "pid", "members", "first_index", "snapshot_index", "followers", "shard_count", "shards", "host_tag", "metrics_address")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,7 @@ class NodeStatus(_message.Message):
     SHARD_COUNT_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     HOST_TAG_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     role: str
@@ -293,7 +294,8 @@ class NodeStatus(_message.Message):
     shard_count: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
     host_tag: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ..., shard_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., host_tag: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., pid: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[FollowerProgress, _Mapping]]] = ..., shard_count: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., host_tag: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class ShardStatus(_message.Message):
     __slots__ = ("shard", "group", "replicas", "leader", "leader_address", "role", "term", "commit_index", "applied_index", "last_index", "max_lag", "sessions", "followers")

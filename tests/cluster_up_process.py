@@ -1,10 +1,11 @@
 """``quorumlog cluster up`` as a subprocess for tests of the launcher and its supervision.
 
 Owns: starting ``cluster up`` (any command line) in its own process group (a free base port
-for its layout, base..base+N-1 for clients and base+100.. for peers, is the launcher's
-``free_base_port``), reading its stdout line by line with arrival times, parsing its node
-lines (``n1: client ADDR peer ADDR pid PID log PATH``), deadline-bounded waits for lines and
-conditions, and killing the whole process group (cluster up and its nodes) in a ``finally``.
+for its layout, base..base+N-1 for clients, base+100.. for peers and base+200.. for metrics,
+is the launcher's ``free_base_port``), reading its stdout line by line with arrival times,
+parsing its node lines (``n1: client ADDR peer ADDR metrics ADDR pid PID log PATH``; the
+metrics part optional), deadline-bounded waits for lines and conditions, and killing the whole
+process group (cluster up and its nodes) in a ``finally``.
 Must never: wait with a bare sleep for something to happen, or leave a process behind.
 """
 
@@ -29,7 +30,8 @@ __all__ = ["ClusterUp", "GroupProcess", "Line", "addresses", "cluster_up", "free
            "pid_gone", "up_command", "wait_for"]
 
 NODE_LINE = re.compile(
-    r"^(?P<name>n\d+): client (?P<client>\S+) peer (?P<peer>\S+) pid (?P<pid>\d+) "
+    r"^(?P<name>n\d+): client (?P<client>\S+) peer (?P<peer>\S+)"
+    r"(?: metrics (?P<metrics>\S+))? pid (?P<pid>\d+) "
     r"log (?P<log>.+)$"
 )
 
@@ -86,6 +88,7 @@ class NodeLine:
     pid: int
     log: str
     at: float
+    metrics: str = ""  # the announced metrics address ("" when the line has none)
 
 
 class OutputLines:
@@ -168,7 +171,8 @@ class ClusterUp(GroupProcess):
         for line in self.output.lines[after:]:
             match = NODE_LINE.match(line.text)
             if match:
-                found.append(NodeLine(match["name"], int(match["pid"]), match["log"], line.at))
+                found.append(NodeLine(match["name"], int(match["pid"]), match["log"], line.at,
+                                      match["metrics"] or ""))
         return found
 
     def wait_ready(self, timeout: float = 60.0) -> tuple[str, dict[str, int]]:

@@ -1,16 +1,18 @@
-"""The ``quorumlog`` command line against real node processes: ``cluster up`` (addresses,
-readiness line, clean SIGTERM stop with no process left, restart on the same data directory),
-``status --json``, ``append``/``read --json`` shapes, and one clear line for an unreachable
-cluster within the deadline."""
+"""The ``quorumlog`` command line against real node processes: ``cluster up`` (addresses, metrics
+served on the announced port and named by ``status --json``, readiness line, clean SIGTERM stop
+with no process left, restart on the same data directory), ``status --json``, ``append``/``read
+--json`` shapes, and one clear line for an unreachable cluster within the deadline."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,13 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
         node_lines = up.lines_before_ready()
         assert len(node_lines) == 3
         pids = []
+        metrics = [f"127.0.0.1:{base + 200 + i}" for i in range(3)]  # base + 200 + i - 1
         for i, line in enumerate(node_lines):
             name, client, peer = f"n{i + 1}", f"127.0.0.1:{base + i}", f"127.0.0.1:{base + 100 + i}"
-            assert line.startswith(f"{name}: client {client} peer {peer} pid "), line
+            assert line.startswith(
+                f"{name}: client {client} peer {peer} metrics {metrics[i]} pid "), line
             pids.append(int(line.split(" pid ")[1].split()[0]))
+        assert [node.metrics for node in up.node_lines()] == metrics
 
         def settled() -> list[dict[str, Any]] | None:
             # "cluster ready" means a leader was elected; a follower that has not heard from
@@ -64,9 +69,18 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
 
         rows = wait_until(settled, 30, "every node to report the one leader")
         assert [row["id"] for row in rows] == ["n1", "n2", "n3"]
-        for row, pid in zip(rows, pids, strict=True):
+        for row, pid, address in zip(rows, pids, metrics, strict=True):
             assert set(row) >= STATUS_KEYS
             assert row["pid"] == pid and row["leader"] in {"n1", "n2", "n3"}
+            assert row["metrics_address"] == address  # ClusterStatus names the announced port
+            scraped = wait_until(lambda address=address: _scrape(address), 30,
+                                 f"metrics on {address}")
+            # That node's own figures (labelled with its name), commit index included.
+            commit = re.search(
+                rf'^quorumlog_raft_commit_index\{{[^}}]*node="{row["id"]}"[^}}]*\}} (\S+)$',
+                scraped, re.MULTILINE)
+            assert commit is not None, scraped[:2000]
+            assert float(commit.group(1)) >= 1
             assert isinstance(row["term"], int) and row["term"] >= 1
             for key in ("commit_index", "applied_index", "last_index"):
                 assert isinstance(row[key], int)
@@ -103,6 +117,15 @@ def test_cluster_up_status_append_read_stop_and_restart(tmp_path: Path) -> None:
         assert [m["data"] for m in page["messages"]] == ["created", "paid", "shipped"]
         code, _ = up.stop(signal.SIGTERM, timeout=60)
         assert code == 0
+
+
+def _scrape(address: str) -> str | None:
+    """The Prometheus text ``address`` serves on ``/metrics``; None while it does not."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+            return str(answer.read().decode())
+    except OSError:
+        return None
 
 
 def test_unreachable_cluster_is_one_clear_line_within_the_deadline() -> None:

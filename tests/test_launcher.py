@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cluster_up_process import pid_gone
@@ -84,9 +85,36 @@ def test_the_fixed_layout_is_cluster_ups(tmp_path: Path) -> None:
             plan(count, tmp_path)
 
 
+def test_the_fixed_layout_with_metrics_puts_them_at_base_plus_200(tmp_path: Path) -> None:
+    nodes = plan(3, tmp_path, base_port=7001, metrics=True)
+    assert [n.metrics_addr for n in nodes] == [
+        "127.0.0.1:7201", "127.0.0.1:7202", "127.0.0.1:7203"]
+    assert launcher.METRICS_PORT_OFFSET == 200
+    assert launcher.fixed_metrics_ports(2, 9000) == [9200, 9201]
+
+
 def test_free_base_port_has_its_whole_layout_free() -> None:
     base = launcher.free_base_port(3)
-    assert launcher.ports_free([*range(base, base + 3), *range(base + 100, base + 103)])
+    assert launcher.ports_free([*range(base, base + 3), *range(base + 100, base + 103),
+                                *range(base + 200, base + 203)])
+
+
+def test_free_base_port_skips_a_base_whose_metrics_port_is_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the metrics ports of the first candidates are taken: those are refused."""
+    candidates = iter([20_000, 20_000, 21_000])
+    monkeypatch.setattr(launcher, "random",
+                        SimpleNamespace(randrange=lambda low, high: next(candidates)))
+    asked: list[list[int]] = []
+
+    def free(ports: Sequence[int]) -> bool:
+        asked.append(list(ports))
+        return 20_200 not in ports
+
+    monkeypatch.setattr(launcher, "ports_free", free)
+    assert launcher.free_base_port(2) == 21_000
+    assert asked[0] == [20_000, 20_100, 20_001, 20_101, 20_200, 20_201]
+    assert len(asked) == 3
 
 
 def test_the_node_command_line(tmp_path: Path) -> None:

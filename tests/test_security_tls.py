@@ -141,7 +141,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def test_cluster_up_and_every_client_command_over_tls(tmp_path: Path) -> None:
     directory = tmp_path / "tls"
     assert _run("certs", "init", str(directory), "--clients", "admin,bob").returncode == 0
-    base = free_base_port()  # cluster up uses base..base+2 and base+100..base+102
+    base = free_base_port()  # cluster up uses base..base+2, base+100.. and base+200..
     up = subprocess.Popen(
         [*QUORUMLOG, "cluster", "up", "--nodes", "3", "--data-dir", str(tmp_path / "data"),
          "--base-port", str(base), "--tls-dir", str(directory)],

@@ -5,8 +5,9 @@ dispatch the ``add-node`` / ``remove-node`` / ``transfer-leader`` actions to
 
 Owns: the command's flags and output lines, over the local-cluster launcher
 (``quorumlog.node.process.launcher``: node i on client port base+i-1, peer port base+100+i-1,
-data in DATA_DIR/n<i>, stdout + stderr appended to DATA_DIR/n<i>/node.log): printing each
-node's addresses, pid and log at every start; waiting until a leader is elected and known by
+Prometheus metrics on base+200+i-1, data in DATA_DIR/n<i>, stdout + stderr appended to
+DATA_DIR/n<i>/node.log): printing each node's addresses (``n1: client ADDR peer ADDR metrics
+ADDR pid PID log PATH``) at every start; waiting until a leader is elected and known by
 every node (and, with shards, every shard has a leader) and printing ``cluster ready: leader
 <id>`` (then, with shards, ``shards: S led; n1 2, n2 2, ...``; a node that exits before that
 is fatal: most likely a port in use or a bad flag); then supervising the nodes (an exit is one
@@ -57,15 +58,17 @@ def plan(nodes: int, base_port: int, data_dir: Path, shards: int | None = None,
     comma-separated ``--host-tags``, one per node)."""
     if not 1 <= nodes <= launcher.MAX_NODES:
         raise CliError(f"--nodes must be between 1 and {launcher.MAX_NODES}, got {nodes}")
-    if not 1024 <= base_port <= 65535 - 200:
-        raise CliError(f"--base-port must be between 1024 and 65335, got {base_port}")
+    highest = 65535 - launcher.METRICS_PORT_OFFSET - (nodes - 1)  # the last metrics port
+    if not 1024 <= base_port <= highest:
+        raise CliError(f"--base-port must be between 1024 and {highest}, got {base_port}")
     if shards is not None and not 1 <= shards <= MAX_SHARDS:
         raise CliError(f"--shards must be between 1 and {MAX_SHARDS}, got {shards}")
     tags = None if host_tags is None else [tag.strip() for tag in host_tags.split(",")]
     if tags is not None and (len(tags) != nodes or not all(tags)):
         raise CliError(f"--host-tags must name one host tag per node ({nodes}), "
                        f"got {host_tags!r}")
-    return launcher.plan(nodes, data_dir, base_port=base_port, shards=shards, host_tags=tags)
+    return launcher.plan(nodes, data_dir, base_port=base_port, metrics=True, shards=shards,
+                         host_tags=tags)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up = sub.add_parser("up", help="start a local cluster in the foreground")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument("--data-dir", type=Path, default=Path("./data"), help="default ./data")
-    up.add_argument("--base-port", type=int, default=7001, help="first client port (7001)")
+    up.add_argument("--base-port", type=int, default=7001,
+                    help="first client port (7001); peers on +100, metrics on +200")
     up.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to elect")
     up.add_argument(
         "--shards", type=int, default=None, metavar="S",
@@ -128,7 +132,8 @@ def _restart_policy(args: argparse.Namespace) -> RestartPolicy:
 
 
 def _announce(node: LocalNode, pid: int) -> None:
-    print(f"{node.name}: client {node.client_addr} peer {node.peer_addr} pid {pid} "
+    metrics = f" metrics {node.metrics_addr}" if node.metrics_addr else ""
+    print(f"{node.name}: client {node.client_addr} peer {node.peer_addr}{metrics} pid {pid} "
           f"log {node.log_path}", flush=True)
 
 

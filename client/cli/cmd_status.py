@@ -6,8 +6,9 @@ Text: three tables — nodes (role, term, leader, commit / applied / last index,
 time since the leader last heard from it), then ``membership`` (voter or learner, peer and
 client address). JSON: a list with one object per address, keys ``id, address, role, term,
 leader, commit_index, applied_index, last_index, pid`` (plus ``reachable``, ``error``,
-``advertised_address``, ``first_index``, ``snapshot_index``, ``members`` and — on the
-leader — ``followers``). ``address`` is the address dialed; an unreachable node has ``role``
+``advertised_address``, ``metrics_address`` (its ``--metrics-addr``, "" when it serves no
+metrics), ``first_index``, ``snapshot_index``, ``members`` and — on the leader —
+``followers``). ``address`` is the address dialed; an unreachable node has ``role``
 "unreachable", null numbers and an ``error``. Exit code 0 when at least one node answered, 1
 (with one line on stderr) when none did.
 
@@ -73,6 +74,7 @@ def node_json(report: NodeReport) -> dict[str, Any]:
         "reachable": True,
         "error": None,
         "advertised_address": status.address,
+        "metrics_address": status.metrics_address,
         "first_index": status.first_index,
         "snapshot_index": status.snapshot_index,
         "members": [member_json(member) for member in status.members],

@@ -411,6 +411,7 @@ class QuorumLogService(quorumlog_pb2_grpc.QuorumLogServicer):
             followers=_followers(status.followers),
             shard_count=self.shards.shard_count,
             host_tag=self.config.host_tag or self.config.name,
+            metrics_address=self.config.metrics_addr or "",
         )
         answer.shards.extend(shard_statuses(self.shards, peers))
         return answer

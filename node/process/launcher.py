@@ -3,17 +3,18 @@
 network-namespace test bed and the integration tests.
 
 Owns: the layout (``plan``: nodes n1..nN; client and peer ports either at a fixed base, as
-``cluster up`` documents them: client base+i-1, peer base+100+i-1, or free ports picked by the
-kernel, plus a metrics port on request; data in ROOT/n<i>; the log at ROOT/n<i>/node.log, or
-LOGS/n<i>.log); the exact node command line (``node_command``: every member in ``--peers``, the
-node's addresses and data directory, ``--init-shards S`` and ``--host-tag NAME`` when the
-layout sets them, then the cluster's and the node's own extra flags), optionally behind a
-command prefix (``ip netns exec NAME``) and with its own environment (default: ours plus
-``PYTHONUNBUFFERED=1``); starting, kill -9, SIGSTOP / SIGCONT, clean stop and restart of one
-node or all of them (``supervisor.Supervisor``); waiting, with a deadline, until a leader is
-elected and every running node knows it, and, in a sharded cluster, every data shard has a
-leader (``ClusterStatus`` through the proto stubs); supervision (restart on exit, as ``cluster
-up`` asks); and stopping every node when its ``with`` block ends, however it ends.
+``cluster up`` documents them: client base+i-1, peer base+100+i-1 and, when metrics are asked
+for, metrics base+200+i-1, or free ports picked by the kernel (metrics included); data in
+ROOT/n<i>; the log at ROOT/n<i>/node.log, or LOGS/n<i>.log); the exact node command line
+(``node_command``: every member in ``--peers``, the node's addresses and data directory,
+``--init-shards S`` and ``--host-tag NAME`` when the layout sets them, then the cluster's and
+the node's own extra flags), optionally behind a command prefix (``ip netns exec NAME``) and
+with its own environment (default: ours plus ``PYTHONUNBUFFERED=1``); starting, kill -9,
+SIGSTOP / SIGCONT, clean stop and restart of one node or all of them
+(``supervisor.Supervisor``); waiting, with a deadline, until a leader is elected and every
+running node knows it, and, in a sharded cluster, every data shard has a leader
+(``ClusterStatus`` through the proto stubs); supervision (restart on exit, as ``cluster up``
+asks); and stopping every node when its ``with`` block ends, however it ends.
 
 Must never: import the SDK or the CLI (it sits under both: a caller that needs TLS for the
 status probes hands in a channel factory), print anything but the supervisor's exit lines
@@ -52,6 +53,7 @@ from quorumlog.proto.sharding import MAX_SHARDS
 
 HOST = "127.0.0.1"
 PEER_PORT_OFFSET = 100  # the fixed layout: peer port = client port + 100
+METRICS_PORT_OFFSET = 200  # the fixed layout: metrics port = client port + 200
 MAX_NODES = 9
 POLL_INTERVAL = 0.2  # seconds between two looks at the nodes while waiting for readiness
 NO_RESTART = RestartPolicy(restart=False)
@@ -170,15 +172,22 @@ def fixed_ports(count: int, base_port: int) -> list[tuple[int, int]]:
     return [(base_port + i, base_port + PEER_PORT_OFFSET + i) for i in range(count)]
 
 
+def fixed_metrics_ports(count: int, base_port: int) -> list[int]:
+    """The metrics port of each node in the fixed layout at ``base_port``."""
+    return [base_port + METRICS_PORT_OFFSET + i for i in range(count)]
+
+
 def free_base_port(count: int = 3) -> int:
-    """A base port whose fixed layout is all free, below the kernel's ephemeral range (so no
-    outgoing connection can take one of its ports meanwhile)."""
+    """A base port whose fixed layout (client, peer and metrics ports) is all free, below the
+    kernel's ephemeral range (so no outgoing connection can take one of its ports
+    meanwhile)."""
     low = 32768
     with contextlib.suppress(OSError, ValueError):
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
-        base = random.randrange(20_000, max(20_001, low - PEER_PORT_OFFSET - count))
-        if ports_free([port for pair in fixed_ports(count, base) for port in pair]):
+        base = random.randrange(20_000, max(20_001, low - METRICS_PORT_OFFSET - count))
+        ports = [port for pair in fixed_ports(count, base) for port in pair]
+        if ports_free([*ports, *fixed_metrics_ports(count, base)]):
             return base
     raise LaunchError("no free port range for a local cluster")
 
@@ -187,10 +196,11 @@ def plan(count: int, root: Path, *, base_port: int | None = None, metrics: bool 
          log_dir: Path | None = None, args: Sequence[str] = (),
          host: str = HOST, shards: int | None = None,
          host_tags: Sequence[str] | None = None) -> list[LocalNode]:
-    """Nodes n1..n<count>: fixed ports at ``base_port``, else free ones; data in ROOT/n<i>;
-    the log in ROOT/n<i>/node.log, or LOG_DIR/n<i>.log; ``args`` for each node; every node
-    founds the cluster with ``shards`` data shards (None: the node's default, one) and node i
-    gets host tag ``host_tags[i-1]`` (None: its name, the node's default)."""
+    """Nodes n1..n<count>: fixed ports at ``base_port``, else free ones (``metrics``: a
+    metrics port too, fixed or free alike); data in ROOT/n<i>; the log in
+    ROOT/n<i>/node.log, or LOG_DIR/n<i>.log; ``args`` for each node; every node founds the
+    cluster with ``shards`` data shards (None: the node's default, one) and node i gets host
+    tag ``host_tags[i-1]`` (None: its name, the node's default)."""
     if not 1 <= count <= MAX_NODES:
         raise ValueError(f"a local cluster has 1 to {MAX_NODES} nodes, not {count}")
     if shards is not None and not 1 <= shards <= MAX_SHARDS:
@@ -203,7 +213,10 @@ def plan(count: int, root: Path, *, base_port: int | None = None, metrics: bool 
     else:
         ports = free_ports(2 * count)
         pairs = list(zip(ports[::2], ports[1::2], strict=True))
-    metrics_ports: list[int | None] = [*free_ports(count)] if metrics else [None] * count
+    metrics_ports: list[int | None] = [None] * count
+    if metrics:
+        metrics_ports = [*(free_ports(count) if base_port is None
+                           else fixed_metrics_ports(count, base_port))]
     nodes = []
     for index, ((client, peer), metrics_port) in enumerate(zip(pairs, metrics_ports,
                                                                 strict=True), start=1):
