@@ -20,7 +20,7 @@ LATEST := .venv-latest
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
-.PHONY: install lock test test-fast test-latest testdeps lint up sim bench compare etcd \
+.PHONY: install lock test test-fast test-latest testdeps lint up console sim bench compare etcd \
 	chaos proto clean
 
 $(UV):
@@ -94,7 +94,8 @@ etcd:
 # What the suite needs beyond Python, so no test has a reason to skip: etcd for the
 # side-by-side test, iproute2 (`ip netns`) for the multi-host test (tests/test_netns.py),
 # Node.js and npm for the Node.js example's test (tests/test_node_example.py runs `npm ci`),
-# fuse3 (fusermount3 and libfuse3) for the fault filesystem's tests (tests/test_faultfs.py).
+# fuse3 (fusermount3 and libfuse3) for the fault filesystem's tests (tests/test_faultfs.py),
+# Chromium and its driver for the web console's browser tests (tests/test_console_*.py).
 testdeps: etcd
 	command -v ip >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y iproute2; }
@@ -102,6 +103,8 @@ testdeps: etcd
 		apt-get install -y fuse3; }
 	command -v node >/dev/null && command -v npm >/dev/null || { apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
 
 # The chaos run CI does (tests/test_chaos_run.py); `make chaos DURATION=3600` for a soak.
 DURATION ?= 120
@@ -114,6 +117,10 @@ proto: $(STAMP)
 
 up: $(STAMP)
 	$(VENV)/bin/quorumlog cluster up --nodes 3 --shards 6 --data-dir ./data --base-port 7001
+
+# The web console for the cluster `make up` runs (docs/console.md): http://127.0.0.1:8080/
+console: $(STAMP)
+	$(VENV)/bin/quorumlog console
 
 clean:
 	rm -rf $(VENV) $(LATEST) .tools .typecheck .mypy_cache .pytest_cache .ruff_cache build \

@@ -30,8 +30,10 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
+import heapq
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -529,16 +531,33 @@ class ConsumerOperations:
         self, prefix: str = "", *, session: str = "", deadline: float | None = None
     ) -> list[ConsumerSessionStatus]:
         """Owner, lease expiry, lag, in-flight count and cursor per group, and dead letters,
-        of every session whose name starts with ``prefix`` (or of ``session`` alone)."""
+        of every session whose name starts with ``prefix`` (or of ``session`` alone), by
+        name. A sharded cluster is asked shard by shard, each by its leader, at once."""
+        if not session:
+            await self._router.learn(self._end_of(deadline))
+            count = self._router.shards.count
+            if self._router.shards.sharded:
+                parts = await asyncio.gather(*(
+                    self._sessions_of(prefix, "", shard, deadline) for shard in range(count)
+                ))
+                return list(heapq.merge(*parts, key=lambda status: status.session))
+        return await self._sessions_of(prefix, session, None, deadline)
+
+    async def _sessions_of(
+        self, prefix: str, session: str, shard: int | None, deadline: float | None
+    ) -> list[ConsumerSessionStatus]:
+        """Every page of one listing: ``session``'s, ``shard``'s, or (None) the one node's."""
         found: list[ConsumerSessionStatus] = []
         start_after = ""
         while True:
             request = cpb.ListConsumerSessionsRequest(
                 prefix=prefix, session=session, start_after=start_after, limit=1000
             )
+            if shard is not None:
+                request.shard = shard
             r = cast(cpb.ListConsumerSessionsResponse,
                      await self._call("ListConsumerSessions", request, deadline,
-                                      session=session))
+                                      session=session, shard=shard))
             found.extend(
                 ConsumerSessionStatus(
                     s.session,

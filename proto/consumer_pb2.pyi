@@ -469,16 +469,18 @@ class ConsumerSessionStatus(_message.Message):
     def __init__(self, session: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., dead_letters: _Optional[int] = ..., closed: _Optional[bool] = ..., session_ttl_ms: _Optional[int] = ..., message_ttl_ms: _Optional[int] = ..., retention_ms: _Optional[int] = ..., retention_bytes: _Optional[int] = ..., messages_expired: _Optional[int] = ..., duplicate_window_ms: _Optional[int] = ..., dead_letter_expired: _Optional[bool] = ...) -> None: ...
 
 class ListConsumerSessionsRequest(_message.Message):
-    __slots__ = ("prefix", "limit", "start_after", "session")
+    __slots__ = ("prefix", "limit", "start_after", "session", "shard")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     prefix: str
     limit: int
     start_after: str
     session: str
-    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
+    shard: int
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ..., session: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
 
 class ListConsumerSessionsResponse(_message.Message):
     __slots__ = ("sessions", "truncated", "now_ms")

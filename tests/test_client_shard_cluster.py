@@ -73,6 +73,14 @@ def test_appends_to_sessions_of_every_shard_are_read_back(tmp_path: Path) -> Non
                     ]
                     await client.consumer.complete(batch.messages)
                     await client.consumer.release(lease)
+                # the consumer side of every shard is listed, by name, each by its leader
+                statuses = await client.consumer.sessions("orders/")
+                assert [status.session for status in statuses] == sorted(sessions)
+                by_name = {status.session: status for status in statuses}
+                for name in owned:
+                    groups = {group.group: group for group in by_name[name].groups}
+                    assert groups["billing"].backlog == 0
+                    assert groups["billing"].next_offset == 3
 
         asyncio.run(main())
 

@@ -29,6 +29,7 @@ LAYER_OF_FOLDER = {
     "node/process": "node.process",
     "client": "client",
     "client/cli": "client.cli",
+    "client/console": "client.console",
     "chaos/toxiproxy": "chaos.toxiproxy",
     "chaos/faultfs": "chaos.faultfs",
     "chaos/run": "chaos.run",
@@ -45,8 +46,10 @@ ALLOWED: dict[str, set[str]] = {
     **{layer: {"raft", "proto", *NODE_LAYERS[:index]}
        for index, layer in enumerate(NODE_LAYERS)},
     "client": {"proto"},
-    "client.cli": {"client", "proto", "raft", "raft.testing", *NODE_LAYERS, "chaos.toxiproxy",
-                   "chaos.faultfs", "chaos.run"},
+    "client.cli": {"client", "client.console", "proto", "raft", "raft.testing", *NODE_LAYERS,
+                   "chaos.toxiproxy", "chaos.faultfs", "chaos.run"},
+    # the web console is a client like any other: the SDK and the API's messages only
+    "client.console": {"client", "proto"},
     "chaos.toxiproxy": {"client", "proto"},
     "chaos.faultfs": set(),
     "chaos.run": {"chaos.toxiproxy", "chaos.faultfs", "client", "proto"},

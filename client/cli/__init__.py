@@ -65,6 +65,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "quorumlog.client.cli.cmd_certs", "create development TLS certificates / sign tokens"
     ),
     "acl": ("quorumlog.client.cli.cmd_acl", "grant, revoke, list access rules; enable enforcement"),
+    "console": (
+        "quorumlog.client.cli.cmd_console",
+        "serve the web console: the cluster, sessions, messages, dead letters, live tail",
+    ),
 }
 
 

@@ -536,11 +536,16 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             pages = [(local, [local.state_machine.describe(request.session)])]
             truncated = False
         else:
-            # Sharded: the shards hosted here, each at a linearizable read point (a shard
-            # this node does not lead answers with its leader).
+            # Sharded: the asked shard, else the shards hosted here, each at a linearizable
+            # read point (a shard this node does not lead answers with its leader).
             limit = min(request.limit or 100, consumer_records.MAX_LIST)
             pages, truncated = [], False
-            for local in self.shards.local_shards():
+            try:
+                locals_ = ([self.shards.for_shard(request.shard)] if request.HasField("shard")
+                           else self.shards.local_shards())
+            except NodeError as error:
+                await rpc.abort_node_error(context, error)
+            for local in locals_:
                 await rpc.linearizable(context, local.port)
                 page = local.state_machine.list_sessions(
                     request.prefix, limit, request.start_after
