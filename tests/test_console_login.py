@@ -1,5 +1,6 @@
-"""The console with ``--require-login``: users log in with cluster tokens, and the cluster's
-ACLs decide what each may see and do through the console."""
+"""Who the console acts as: with ``--require-login`` each user's cluster token, else the
+console's own mutual-TLS identity; either way the cluster's ACLs decide what a user may see
+and do through the console."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from cluster_harness import running_cluster
 from console_harness import ConsoleProcess, chromium, click_to_load, http, screenshot
+from security_harness import client_security, running_tls_cluster, tls_dir
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -111,3 +113,38 @@ def test_login_token_and_cluster_acls_decide_what_a_user_sees_and_does(
         ("bob", "append", "PERMISSION_DENIED"), ("alice", "append", "OK")]
     text = audit.read_text()
     assert alice not in text and bob not in text
+
+
+def test_the_consoles_mutual_tls_identity_decides_what_it_shows_and_does(
+        tmp_path: Path) -> None:
+    directory = tls_dir(tmp_path)
+    with running_tls_cluster(tmp_path, directory, size=1) as cluster, \
+            Client(cluster.addresses, deadline=15, security=client_security(directory)) \
+            as admin, chromium() as driver:
+        for verb in ("manage", "read", "append", "consume"):
+            admin.acl.grant("admin", verb, "")
+        admin.acl.grant("bob", "read", "shop/")
+        admin.acl.set_enabled(True)
+        admin.append("shop/a", b"first")
+        console = ConsoleProcess(cluster.addresses, tmp_path / "console.log", [
+            "--tls-dir", str(directory), "--tls-client", "bob"])
+        console.start()
+        try:
+            driver.get(console.url + "/")  # the overview's status calls are public
+            assert "acting as the console's own identity" in _body(driver)
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#nodes tbody tr")) == 1
+            driver.get(console.url + "/sessions")
+            assert "'bob' may not read" in _body(driver)
+            driver.get(console.url + "/sessions?prefix=shop/")
+            assert "shop/a" in _body(driver)
+            driver.get(console.url + "/session?" + urllib.parse.urlencode({"name": "shop/a"}))
+            driver.find_element(By.ID, "append-body").send_keys("from bob")
+            click_to_load(driver, driver.find_element(By.ID, "append"))
+            click_to_load(driver, driver.find_element(By.ID, "confirm"))
+            assert "Error 403" in _body(driver) and "'bob' may not append" in _body(driver)
+            assert admin.describe_session("shop/a").next_offset == 1
+        except BaseException:
+            print(console.log())
+            raise
+        finally:
+            console.stop()

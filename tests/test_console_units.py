@@ -4,11 +4,13 @@ action forms, the tail's start, the feed's arithmetic, the settings' rules."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from quorumlog.client import errors
+from quorumlog.client.cli import cmd_console, main
 from quorumlog.client.console import actions, feed, identity, payload, settings, tail
 from quorumlog.client.envelope import Envelope
 from quorumlog.client.results import (
@@ -185,3 +187,32 @@ def test_settings_refuse_an_open_console_without_login() -> None:
     settings.ConsoleSettings(["a:1"], "localhost", 8080)
     with pytest.raises(settings.SettingsError, match="no address"):
         settings.ConsoleSettings([], "127.0.0.1", 8080)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def test_console_command_refuses_bad_flags_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key")
+    cases = [
+        (["--listen", "0.0.0.0:8080"], "not a loopback address: add --require-login"),
+        (["--listen", "8080"], "--listen must be HOST:PORT"),
+        (["--listen", "127.0.0.1:0"], "--listen port must be 1-65535"),
+        (["--cookie-key-file", str(bad_key)], "not a console key"),
+        (["--cookie-key-file", str(tmp_path / "missing" / "k")], "No such file or directory"),
+    ]
+    for flags, message in cases:
+        assert main(["console", "--cluster", "127.0.0.1:1", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert bad_key.read_text() == "not a key"  # a bad key file is never overwritten
+
+
+def test_a_missing_cookie_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "console.key"
+    first = cmd_console.cookie_key(path)
+    assert first is not None and identity.valid_key(first)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert cmd_console.cookie_key(path) == first
+    assert cmd_console.cookie_key(None) is None

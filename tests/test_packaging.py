@@ -83,6 +83,8 @@ def source_files() -> list[Path]:
                 continue
             if path.suffix in {".py", ".pyi", ".proto"} or path.name == "py.typed":
                 files.append(path.relative_to(REPO))
+            elif path.parent.parts[-2:] in (("console", "templates"), ("console", "static")):
+                files.append(path.relative_to(REPO))  # the web console's pages and assets
     return files
 
 

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_common.add_common_arguments(parser, json_flag=False)
 
 
-def _cookie_key(path: Path | None) -> bytes | None:
+def cookie_key(path: Path | None) -> bytes | None:
+    """The key in ``path``, made (mode 0600, fsynced) when the file is missing; None: none."""
     if path is None:
         return None
     try:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                        if part.strip()],
             host=host, port=port, security=cli_common.security_of(args),
             read_only=args.read_only, require_login=args.require_login,
-            audit_log=args.audit_log, cookie_key=_cookie_key(args.cookie_key_file),
+            audit_log=args.audit_log, cookie_key=cookie_key(args.cookie_key_file),
             deadline=cli_common.deadline_of(args, 10.0),
         )
     except SettingsError as error:
