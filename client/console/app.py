@@ -102,6 +102,7 @@ class Console:
                                   security=settings.security)
         self.feed = ClusterFeed(self.client, settings.poll_interval)
         self._user_clients: OrderedDict[str, AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()  # evicted clients being closed
         self._notices: OrderedDict[str, str] = OrderedDict()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(
@@ -130,7 +131,9 @@ class Console:
         self._user_clients[user.token] = client
         while len(self._user_clients) > MAX_USER_CLIENTS:
             _, old = self._user_clients.popitem(last=False)
-            asyncio.get_running_loop().create_task(old.close())
+            closing = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         return client
 
     async def forget(self, user: Identity) -> None:

@@ -5,6 +5,8 @@
 
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
+  const FINAL = ["NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED", "OUT_OF_RANGE",
+                 "INVALID_ARGUMENT"];
 
   function setText(id, text) {
     const node = document.getElementById(id);
@@ -147,7 +149,8 @@
     source.addEventListener("trouble", (event) => {
       const problem = JSON.parse(event.data);
       setText("tail-status", "interrupted (" + problem.code + "): reconnecting");
-      if (problem.code === "NOT_FOUND" || problem.code === "PERMISSION_DENIED") {
+      // a refusal that a reconnect cannot cure: stop instead of asking again every second
+      if (FINAL.includes(problem.code)) {
         source.close();
         setText("tail-status", "stopped: " + problem.code + ": " + problem.message);
       }
