@@ -83,7 +83,7 @@
       s.shard, s.group, s.leader || "?", s.replicas.join(", "), s.term, s.commit_index,
       s.max_lag, s.sessions,
     ]);
-    if (body.leader) setText("meta-leader", body.leader);
+    setText("meta-leader", body.leader || "none known");
   }
 
   function refreshOverview() {
