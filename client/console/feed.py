@@ -1,6 +1,7 @@
 """The overview's live feed: a poller that looks at the cluster every second.
 
-Owns: polling every node's status (the public ClusterStatus call) and scraping the metrics
+Owns: polling every node's status (the public ClusterStatus call: the addresses the console
+was given and every member their answers name) and scraping the metrics
 endpoint each node names in it (``metrics_address``), turning the counters' differences into
 samples (append calls per second, their mean latency, committed Raft entries per second),
 noticing leader changes of the meta group and of every shard, and keeping the last
@@ -23,8 +24,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from quorumlog.client import errors
 from quorumlog.client.async_client import AsyncClient
-from quorumlog.client.results import ClusterStatus
+from quorumlog.client.results import ClusterStatus, NodeReport
 
 log = logging.getLogger("quorumlog.console.feed")
 
@@ -165,7 +167,8 @@ class ClusterFeed:
             await asyncio.sleep(self.interval)
 
     async def poll_once(self) -> None:
-        status = await self.client.cluster_status(deadline=self.deadline)
+        status = await self.with_members(
+            await self.client.cluster_status(deadline=self.deadline))
         now = time.time()
         previous_at = self.state.polled_at
         self.state.status, self.state.polled_at = status, now
@@ -179,6 +182,30 @@ class ClusterFeed:
         self._entries = entries
         if totals:
             self._totals = totals
+
+    async def with_members(self, status: ClusterStatus) -> ClusterStatus:
+        """``status`` and the members it names that were not asked (a node added since the
+        console started, or one the console was not told of), each probed once."""
+        asked = {report.address for report in status.nodes}
+        asked |= {report.status.address for report in status.reachable if report.status}
+        missing = sorted({
+            member.client_address
+            for report in status.reachable if report.status is not None
+            for member in report.status.members
+            if member.client_address and member.client_address not in asked
+        })
+
+        async def probe(address: str) -> NodeReport:
+            try:
+                return NodeReport(address, await self.client.node_status(
+                    address, deadline=self.deadline), None)
+            except errors.QuorumLogError as error:
+                return NodeReport(address, None, error)
+
+        if not missing:
+            return status
+        extra = await asyncio.gather(*(probe(address) for address in missing))
+        return ClusterStatus([*status.nodes, *extra])
 
     def _sample(self, now: float, elapsed: float, totals: dict[str, AppendTotals],
                 entries: int) -> Sample:
