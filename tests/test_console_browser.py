@@ -5,6 +5,7 @@ go to test-output/console/."""
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 import urllib.parse
@@ -382,6 +383,15 @@ def test_csrf_attempts_are_refused_and_change_nothing(stack: Stack) -> None:
     status, _, text = http(f"{url}/action/trim", data=body,
                            headers={"cookie": jar, "origin": url})
     assert status == 200 and "Trim session" in text
+    # a bad field is refused with one precise line, before any confirmation
+    body = urllib.parse.urlencode({**form, "before_offset": "x", "csrf": str(csrf)}).encode()
+    status, _, text = http(f"{url}/action/trim", data=body,
+                           headers={"cookie": jar, "origin": url})
+    assert status == 400 and "INVALID_ARGUMENT: before_offset must be a whole number" in text
+    body = urllib.parse.urlencode({"session": "shop/stuck", "csrf": str(csrf)}).encode()
+    status, _, text = http(f"{url}/action/delete", data=body,
+                           headers={"cookie": jar, "origin": url})
+    assert status == 400 and "unknown action 'delete'" in html.unescape(text)
     assert stack.client.describe_session("shop/stuck").first_offset == 0
 
 
