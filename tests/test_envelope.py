@@ -397,6 +397,7 @@ def test_a_request_without_a_reply_times_out_precisely(client: Client) -> None:
 
 
 # -- lock renewal ------------------------------------------------------------------------------
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_renewing_a_lock_keeps_it_past_its_first_expiry(client: Client) -> None:
     client.append("lock-renew", b"slow", b"other")
     client.consumer.create_group("lock-g", lock_ms=2_500, max_deliveries=5)
@@ -425,6 +426,7 @@ def test_an_expired_lock_cannot_be_renewed(client: Client) -> None:
         client.consumer.renew_locks([message])
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_a_processor_handler_may_run_longer_than_the_lock(cluster: InProcessCluster) -> None:
     """The processor renews its session lease every third of it, and a lease renewal extends
     the owner's message locks with it (``leases.renew``), checked against the fencing token:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from cluster_harness import sessions_in_every_shard, wait_until
 from inprocess_cluster import InProcessCluster, inprocess_cluster
 
@@ -87,6 +88,7 @@ def _quiet(cluster: InProcessCluster) -> bool:
     return all(raft.metrics.messages_sent == before[key][0] for key, raft in groups.items())
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_idle_groups_stop_sending_wake_on_a_write_and_fail_over(tmp_path: Path) -> None:
     sessions = sessions_in_every_shard("quiet", SHARDS, 2)
     with inprocess_cluster(tmp_path, shards=SHARDS) as cluster:

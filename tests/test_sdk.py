@@ -190,6 +190,7 @@ def test_producer_id_is_random_hex_and_sequences_are_per_session(cluster: FakeCl
     assert [(r.session, r.sequence) for r in cluster.log.applied] == [("a", 0), ("b", 0), ("a", 2)]
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_unreachable_cluster_raises_unavailable_within_deadline() -> None:
     addresses = f"{dead_address()},{dead_address()}"
 
@@ -207,6 +208,7 @@ def test_unreachable_cluster_raises_unavailable_within_deadline() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_a_dead_cluster_is_not_retried_in_a_tight_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Once the router gives up on a definite UNAVAILABLE (too little time left to hear back
     from another try), the outbox ends the append instead of sending it again at once: before,

@@ -31,6 +31,10 @@ DEADLINE = 30.0
 SETTLE = 60.0
 RETRY = RetryPolicy(initial_backoff=0.01, max_backoff=0.1)
 
+# Each test starts its own 3-node, 4-shard cluster in this process (about 4 s): make test runs
+# them, make test-fast does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[InProcessCluster]:

@@ -98,11 +98,13 @@ def assert_caught(budget: int) -> SeedResult:
 
 
 # -- the tests -----------------------------------------------------------------------------------
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_counting_previous_term_entries_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "maybe_commit", commit_any_term)
     assert_caught(budget=400)  # first caught at seed 66
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_ack_before_persist_breaks_safety(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Raft, "_send", send_everything_now)
     assert_caught(budget=300)  # first caught at seed 5, by a crash between send and persist

@@ -609,6 +609,7 @@ def test_a_truncated_import_is_refused_and_marked(node: Node, other: Node) -> No
 
 
 # -- memory --------------------------------------------------------------------------------------
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_memory_stays_flat_while_applying_many_messages(node: Node) -> None:
     payload = b"m" * 100
 

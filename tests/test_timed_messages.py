@@ -55,6 +55,7 @@ def offsets(client: Client, session: str, group: str) -> list[int]:
     return [m.offset for m in batch.messages]
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_a_scheduled_message_is_delivered_after_its_time_and_later_ones_go_first(
     client: Client,
 ) -> None:
@@ -78,6 +79,7 @@ def test_a_scheduled_message_is_delivered_after_its_time_and_later_ones_go_first
     assert [m.offset for m in client.consumer.scheduled("sched", include_due=True)] == [1]
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_canceling_a_scheduled_message_keeps_it_from_every_group(client: Client) -> None:
     client.consumer.create_group("cancel-a", lock_ms=30_000)
     client.consumer.create_group("cancel-b", lock_ms=30_000)
@@ -133,6 +135,7 @@ def test_expired_messages_are_skipped_and_counted_or_dead_lettered(client: Clien
     assert letter.envelope == Envelope(time_to_live_ms=200)
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_an_expired_redelivery_is_not_delivered_again(client: Client) -> None:
     client.consumer.create_group("ttl-r", lock_ms=200, max_deliveries=10)
     client.append("ttl-redeliver", b"brief", envelope=Envelope(time_to_live_ms=3_000))
@@ -183,6 +186,7 @@ def _cli(cluster: InProcessCluster, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow  # over 2 s: make test runs it, make test-fast does not
 def test_cli_schedules_lists_and_cancels(cluster: InProcessCluster) -> None:
     done = _cli(cluster, "append", "cli-sched", "soon", "--deliver-at", "+3600",
                 "--ttl", "7200", "--json")
