@@ -33,7 +33,8 @@ from benchmarks.etcd import EtcdClient, EtcdCluster, EtcdUnavailable, ensure_ins
 from benchmarks.processes import CpuMeter, Processes, load_average, report_of
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
-from quorumlog.client.cli.bench import Settings, drive, local_cluster, node_figures, scrape_all
+from quorumlog.client.cli.bench import Settings, drive, local_cluster
+from quorumlog.client.cli.bench_metrics import node_figures, scrape_all
 from quorumlog.client.sdk import AsyncClient
 from quorumlog.node.process.launcher import Launcher
 

@@ -15,7 +15,10 @@ import time
 import pytest
 from cluster_harness import free_ports
 
-from quorumlog.client.cli.bench import Reservoir, node_figures
+from quorumlog.client import node_metrics
+from quorumlog.client.cli import bench_metrics
+from quorumlog.client.cli.bench import Reservoir
+from quorumlog.client.cli.bench_metrics import node_figures
 
 pytestmark = pytest.mark.cluster
 
@@ -125,3 +128,17 @@ def test_node_figures_use_the_leader_deltas() -> None:
     assert figures["follower_entries_per_fsync"] == 2.0
     assert figures["commands_per_entry"] is None  # no proposal counters in this sample
     assert node_figures([None], [None])["entries_per_fsync"] is None
+
+
+def test_node_metrics_sum_by_name_and_refuse_odd_addresses() -> None:
+    text = (
+        "# HELP quorumlog_raft_fsyncs_total fsyncs\n# TYPE quorumlog_raft_fsyncs_total counter\n"
+        'quorumlog_raft_fsyncs_total{shard="0"} 3.0\nquorumlog_raft_fsyncs_total{shard="1"} 4.0\n'
+        'quorumlog_raft_is_leader{shard="0"} 1.0\nbroken_line nan-ish\n'
+    )
+    assert node_metrics.totals(text) == {"quorumlog_raft_fsyncs": 7.0,
+                                         "quorumlog_raft_is_leader": 1.0}
+    for address in ("no-port", "h:p", "h:1/evil", ":80"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            node_metrics.fetch(address)
+    assert bench_metrics.scrape("127.0.0.1:1", timeout=0.5) is None  # nothing listens there

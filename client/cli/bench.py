@@ -12,7 +12,7 @@ reservoir (bounded memory); a single-line progress bar on stderr (when stderr is
 ``--progress``); the report (messages/s, MB/s with MB = 10^6 payload bytes, appends/s, latency
 percentiles in ms, errors by type) on stdout, or one JSON object with ``--json``; the nodes'
 write-path figures from their Prometheus ``/metrics`` scraped before and after the measured
-interval (entries per fsync and per AppendEntries message, on the leader); with ``--local N``,
+interval (``quorumlog.client.cli.bench_metrics``); with ``--local N``,
 N nodes on free loopback ports with their own metrics endpoints through the local-cluster
 launcher (``quorumlog.node.process.launcher``; ``--shards S`` data shards), a wait until every
 node knows the leader and every shard has one, and every node stopped (SIGTERM, then SIGKILL
@@ -35,8 +35,6 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from typing import Any
 from quorumlog.client import errors
 from quorumlog.client.cli import CliError
 from quorumlog.client.cli import common as cli_common
+from quorumlog.client.cli.bench_metrics import node_figures, scrape_all
 from quorumlog.client.sdk import AsyncClient
 from quorumlog.client.tls import ClientSecurity, sync_channel
 from quorumlog.node.process import launcher
@@ -224,93 +223,6 @@ class Reservoir:
             "p999": rank(0.999),
             "max": round(self.max * 1000.0, 3) if ordered else None,
         }
-
-
-# -- node metrics ------------------------------------------------------------------------------
-
-
-def scrape(address: str, timeout: float = 2.0) -> dict[str, float] | None:
-    """``/metrics`` of one node as {metric name: value summed over labels}, None if down.
-
-    A counter's ``_total`` suffix is dropped: ``quorumlog_raft_fsyncs_total`` is read as
-    ``quorumlog_raft_fsyncs``.
-    """
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as response:
-            text = response.read().decode("utf-8", "replace")
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_part, _, value_part = line.rpartition(" ")
-        name = name_part.split("{", 1)[0].strip()
-        name = name.removesuffix("_total")  # counters are exposed as <name>_total
-        try:
-            value = float(value_part)
-        except ValueError:
-            continue
-        values[name] = values.get(name, 0.0) + value
-    return values
-
-
-def scrape_all(addresses: list[str]) -> list[dict[str, float] | None]:
-    return [scrape(address) for address in addresses]
-
-
-def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
-    if name not in before or name not in after:
-        return None
-    return after[name] - before[name]
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return round(numerator / denominator, 3)
-
-
-def node_figures(
-    before: list[dict[str, float] | None], after: list[dict[str, float] | None]
-) -> dict[str, float | None]:
-    """Write-path figures over the run; the leader is the node reporting is_leader after it."""
-    figures: dict[str, float | None] = {
-        "entries_per_fsync": None,
-        "entries_per_append_entries": None,
-        "follower_entries_per_fsync": None,
-        "empty_append_entries_fraction": None,
-        "commands_per_entry": None,
-    }
-    pairs = [(b, a) for b, a in zip(before, after, strict=True) if b is not None and a is not None]
-    leaders = [pair for pair in pairs if pair[1].get("quorumlog_raft_is_leader", 0.0) >= 1.0]
-    if not leaders:
-        return figures
-    leader_before, leader_after = leaders[0]
-    figures["entries_per_fsync"] = _ratio(
-        _delta(leader_before, leader_after, "quorumlog_raft_entries_persisted"),
-        _delta(leader_before, leader_after, "quorumlog_raft_fsyncs"),
-    )
-    app_messages = _delta(leader_before, leader_after, "quorumlog_raft_append_messages_sent")
-    app_empty = _delta(leader_before, leader_after, "quorumlog_raft_append_empty_messages_sent")
-    carrying = None if app_messages is None or app_empty is None else app_messages - app_empty
-    figures["entries_per_append_entries"] = _ratio(
-        _delta(leader_before, leader_after, "quorumlog_raft_append_entries_sent"), carrying
-    )
-    if app_messages is not None and app_empty is not None and app_messages > 0:
-        figures["empty_append_entries_fraction"] = round(app_empty / app_messages, 3)
-    figures["commands_per_entry"] = _ratio(
-        _delta(leader_before, leader_after, "quorumlog_commands_proposed"),
-        _delta(leader_before, leader_after, "quorumlog_raft_proposals"),
-    )
-    followers = [pair for pair in pairs if pair is not leaders[0]]
-    entries = [_delta(b, a, "quorumlog_raft_entries_persisted") for b, a in followers]
-    fsyncs = [_delta(b, a, "quorumlog_raft_fsyncs") for b, a in followers]
-    if followers and None not in entries and None not in fsyncs:
-        figures["follower_entries_per_fsync"] = _ratio(
-            sum(e for e in entries if e is not None), sum(f for f in fsyncs if f is not None)
-        )
-    return figures
 
 
 # -- local cluster -----------------------------------------------------------------------------

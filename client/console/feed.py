@@ -17,14 +17,13 @@ import contextlib
 import logging
 import time
 import urllib.error
-import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from quorumlog.client import errors
+from quorumlog.client import errors, node_metrics
 from quorumlog.client.async_client import AsyncClient
 from quorumlog.client.results import ClusterStatus, NodeReport
 
@@ -87,16 +86,6 @@ def append_totals(text: str) -> AppendTotals:
             elif sample.name == LATENCY + "_sum":
                 seconds += sample.value
     return AppendTotals(calls, seconds)
-
-
-def _scrape(address: str) -> str:
-    if not address or "/" in address:
-        raise ValueError(f"not a HOST:PORT metrics address: {address!r}")
-    with urllib.request.urlopen(
-        f"http://{address}/metrics", timeout=SCRAPE_TIMEOUT_S
-    ) as response:
-        body: bytes = response.read()
-    return body.decode("utf-8", errors="replace")
 
 
 def leaders_of(status: ClusterStatus) -> dict[str, tuple[str, int]]:
@@ -238,7 +227,8 @@ class ClusterFeed:
 
         async def one(address: str) -> AppendTotals | None:
             try:
-                return append_totals(await asyncio.to_thread(_scrape, address))
+                return append_totals(await asyncio.to_thread(
+                    node_metrics.fetch, address, SCRAPE_TIMEOUT_S))
             except (OSError, ValueError, urllib.error.URLError) as error:
                 log.debug("metrics of %s: %s", address, error)
                 return None
