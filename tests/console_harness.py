@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -42,10 +43,13 @@ class ConsoleProcess:
     """``quorumlog console`` for ``addresses`` on a free loopback port, its output in a log."""
 
     def __init__(self, addresses: Sequence[str], log_path: Path,
-                 extra: Sequence[str] = (), port: int | None = None) -> None:
+                 extra: Sequence[str] = (), port: int | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the console serves HTTPS (``--https-cert``), trusted through this."""
         self.addresses = list(addresses)
         self.port = port or free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +68,7 @@ class ConsoleProcess:
             raise AssertionError(f"the console exited with {self.process.returncode}:\n"
                                  + self.log_path.read_text(errors="replace"))
         try:
-            status, _, _ = http(f"{self.url}/static/console.css")
+            status, _, _ = http(f"{self.url}/static/console.css", context=self.tls)
         except OSError:
             return False
         return status == 200
@@ -145,7 +149,7 @@ def screenshot(driver: WebDriver, name: str) -> Path:
 
 
 def http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-         ) -> tuple[int, dict[str, str], str]:
+         context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], str]:
     """(status, headers, body) of one request, whatever the status; never follows a
     redirect, so a 303 is seen as one."""
 
@@ -153,7 +157,7 @@ def http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None 
         def redirect_request(self, *args: object, **kwargs: object) -> None:
             return None
 
-    opener = urllib.request.build_opener(NoRedirect)
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=context))
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with opener.open(request, timeout=10) as answer:

@@ -201,6 +201,9 @@ def test_console_command_refuses_bad_flags_with_one_line(
         (["--listen", "127.0.0.1:0"], "--listen port must be 1-65535"),
         (["--cookie-key-file", str(bad_key)], "not a console key"),
         (["--cookie-key-file", str(tmp_path / "missing" / "k")], "No such file or directory"),
+        (["--https-cert", str(bad_key)], "give --https-cert and --https-key together"),
+        (["--https-cert", str(bad_key), "--https-key", str(tmp_path / "none.pem")],
+         "--https-key " + str(tmp_path / "none.pem") + ": no such file"),
     ]
     for flags, message in cases:
         assert main(["console", "--cluster", "127.0.0.1:1", *flags]) == 2

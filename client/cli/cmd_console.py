@@ -5,7 +5,8 @@ non-loopback address needs ``--require-login``), ``--read-only`` (no actions),
 ``--require-login`` (every user logs in with a cluster token, and the console's calls for
 them carry it), ``--audit-log FILE``, ``--cookie-key-file FILE`` (a key that keeps logins
 across restarts: created, mode 0600, when missing), ``--tls-dir``/``--tls-client``/``--token``
-(the console's own identity toward the cluster). Owns: flags only.
+(the console's own identity toward the cluster), ``--https-cert FILE --https-key FILE`` (serve
+HTTPS; cookies are then marked Secure). Owns: flags only.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cookie-key-file", metavar="FILE", type=Path, default=None,
                         help="the key sealing the console's cookies (created when missing); "
                         "default: a new key each start, so logins end with the process")
+    parser.add_argument("--https-cert", metavar="FILE", type=Path, default=None,
+                        help="serve HTTPS with this PEM certificate chain (with --https-key)")
+    parser.add_argument("--https-key", metavar="FILE", type=Path, default=None,
+                        help="the PEM private key of --https-cert")
     cli_common.add_common_arguments(parser, json_flag=False)
 
 
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             host=host, port=port, security=cli_common.security_of(args),
             read_only=args.read_only, require_login=args.require_login,
             audit_log=args.audit_log, cookie_key=cookie_key(args.cookie_key_file),
+            https_cert=args.https_cert, https_key=args.https_key,
             deadline=cli_common.deadline_of(args, 10.0),
         )
     except SettingsError as error:

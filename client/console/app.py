@@ -55,6 +55,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 MAX_USER_CLIENTS = 32
 MAX_NOTICES = 256
 STATUS_OF_CODE = {
@@ -67,8 +68,10 @@ STATUS_OF_CODE = {
 class SecurityHeaders:
     """ASGI middleware: the security headers on every HTTP response."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
+        # over HTTPS, browsers are told never to come back over plain HTTP
+        self.headers = [*SECURITY_HEADERS, *([HSTS] if https else [])]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +80,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -170,7 +173,8 @@ def _identity(request: Request) -> tuple[Identity, bool]:
 
 def _with_cookie(response: Response, console: Console, user: Identity) -> Response:
     response.set_cookie(identity.COOKIE, console.seal.seal(user), max_age=identity.MAX_AGE_S,
-                        httponly=True, samesite="strict", path="/")
+                        httponly=True, samesite="strict", path="/",
+                        secure=console.settings.https)
     return response
 
 
@@ -453,5 +457,5 @@ def build(settings: ConsoleSettings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = console
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, https=settings.https)
     return app

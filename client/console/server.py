@@ -1,7 +1,8 @@
 """Running the console: the Starlette application under uvicorn, until a signal stops it.
 
-Owns: uvicorn's configuration (no server header, no proxy headers trusted, the console's log
-lines) and the line printed once the console listens. Must never: bind anything but the
+Owns: uvicorn's configuration (no server header, no proxy headers trusted, HTTPS when the
+settings name a certificate, the console's log lines) and the line printed once the console
+listens. Must never: bind anything but the
 settings' address, or serve anything but ``quorumlog.client.console.app``.
 """
 
@@ -36,8 +37,11 @@ def serve(settings: ConsoleSettings) -> bool:
         build(settings), host=settings.host, port=settings.port, lifespan="on",
         server_header=False, proxy_headers=False, log_level="warning", access_log=False,
         timeout_graceful_shutdown=2,
+        ssl_certfile=None if settings.https_cert is None else str(settings.https_cert),
+        ssl_keyfile=None if settings.https_key is None else str(settings.https_key),
     )
-    server = _Server(config, f"http://{host}:{settings.port}/")
+    scheme = "https" if settings.https else "http"
+    server = _Server(config, f"{scheme}://{host}:{settings.port}/")
     server.run()
     if not server.started:
         print(f"quorumlog console: could not listen on {host}:{settings.port}",

@@ -1,8 +1,9 @@
 """The console's settings: one value built from ``quorumlog console``'s flags.
 
-Owns: :class:`ConsoleSettings` and the rule that a console serving beyond loopback must ask
-for a login. Must never: read flags or files itself (``quorumlog.client.cli.cmd_console``
-does) or open connections.
+Owns: :class:`ConsoleSettings`, the rule that a console serving beyond loopback must ask
+for a login, and that HTTPS needs both a certificate and its key (files that exist). Must
+never: read flags or the files' contents (``quorumlog.client.cli.cmd_console`` and uvicorn
+do) or open connections.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ConsoleSettings:
     #: the key that seals the console's cookies (32 url-safe base64 bytes, Fernet); None: a
     #: fresh key each start (logins then end with the process)
     cookie_key: bytes | None = None
+    #: serve HTTPS with this certificate chain and key (PEM files); None: plain HTTP
+    https_cert: Path | None = None
+    https_key: Path | None = None
     #: how often the overview's poller looks at the cluster, seconds
     poll_interval: float = 1.0
     deadline: float = 10.0  # seconds each cluster call may take
@@ -45,11 +49,21 @@ class ConsoleSettings:
             raise SettingsError("--cluster names no address")
         if not 0 < self.port < 65536:
             raise SettingsError(f"--listen port must be 1-65535, got {self.port}")
+        if (self.https_cert is None) != (self.https_key is None):
+            raise SettingsError("give --https-cert and --https-key together")
+        for flag, path in (("--https-cert", self.https_cert), ("--https-key", self.https_key)):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{flag} {path}: no such file")
         if not self.require_login and not is_loopback(self.host):
             raise SettingsError(
                 f"--listen {self.host} is not a loopback address: add --require-login so "
                 "every user logs in with a cluster token"
             )
+
+
+    @property
+    def https(self) -> bool:
+        return self.https_cert is not None
 
 
 def is_loopback(host: str) -> bool:
