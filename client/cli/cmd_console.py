@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN,
                         help=f"where to serve the console (default {DEFAULT_LISTEN})")
     parser.add_argument("--read-only", action="store_true",
-                        help="show, never change: no action buttons, every POST refused")
+                        help="show, never change: no action buttons, every action refused")
     parser.add_argument("--require-login", action="store_true",
                         help="every user logs in with a cluster token; the console acts "
                         "for them with it, so the cluster's ACLs apply")
