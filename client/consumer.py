@@ -3,7 +3,8 @@ fencing tokens, session state, dead letters and session policies.
 
 Owns: building ``quorumlog.v1.Consumer`` requests, running each through the client's
 :class:`Router` (leader found and followed, UNAVAILABLE retried until the deadline, a refusal
-raised at once as a typed error), and the plain dataclasses results come back as. Must never:
+raised at once as a typed error); the values results come back as are in
+``quorumlog.client.consumer_results``. Must never:
 decide delivery, expiry or ownership (the replicated state does, at the leader's time) or hold
 messages between calls.
 
@@ -32,14 +33,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import heapq
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from quorumlog.client._grpc import NodeConnection
-from quorumlog.client.envelope import Envelope, envelope_of
+from quorumlog.client.consumer_results import (
+    Action,
+    ConsumerSessionStatus,
+    DeadLetter,
+    GroupInfo,
+    GroupStatus,
+    Lease,
+    Received,
+    ReceivedMessage,
+    ReceiveMode,
+    ScheduledMessage,
+    SessionState,
+    Settlement,
+    SettleResult,
+    StateWrite,
+    lease_of,
+)
+from quorumlog.client.envelope import envelope_of
 from quorumlog.client.leader import Router
 from quorumlog.client.shards import META
 from quorumlog.proto import consumer_pb2 as cpb
@@ -47,141 +63,25 @@ from quorumlog.proto import consumer_pb2 as cpb
 T = TypeVar("T")
 P = ParamSpec("P")
 
-
-class ReceiveMode(enum.IntEnum):
-    PEEK_LOCK = cpb.PEEK_LOCK  # locked until settled or the lock expires (at-least-once)
-    RECEIVE_AND_DELETE = cpb.RECEIVE_AND_DELETE  # settled as delivered (at-most-once)
-
-
-class Action(enum.IntEnum):
-    COMPLETE = cpb.COMPLETE
-    ABANDON = cpb.ABANDON  # redelivered (after a delay), before any later message
-    DEAD_LETTER = cpb.DEAD_LETTER  # moved to the session's dead-letter log
-    DEFER = cpb.DEFER  # out of the delivery order: received again only by its offset
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
-    session: str
-    group: str
-    offset: int
-    data: bytes
-    delivery_count: int  # 1 on the first delivery
-    locked_until_ms: int  # leader time; 0 in receive-and-delete mode
-    token: int  # the fencing token it was received under (0: no lease)
-    envelope: Envelope | None = None  # None: appended without one
-    append_time_ms: int = 0  # the leader's clock at the append
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    session: str
-    group: str
-    messages: list[ReceivedMessage]
-    token: int
-    backlog: int  # messages of the group not settled yet, after this receive
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    offset: int
-    delivery_count: int
-    action: Action = Action.COMPLETE
-    delay_ms: int = 0
-    reason: str = ""
-
-    @classmethod
-    def of(cls, message: ReceivedMessage, action: Action = Action.COMPLETE, *,
-           delay_ms: int = 0, reason: str = "") -> Settlement:
-        return cls(message.offset, message.delivery_count, action, delay_ms, reason)
-
-
-@dataclass(frozen=True, slots=True)
-class StateWrite:
-    """Compare-and-set: ``expected_version`` is the version read (0: never written)."""
-
-    expected_version: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SettleResult:
-    completed: int
-    abandoned: int
-    dead_lettered: int
-    state_version: int  # the new version when a state write went with the settle
-    deferred: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    session: str  # "" from accept_next when no session was available
-    group: str
-    consumer: str
-    token: int  # fencing token: grows with each new owner
-    expires_ms: int  # leader time
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    session: str
-    version: int  # 0: never written
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    sequence: int
-    offset: int
-    group: str
-    reason: str
-    delivery_count: int
-    dead_lettered_ms: int
-    data: bytes
-    envelope: Envelope | None = None  # the message's, None: appended without one
-    append_time_ms: int = 0  # the leader's clock at the original append
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledMessage:
-    offset: int
-    deliver_at_ms: int  # leader time
-    canceled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GroupInfo:
-    group: str
-    lock_ms: int
-    max_deliveries: int
-    created_ms: int
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    group: str
-    owner: str  # "" when no live lease
-    lease_expires_ms: int
-    token: int
-    backlog: int  # lag: messages not settled by the group
-    in_flight: int
-    next_offset: int = 0  # the cursor: the next offset delivered for the first time
-    first_unsettled: int = 0  # the lowest offset not settled (next_offset: nothing pending)
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSessionStatus:
-    session: str
-    groups: list[GroupStatus] = field(default_factory=list)
-    dead_letters: int = 0
-    closed: bool = False
-    messages_expired: int = 0  # expired messages skipped (per group that skipped one)
-
-
-def _lease(response: cpb.Lease) -> Lease:
-    return Lease(response.session, response.group, response.consumer, response.token,
-                 response.expires_ms)
+# The result types are defined in consumer_results and imported from here, as always.
+__all__ = [
+    "Action",
+    "ConsumerOperations",
+    "ConsumerSessionStatus",
+    "DeadLetter",
+    "GroupInfo",
+    "GroupStatus",
+    "Lease",
+    "ReceiveMode",
+    "Received",
+    "ReceivedMessage",
+    "ScheduledMessage",
+    "SessionState",
+    "SettleResult",
+    "Settlement",
+    "StateWrite",
+    "SyncConsumerOperations",
+]
 
 
 class ConsumerOperations:
@@ -395,7 +295,7 @@ class ConsumerOperations:
         request = cpb.AcceptSessionRequest(
             session=session, group=group, consumer=consumer, lease_ms=lease_ms
         )
-        return _lease(cast(cpb.Lease, await self._call(
+        return lease_of(cast(cpb.Lease, await self._call(
             "AcceptSession", request, deadline, session=session
         )))
 
@@ -413,14 +313,14 @@ class ConsumerOperations:
         await self._router.learn(self._end_of(deadline))
         count = self._router.shards.count
         if count <= 1:
-            lease = _lease(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
+            lease = lease_of(cast(cpb.Lease, await self._call("AcceptSession", request, deadline)))
             return lease if lease.session else None
         start = self._next_shard % count
         self._next_shard = start + 1
         for step in range(count):
             shard = (start + step) % count
             request.shard = shard
-            lease = _lease(cast(cpb.Lease, await self._call(
+            lease = lease_of(cast(cpb.Lease, await self._call(
                 "AcceptSession", request, deadline, shard=shard
             )))
             if lease.session:
@@ -433,7 +333,7 @@ class ConsumerOperations:
         request = cpb.RenewLeaseRequest(
             session=lease.session, group=lease.group, token=lease.token, lease_ms=lease_ms
         )
-        return _lease(cast(cpb.Lease, await self._call(
+        return lease_of(cast(cpb.Lease, await self._call(
             "RenewLease", request, deadline, session=lease.session
         )))
 
