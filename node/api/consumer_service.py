@@ -164,6 +164,19 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             await rpc.abort_invalid(context, error)
         return local
 
+    async def _session_change(
+        self, context: Context, session: str, command: commands_pb2.Command, kind: type[R],
+        *, with_index: bool = False,
+    ) -> R:
+        """A change to ``session``: its name checked, routed to its shard's group, replicated;
+        the answer, carrying the entry's commit index when ``with_index``."""
+        await self._check(context, self._session_check(session))
+        local = await self._route(context, session)
+        index, response = await self._propose(context, local, command, kind)
+        if with_index:
+            response.commit_index = index  # type: ignore[attr-defined]
+        return response
+
     def _session_check(self, session: str) -> Any:
         return lambda: limits.check_session_id(session, self.limits)
 
@@ -399,14 +412,12 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
     async def ReleaseSession(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ReleaseSessionRequest, context: Context
     ) -> consumer_pb2.ReleaseSessionResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(release=cc.ReleaseCommand(
             session=request.session, group=request.group, token=request.token,
         ))
-        local = await self._route(context, request.session)
-        return (await self._propose(
-            context, local, command, consumer_pb2.ReleaseSessionResponse
-        ))[1]
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.ReleaseSessionResponse
+        )
 
     async def GetState(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.GetStateRequest, context: Context
@@ -447,16 +458,13 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
     async def CancelScheduled(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.CancelScheduledRequest, context: Context
     ) -> consumer_pb2.CancelScheduledResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(cancel_scheduled=cc.CancelScheduledCommand(
             session=request.session, offsets=request.offsets,
         ))
-        local = await self._route(context, request.session)
-        index, response = await self._propose(
-            context, local, command, consumer_pb2.CancelScheduledResponse
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.CancelScheduledResponse,
+            with_index=True,
         )
-        response.commit_index = index
-        return response
 
     async def ListDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ListDeadLettersRequest, context: Context
@@ -480,34 +488,28 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
     async def ResubmitDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ResubmitDeadLettersRequest, context: Context
     ) -> consumer_pb2.ResubmitDeadLettersResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(resubmit=cc.ResubmitCommand(
             session=request.session, sequences=request.sequences,
             principal=current_principal.get(),  # the append is authorized as the caller's
         ))
-        local = await self._route(context, request.session)
-        return (await self._propose(
-            context, local, command, consumer_pb2.ResubmitDeadLettersResponse
-        ))[1]
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.ResubmitDeadLettersResponse
+        )
 
     async def PurgeDeadLetters(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.PurgeDeadLettersRequest, context: Context
     ) -> consumer_pb2.PurgeDeadLettersResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(purge=cc.PurgeCommand(
             session=request.session, sequences=request.sequences,
         ))
-        local = await self._route(context, request.session)
-        index, response = await self._propose(
-            context, local, command, consumer_pb2.PurgeDeadLettersResponse
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.PurgeDeadLettersResponse,
+            with_index=True,
         )
-        response.commit_index = index
-        return response
 
     async def ConfigureSession(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ConfigureSessionRequest, context: Context
     ) -> consumer_pb2.ConfigureSessionResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(configure=cc.ConfigureSessionCommand(
             session=request.session, session_ttl_ms=request.session_ttl_ms,
             message_ttl_ms=request.message_ttl_ms, retention_ms=request.retention_ms,
@@ -515,18 +517,17 @@ class ConsumerService(consumer_pb2_grpc.ConsumerServicer):
             duplicate_window_ms=request.duplicate_window_ms,
             dead_letter_expired=request.dead_letter_expired,
         ))
-        local = await self._route(context, request.session)
-        return (await self._propose(
-            context, local, command, consumer_pb2.ConfigureSessionResponse
-        ))[1]
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.ConfigureSessionResponse
+        )
 
     async def CloseSession(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.CloseSessionRequest, context: Context
     ) -> consumer_pb2.CloseSessionResponse:
-        await self._check(context, self._session_check(request.session))
         command = _command(close=cc.CloseSessionCommand(session=request.session))
-        local = await self._route(context, request.session)
-        return (await self._propose(context, local, command, consumer_pb2.CloseSessionResponse))[1]
+        return await self._session_change(
+            context, request.session, command, consumer_pb2.CloseSessionResponse
+        )
 
     async def ListConsumerSessions(  # noqa: N802 -- gRPC method name
         self, request: consumer_pb2.ListConsumerSessionsRequest, context: Context
