@@ -29,6 +29,16 @@ def _log_in(driver: WebDriver, url: str, token: str) -> None:
     click_to_load(driver, driver.find_element(By.ID, "login"))
 
 
+def _admin_and_a_shop_reader(admin: Client, principal: str) -> None:
+    """ACLs on: ``principal`` may do everything, bob may only read ``shop/``; one message in
+    ``shop/a``."""
+    for verb in ("manage", "read", "append", "consume"):
+        admin.acl.grant(principal, verb, "")
+    admin.acl.grant("bob", "read", "shop/")
+    admin.acl.set_enabled(True)
+    admin.append("shop/a", b"first")
+
+
 def _body(driver: WebDriver) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
@@ -44,11 +54,7 @@ def test_login_token_and_cluster_acls_decide_what_a_user_sees_and_does(
     with running_cluster(tmp_path, 1, ["--token-key", str(secret)]) as cluster, \
             Client(cluster.addresses, deadline=15, security=ClientSecurity(token=alice)) \
             as admin, chromium() as driver:
-        for verb in ("manage", "read", "append", "consume"):
-            admin.acl.grant("alice", verb, "")
-        admin.acl.grant("bob", "read", "shop/")
-        admin.acl.set_enabled(True)
-        admin.append("shop/a", b"first")
+        _admin_and_a_shop_reader(admin, "alice")
         admin.append("secret/x", b"hidden")
         console = ConsoleProcess(cluster.addresses, tmp_path / "console.log", [
             "--require-login", "--cookie-key-file", str(cookie_key), "--audit-log", str(audit)])
@@ -121,11 +127,7 @@ def test_the_consoles_mutual_tls_identity_decides_what_it_shows_and_does(
     with running_tls_cluster(tmp_path, directory, size=1) as cluster, \
             Client(cluster.addresses, deadline=15, security=client_security(directory)) \
             as admin, chromium() as driver:
-        for verb in ("manage", "read", "append", "consume"):
-            admin.acl.grant("admin", verb, "")
-        admin.acl.grant("bob", "read", "shop/")
-        admin.acl.set_enabled(True)
-        admin.append("shop/a", b"first")
+        _admin_and_a_shop_reader(admin, "admin")
         console = ConsoleProcess(cluster.addresses, tmp_path / "console.log", [
             "--tls-dir", str(directory), "--tls-client", "bob"])
         console.start()
