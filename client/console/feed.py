@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import urllib.error
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,7 +228,7 @@ class ClusterFeed:
             try:
                 return append_totals(await asyncio.to_thread(
                     node_metrics.fetch, address, SCRAPE_TIMEOUT_S))
-            except (OSError, ValueError, urllib.error.URLError) as error:
+            except (OSError, ValueError) as error:  # URLError is an OSError
                 log.debug("metrics of %s: %s", address, error)
                 return None
 
